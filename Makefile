@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    create/reuse .venv, install atreid, run the whole pipeline -> results/table.csv
+#   make test   create/reuse .venv, install atreid with test extras, run the test suite
+VENV ?= .venv
+PYTHON ?= python3
+CORES ?= $(shell nproc 2>/dev/null || echo 2)
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.atreid-installed
+
+.PHONY: run test install lint dag clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) results/table.csv
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+
+dag: $(STAMP)
+	$(BIN)/snakemake --dag results/table.csv | dot -Tsvg > docs/dag.svg
+
+clean:
+	rm -rf data models results/metrics results/table.* results/plots logs checkpoints .snakemake

@@ -1,0 +1,19 @@
+# atreid workflow: AT-USTC (synthetic or your copy) -> verify/index -> frame sampling
+# -> training of every variant -> per-benchmark evaluation -> results/table.csv.
+# Wiring only: the logic lives in the atreid package, each rule calls one CLI step.
+
+from snakemake.utils import min_version
+
+min_version("8.20")
+
+
+configfile: "params.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    input:
+        DATA.sampled_index,

@@ -1,0 +1,45 @@
+"""The single command-line interface: ``python -m atreid <step> ...`` / ``atreid <step>``.
+
+Every pipeline step (Snakemake rules, DVC stages) is one subcommand. Subcommands live in
+``atreid/commands/<name>.py`` and each defines ``register(subparsers)``, so a step's
+argument parsing sits next to nothing else and the rules stay free of logic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+from typing import Sequence
+
+import atreid.commands
+from atreid import __version__
+from atreid.errors import AtreidError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atreid", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"atreid {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="<step>", required=True)
+    for module_info in sorted(pkgutil.iter_modules(atreid.commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"atreid.commands.{module_info.name}")
+        if hasattr(module, "register"):
+            module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except AtreidError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)

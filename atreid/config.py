@@ -1,0 +1,172 @@
+"""params.yaml: loading, schema validation with defaults, and variant resolution.
+
+The schema (``atreid/schema/params.schema.yaml``) is the single definition of every
+setting. Snakemake (``rules/common.smk``) and the CLI both validate through
+:func:`validate_params`, so a typo or a wrong type fails the same way everywhere: one
+line naming the key path.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from atreid.errors import AtreidError
+
+SCHEMA_RESOURCE = "schema/params.schema.yaml"
+
+
+@lru_cache(maxsize=1)
+def load_schema() -> dict[str, Any]:
+    """The params JSON schema (YAML-encoded, shipped inside the package)."""
+    text = resources.files("atreid").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Return ``base`` updated recursively by ``override`` (dicts merge, others replace).
+
+    This is the same rule Snakemake applies to several ``--configfile`` files, so a
+    preset (e.g. presets/paper.yaml) means the same thing to Snakemake, DVC and the CLI.
+    """
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _key_path(path: Iterable[Any]) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def _error_message(error: Any) -> str:
+    """One line naming the offending key for a jsonschema ValidationError."""
+    where = _key_path(error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        if error.schema.get("properties"):
+            valid = ", ".join(sorted(error.schema["properties"]))
+            return (f"unknown key {_key_path([*error.absolute_path, extra[0]])!r}"
+                    f" (valid keys here: {valid})")
+        return f"invalid entry {_key_path([*error.absolute_path, extra[0]])!r}: {error.message}"
+    if error.validator == "required":
+        return f"missing key in {where!r}: {error.message}"
+    if error.validator in ("type", "enum", "const", "oneOf"):
+        expected = error.schema.get("type") or error.schema.get("enum") or error.schema.get("oneOf")
+        return f"wrong value for {where!r}: {error.instance!r} (expected {expected})"
+    return f"invalid value for {where!r}: {error.message}"
+
+
+def _fill_defaults(schema: dict[str, Any], instance: Any, root: dict[str, Any]) -> Any:
+    """Fill ``default`` values of object properties recursively (after validation)."""
+    if "$ref" in schema:
+        ref = schema["$ref"].removeprefix("#/").split("/")
+        target: Any = root
+        for part in ref:
+            target = target[part]
+        return _fill_defaults(target, instance, root)
+    if not isinstance(instance, dict) or schema.get("type") != "object":
+        return instance
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            instance[key] = _fill_defaults(sub, instance[key], root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in instance:
+            if key not in schema.get("properties", {}):
+                instance[key] = _fill_defaults(extra, instance[key], root)
+    return instance
+
+
+def validate_params(params: dict[str, Any], *, source: str = "params.yaml") -> dict[str, Any]:
+    """Validate ``params`` against the schema and return a copy with defaults filled in.
+
+    Raises:
+        AtreidError: one line naming ``source`` and the offending key.
+    """
+    import jsonschema
+
+    if not isinstance(params, dict):
+        raise AtreidError(f"{source}: expected a mapping of settings at the top level")
+    schema = load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(params), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        # The deepest error is the most specific one (oneOf/anyOf wrap their causes).
+        error = max(errors, key=lambda e: len(e.absolute_path))
+        raise AtreidError(f"{source}: {_error_message(error)}; fix it in {source}")
+    filled = _fill_defaults(schema, copy.deepcopy(params), schema)
+    _check_variants(filled, source)
+    return filled
+
+
+def _check_variants(params: dict[str, Any], source: str) -> None:
+    for name, variant in params["variants"].items():
+        if variant["ncls"] == 1 and variant["moae"]:
+            raise AtreidError(
+                f"{source}: variants.{name}: moae needs ncls 6 (one CLS token per scenario); "
+                "set ncls: 6 or moae: false")
+
+
+def load_params(*paths: str | Path) -> dict[str, Any]:
+    """Load, deep-merge (later files win) and validate one or more params files."""
+    if not paths:
+        paths = ("params.yaml",)
+    merged: dict[str, Any] = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise AtreidError(f"{path}: no such params file; run from the project root or pass --params")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            line = getattr(getattr(exc, "problem_mark", None), "line", None)
+            where = f" (line {line + 1})" if line is not None else ""
+            raise AtreidError(f"{path}{where}: not valid YAML; fix the syntax") from None
+        if not isinstance(loaded, dict):
+            raise AtreidError(f"{path}: expected a mapping of settings at the top level")
+        merged = deep_merge(merged, loaded)
+    return validate_params(merged, source=" + ".join(str(p) for p in paths))
+
+
+def resolve_variant(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """The complete, JSON-able settings of one variant (see docs/ARCHITECTURE.md).
+
+    ``model`` and ``train`` are the params.yaml sections deep-merged with the variant's
+    own overrides, so the result is everything that decides the trained weights.
+    """
+    variants = params["variants"]
+    if name not in variants:
+        raise AtreidError(f"unknown variant {name!r}; valid variants: {', '.join(sorted(variants))}")
+    variant = variants[name]
+    resolved = {
+        "name": name,
+        "seed": params.get("seed", 0),
+        "ncls": variant["ncls"],
+        "said": variant["said"],
+        "moae": variant["moae"],
+        "hdw": variant["hdw"],
+        "model": deep_merge(params["model"], variant.get("model", {})),
+        "train": deep_merge(params["train"], variant.get("train", {})),
+    }
+    if "reference_checkpoint" in variant:
+        resolved["reference_checkpoint"] = variant["reference_checkpoint"]
+    return resolved
+
+
+def settings_digest(obj: Any) -> str:
+    """A short stable hash of JSON-able settings (used to detect stale checkpoints)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]

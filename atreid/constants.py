@@ -1,0 +1,32 @@
+"""Names shared by every layer: scenario/head order, modality codes, AT-USTC flags."""
+
+from __future__ import annotations
+
+# Head i serves scenario SCENARIOS[i]; this order is the published one and is used by
+# the reference checkpoints, the model, the losses and the evaluation alike.
+SCENARIOS: tuple[str, ...] = ("DT-ST", "DT-LT", "NT-ST", "NT-LT", "AD-ST", "AD-LT")
+SHORT_TERM_HEADS: tuple[int, ...] = (0, 2, 4)
+LONG_TERM_HEADS: tuple[int, ...] = (1, 3, 5)
+
+# Modality codes used in tensors and arrays; tidy tables hold the names.
+RGB, IR = 0, 1
+MODALITY_NAMES: tuple[str, ...] = ("rgb", "ir")
+MODALITY_CODES: dict[str, int] = {"rgb": RGB, "ir": IR}
+
+# AT-USTC split flags (the F in camKK-fF-NNNN.jpg).
+FLAG_TRAIN = 0
+FLAG_VAL = 1
+FLAG_NAMES: dict[int, str] = {
+    0: "train",
+    1: "val",
+    2: "DT-ST query",
+    3: "DT-LT query",
+    4: "NT-ST query",
+    5: "NT-LT query",
+    6: "DT-ST gallery",
+    7: "DT-LT gallery",
+    8: "NT-ST gallery",
+    9: "NT-LT gallery",
+}
+RGB_CAMERAS = range(1, 9)
+IR_CAMERAS = range(9, 17)

@@ -1,0 +1,41 @@
+# Shared by every rule file: config validation, paths and input functions.
+import json
+import sys
+from types import SimpleNamespace
+
+from atreid.config import validate_params
+from atreid.errors import AtreidError
+
+try:
+    # Validates against atreid/schema/params.schema.yaml and fills defaults, so unknown
+    # keys and wrong types stop the workflow with one line naming the key.
+    config = validate_params(config, source="params.yaml (+ --configfile/--config)")
+except AtreidError as exc:
+    sys.exit(f"error: {exc}")
+
+# The CLI of this very interpreter, so rules use the same environment as snakemake.
+ATREID = f'"{sys.executable}" -m atreid'
+
+DATA_DIR = config["data"]["dir"]
+DATA = SimpleNamespace(
+    images=f"{DATA_DIR}/atustc/images",
+    record=f"{DATA_DIR}/atustc/source.json",
+    index=f"{DATA_DIR}/atustc/index.csv",
+    verification=f"{DATA_DIR}/atustc/verification.json",
+    verification_txt=f"{DATA_DIR}/atustc/verification.txt",
+    sampled_index=f"{DATA_DIR}/atustc/train_sampled.csv",
+    labels=f"{DATA_DIR}/atustc/labels.json",
+)
+
+
+def as_json(obj):
+    """Quote a settings dict for the shell (single-quoted JSON)."""
+    return "'" + json.dumps(obj, sort_keys=True).replace("'", "'\\''") + "'"
+
+
+def atustc_source_settings():
+    """What decides the raw dataset: its source, plus the generator settings if synthetic."""
+    atustc = config["data"]["atustc"]
+    source = {"source": atustc["source"], "sha256": atustc["sha256"]}
+    synthetic = config["data"]["synthetic"] if atustc["source"] == "synthetic" else {}
+    return source, synthetic
