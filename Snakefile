@@ -12,8 +12,10 @@ configfile: "params.yaml"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:
     input:
-        DATA.sampled_index,
+        "results/table.csv",

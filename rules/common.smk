@@ -1,5 +1,6 @@
 # Shared by every rule file: config validation, paths and input functions.
 import json
+import os
 import sys
 from types import SimpleNamespace
 
@@ -39,3 +40,45 @@ def atustc_source_settings():
     source = {"source": atustc["source"], "sha256": atustc["sha256"]}
     synthetic = config["data"]["synthetic"] if atustc["source"] == "synthetic" else {}
     return source, synthetic
+
+
+# ---- variants and benchmarks ----------------------------------------------------
+from atreid.config import resolve_variant
+
+VARIANTS = sorted(config["variants"])
+BENCHMARKS = list(config["eval"]["benchmarks"])
+FEATURE_CACHE = "cache/features"
+
+
+wildcard_constraints:
+    variant="|".join(VARIANTS) or "(?!)",
+    benchmark="|".join(BENCHMARKS) or "(?!)",
+
+
+def variant_settings(wildcards):
+    """Exactly this variant's resolved settings: changing one variant reruns only it."""
+    return as_json(resolve_variant(config, wildcards.variant))
+
+
+def training_threads():
+    """All the cores snakemake may use, capped by the machine: torch threads follow this."""
+    return max(1, min(workflow.cores, os.cpu_count() or 1))
+
+
+def benchmark_inputs(wildcards):
+    """Files a benchmark's evaluation reads (its index and images)."""
+    return {
+        "index": f"{DATA_DIR}/{wildcards.benchmark}/index.csv",
+        "images": f"{DATA_DIR}/{wildcards.benchmark}/images",
+    }
+
+
+def eval_settings():
+    settings = dict(config["eval"])
+    settings.pop("benchmarks")  # which benchmarks run is the DAG's business, not the job's
+    settings.pop("paper_results")
+    return as_json(settings)
+
+
+def all_metrics():
+    return expand("results/metrics/{variant}/{benchmark}.json", variant=VARIANTS, benchmark=BENCHMARKS)

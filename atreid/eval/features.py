@@ -1,0 +1,128 @@
+"""Feature extraction: one pass per image yields all six post-BN head features.
+
+Features are cached on disk per (model file, image list, transform) so protocols and
+re-evaluations that share images never extract twice. bf16 autocast on CUDA, fp32 on
+CPU (bit-reproducible there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from atreid.errors import AtreidError
+from atreid.io import atomic_torch_save, progress
+
+log = logging.getLogger("atreid.features")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def eval_transform(image_size: Sequence[int]):
+    """Resize + to-tensor + ImageNet normalisation (the recipe's test transform)."""
+    from torchvision import transforms as T
+
+    return T.Compose([
+        T.Resize(tuple(image_size), interpolation=T.InterpolationMode.BILINEAR),
+        T.ToTensor(),
+        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+class ImageListDataset(Dataset):
+    """Images given by paths relative to ``root``, loaded as RGB."""
+
+    def __init__(self, root: str | Path, paths: Sequence[str], transform) -> None:
+        self.root = Path(root)
+        self.paths = list(paths)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from PIL import Image
+
+        path = self.root / self.paths[i]
+        try:
+            with Image.open(path) as image:
+                return self.transform(image.convert("RGB"))
+        except (OSError, ValueError) as exc:
+            raise AtreidError(f"{path}: cannot read image ({exc}); re-run the dataset's verification step") from None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise AtreidError("eval.device is 'cuda' but no CUDA device is available; set eval.device: auto")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def extract_features(model: torch.nn.Module, root: str | Path, paths: Sequence[str], *,
+                     image_size: Sequence[int], batch_size: int = 128, flip: bool = False,
+                     device: torch.device | str = "cpu", num_workers: int = 0) -> torch.Tensor:
+    """Return a float32 CPU tensor (N, 6, D) of post-BN features, in ``paths`` order.
+
+    With ``flip`` the features of the image and its horizontal mirror are averaged.
+    """
+    device = torch.device(device)
+    model = model.to(device).eval()
+    loader = DataLoader(ImageListDataset(root, paths, eval_transform(image_size)), batch_size=batch_size,
+                        shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda")
+    use_bf16 = device.type == "cuda"
+    chunks = []
+    for images in progress(loader, total=len(loader), desc="extract features", unit="batch"):
+        images = images.to(device, non_blocking=True)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            features = model(images).float()
+            if flip:
+                features = (features + model(torch.flip(images, dims=[3])).float()) / 2
+        chunks.append(features.cpu())
+    if not chunks:
+        return torch.empty(0, 6, 0)
+    return torch.cat(chunks)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(model_path: str | Path, paths: Sequence[str], image_size: Sequence[int], flip: bool) -> str:
+    """Key of one (model, image list, transform) combination."""
+    payload = json.dumps({"model": file_sha256(model_path), "paths": list(paths),
+                          "image_size": list(image_size), "flip": flip}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def cached_features(model: torch.nn.Module, model_path: str | Path, root: str | Path, paths: Sequence[str], *,
+                    cache_dir: str | Path | None, image_size: Sequence[int], **kwargs) -> torch.Tensor:
+    """:func:`extract_features` with an on-disk cache under ``cache_dir``."""
+    if cache_dir is None:
+        return extract_features(model, root, paths, image_size=image_size, **kwargs)
+    key = cache_key(model_path, paths, image_size, kwargs.get("flip", False))
+    cache_file = Path(cache_dir) / f"{key}.pt"
+    if cache_file.is_file():
+        try:
+            features = torch.load(cache_file, weights_only=True)
+            if isinstance(features, torch.Tensor) and features.shape[0] == len(paths):
+                log.info("features from cache %s", cache_file)
+                return features
+        except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
+            log.warning("ignoring unreadable feature cache %s", cache_file)
+    features = extract_features(model, root, paths, image_size=image_size, **kwargs)
+    atomic_torch_save(cache_file, features)
+    return features

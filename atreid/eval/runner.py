@@ -1,0 +1,63 @@
+"""Evaluate one trained model on one benchmark: features once, every protocol, one dict.
+
+Benchmarks are chosen by name from :data:`EVALUATORS`; each entry knows which images
+its protocols use and how to score them, so adding a benchmark adds an entry here (and
+its adapter/protocol data), never a branch elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from atreid.constants import SCENARIOS
+from atreid.errors import AtreidError
+from atreid.eval.features import cached_features, resolve_device
+
+log = logging.getLogger("atreid.eval")
+
+Evaluator = Callable[..., dict[str, Any]]
+
+
+def _evaluate_atustc(model: torch.nn.Module, model_path: Path, data_dir: Path, settings: dict[str, Any],
+                     image_size: list[int], device: torch.device, cache_dir: Path | None) -> dict[str, Any]:
+    from atreid.data.atustc import find_dataset_root, read_index
+    from atreid.eval.protocols import evaluate_atustc
+
+    images = data_dir / "atustc" / "images"
+    root = find_dataset_root(images)
+    index = read_index(data_dir / "atustc" / "index.csv")
+    test = index[index["flag"] >= 2].reset_index(drop=True)
+    features = cached_features(model, model_path, root, test["path"].tolist(), cache_dir=cache_dir,
+                               image_size=image_size, batch_size=settings["batch_size"], flip=settings["flip"],
+                               device=device)
+    results = evaluate_atustc(features, test, chunk_size=settings["chunk_size"], device=device)
+    summary = {"Any-Time_R1": results["Any-Time"]["R1"], "Any-Time_mAP": results["Any-Time"]["mAP"]}
+    for name in SCENARIOS:
+        summary[f"{name}_R1"] = results[name]["R1"]
+        summary[f"{name}_mAP"] = results[name]["mAP"]
+    return {"protocols": results, "summary": summary,
+            "synthetic": (images / "synthetic_counts.json").is_file(), "num_images": len(test)}
+
+
+EVALUATORS: dict[str, Evaluator] = {"atustc": _evaluate_atustc}
+
+
+def evaluate_benchmark(name: str, *, model_path: Path, data_dir: Path, settings: dict[str, Any],
+                       cache_dir: Path | None = None) -> dict[str, Any]:
+    """Load ``model_path`` and score it on benchmark ``name``; returns a JSON-able dict."""
+    from atreid.engine.checkpoint import load_trained_model
+
+    if name not in EVALUATORS:
+        raise AtreidError(f"unknown benchmark {name!r} in eval.benchmarks; valid: {', '.join(sorted(EVALUATORS))}")
+    device = resolve_device(settings.get("device", "auto"))
+    model, payload = load_trained_model(model_path, device)
+    model_settings = payload["settings"]
+    metrics = EVALUATORS[name](model, model_path, data_dir, settings, model_settings["model"]["image_size"],
+                               device, cache_dir)
+    metrics.update({"benchmark": name, "variant": model_settings["name"], "model": str(model_path),
+                    "settings": model_settings, "eval": settings})
+    return metrics

@@ -1,0 +1,1 @@
+"""Reports: the result table (and, later, plots and galleries)."""

@@ -1,0 +1,101 @@
+"""results/table.csv: one row per variant, R1/mAP per protocol, tidy for pandas.
+
+Columns: ``variant``, ``synthetic`` (True when the numbers come from the embedded
+synthetic data), then ``<benchmark>:<protocol>_<metric>`` for non-AT-USTC benchmarks and
+``<protocol>_<metric>`` for AT-USTC (``Any-Time_R1``, ``DT-ST_mAP``, ...). All metrics
+are percentages. With ``paper=True`` the published numbers of the same method (matched
+by its SAID/MoAE/HDW switches) are added as ``paper:<column>`` and ``diff:<column>``.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from atreid.errors import AtreidError
+
+
+def _column(benchmark: str, key: str) -> str:
+    return key if benchmark == "atustc" else f"{benchmark}:{key}"
+
+
+def load_metrics(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AtreidError(f"{path}: unreadable metrics file ({exc}); re-run its evaluation job") from None
+
+
+def paper_rows() -> pd.DataFrame:
+    """The published AT-USTC and cross-dataset numbers (shipped with the package)."""
+    frames = []
+    for name in ("paper_results.csv", "paper_cross_dataset.csv"):
+        text = resources.files("atreid").joinpath("reference", name).read_text()
+        frames.append(pd.read_csv(StringIO(text)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _paper_lookup(settings: dict[str, Any]) -> dict[str, float]:
+    """Published numbers for the method with this variant's switches (empty if none)."""
+    published = paper_rows()
+    rows = published[published["table"].str.startswith("ablation")]
+    rows = rows[(rows["said"] == int(settings["said"])) & (rows["moae"] == int(settings["moae"]))
+                & (rows["hdw"] == int(settings["hdw"]))]
+    if settings.get("ncls", 6) != 6:
+        return {}
+    out: dict[str, float] = {}
+    for _, row in rows.iterrows():
+        for key, value in row.items():
+            if key in ("table", "method", "said", "moae", "hdw", "metric") or pd.isna(value):
+                continue
+            if row["table"] == "ablation_atustc":
+                out[f"{key}_{row['metric']}"] = float(value)
+            else:
+                out[f"{key.lower()}:{row['metric']}"] = float(value)
+    return out
+
+
+def build_table(metric_files: list[Path], *, paper: bool = False) -> pd.DataFrame:
+    """Gather ``results/metrics/{variant}/{benchmark}.json`` files into one row per variant."""
+    rows: dict[str, dict[str, Any]] = {}
+    order: list[str] = []
+    for path in metric_files:
+        metrics = load_metrics(path)
+        variant = metrics["variant"]
+        if variant not in rows:
+            rows[variant] = {"variant": variant, "synthetic": False}
+            order.append(variant)
+        row = rows[variant]
+        row["synthetic"] = bool(row["synthetic"] or metrics.get("synthetic", False))
+        for key, value in metrics["summary"].items():
+            row[_column(metrics["benchmark"], key)] = round(float(value), 2)
+        if paper:
+            published = _paper_lookup(metrics["settings"])
+            for key in list(metrics["summary"]):
+                column = _column(metrics["benchmark"], key)
+                if column in published:
+                    row[f"paper:{column}"] = published[column]
+                    row[f"diff:{column}"] = round(row[column] - published[column], 2)
+    return pd.DataFrame([rows[v] for v in order])
+
+
+def table_markdown(table: pd.DataFrame) -> str:
+    """A Markdown rendering of the table (synthetic results clearly marked)."""
+    if table.empty:
+        return "No results.\n"
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    lines = [header, rule]
+    for _, row in table.iterrows():
+        cells = [f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.tolist()]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = ""
+    if table["synthetic"].any():
+        note = ("\n> Results marked `synthetic: True` come from the embedded synthetic dataset and a tiny "
+                "model: they test the pipeline, they are not comparable with the paper.\n")
+    return "\n".join(lines) + "\n" + note

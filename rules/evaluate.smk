@@ -1,0 +1,36 @@
+# Evaluation: one job per (variant, benchmark), then the result table.
+
+
+rule evaluate_benchmark:
+    input:
+        unpack(benchmark_inputs),
+        model="models/{variant}/model.pt",
+    output:
+        "results/metrics/{variant}/{benchmark}.json",
+    params:
+        settings=eval_settings(),
+        data_dir=DATA_DIR,
+        cache_dir=FEATURE_CACHE,
+    threads: 1
+    log:
+        "logs/evaluate/{variant}/{benchmark}.log",
+    benchmark:
+        "logs/evaluate/{variant}/{benchmark}.benchmark.tsv"
+    shell:
+        "{ATREID} evaluate --model {input.model} --benchmark {wildcards.benchmark}"
+        " --data-dir {params.data_dir} --settings {params.settings} --cache-dir {params.cache_dir}"
+        " --out {output} --threads {threads} 2> {log}"
+
+
+rule make_table:
+    input:
+        all_metrics(),
+    output:
+        csv="results/table.csv",
+        markdown="results/table.md",
+    params:
+        paper="--paper" if config["eval"]["paper_results"] else "",
+    log:
+        "logs/table.log",
+    shell:
+        "{ATREID} table {input} --out {output.csv} --markdown {output.markdown} {params.paper} 2> {log}"

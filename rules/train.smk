@@ -1,0 +1,29 @@
+# Training: one job per variant listed in params.yaml.
+# In-progress checkpoints live in checkpoints/{variant}/ (not a declared output, so the
+# deletion of outputs snakemake does before a job cannot destroy them): an interrupted
+# job resumes from its last complete epoch when it is run again.
+
+
+rule train_model:
+    input:
+        index=DATA.sampled_index,
+        labels=DATA.labels,
+        images=DATA.images,
+    output:
+        model="models/{variant}/model.pt",
+        history="models/{variant}/history.csv",
+    params:
+        settings=variant_settings,
+        images_root=f"{DATA.images}/AT-USTC",
+        checkpoint_dir="checkpoints/{variant}",
+    threads: training_threads()
+    resources:
+        gpu=1,
+    log:
+        "logs/train/{variant}.log",
+    benchmark:
+        "logs/train/{variant}.benchmark.tsv"
+    shell:
+        "{ATREID} train --variant-json {params.settings} --index {input.index} --labels {input.labels}"
+        " --images {params.images_root} --out {output.model} --history {output.history}"
+        " --checkpoint-dir {params.checkpoint_dir} --threads {threads} 2> {log}"
