@@ -82,3 +82,29 @@ def eval_settings():
 
 def all_metrics():
     return expand("results/metrics/{variant}/{benchmark}.json", variant=VARIANTS, benchmark=BENCHMARKS)
+
+
+# ---- user-supplied files (real datasets, pretrained weights) ----------------------
+def is_local_path(source):
+    return source not in ("synthetic", "none", "hub") and "://" not in source
+
+
+def required_file(source, key, what):
+    """A local file the user must provide: declared as an input (so a replaced file reruns
+    what depends on it) with a message saying where to put it when it is missing."""
+    if not is_local_path(source):
+        return []
+    if not os.path.exists(source):
+        logger.warning(f"{key}: {source} not found: put {what} there, or set {key} in params.yaml")
+    return [source]
+
+
+def atustc_source_input(wildcards):
+    return required_file(config["data"]["atustc"]["source"], "data.atustc.source",
+                         "your signed-release copy of AT-USTC (zip, tar, tar.gz or folder)")
+
+
+def pretrained_input(wildcards):
+    source = resolve_variant(config, wildcards.variant)["model"]["pretrained"]
+    return required_file(source, "model.pretrained",
+                         "jx_vit_base_p16_224-80ecf9dd.pth (timm vit_base_patch16_224.orig_in21k_ft_in1k)")

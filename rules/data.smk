@@ -2,6 +2,8 @@
 
 
 rule prepare_atustc:
+    input:
+        atustc_source_input,
     output:
         directory(DATA.images),
     params:

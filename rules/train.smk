@@ -9,6 +9,7 @@ rule train_model:
         index=DATA.sampled_index,
         labels=DATA.labels,
         images=DATA.images,
+        pretrained=pretrained_input,
     output:
         model="models/{variant}/model.pt",
         history="models/{variant}/history.csv",
