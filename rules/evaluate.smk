@@ -28,9 +28,11 @@ rule make_table:
     output:
         csv="results/table.csv",
         markdown="results/table.md",
+        summary="results/summary.json",
     params:
         paper="--paper" if config["eval"]["paper_results"] else "",
     log:
         "logs/table.log",
     shell:
-        "{ATREID} table {input} --out {output.csv} --markdown {output.markdown} {params.paper} 2> {log}"
+        "{ATREID} table {input} --out {output.csv} --markdown {output.markdown}"
+        " --summary {output.summary} {params.paper} 2> {log}"

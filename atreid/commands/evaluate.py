@@ -33,6 +33,11 @@ def run_table(args: argparse.Namespace) -> None:
     table = build_table([Path(p) for p in args.metrics], paper=args.paper)
     atomic_write_csv(args.out, table)
     atomic_write_text(args.markdown, table_markdown(table))
+    if args.summary:
+        # Flat {variant: {column: value}}: what `dvc metrics show` / `dvc exp show` compare.
+        summary = {row["variant"]: {k: v for k, v in row.items() if k != "variant"}
+                   for row in table.to_dict(orient="records")}
+        atomic_write_json(args.summary, summary)
     log.info("table with %d rows -> %s", len(table), args.out)
 
 
@@ -51,5 +56,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("metrics", nargs="+", help="results/metrics/{variant}/{benchmark}.json files")
     p.add_argument("--out", required=True)
     p.add_argument("--markdown", required=True)
+    p.add_argument("--summary", default=None, help="results/summary.json (DVC metrics)")
     p.add_argument("--paper", action="store_true", help="show the published numbers beside ours")
     p.set_defaults(func=run_table)
