@@ -11,6 +11,13 @@ configfile: "params.yaml"
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    variant="|".join(VARIANTS),
+    benchmark="|".join(BENCHMARKS),
+
+
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"

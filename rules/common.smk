@@ -1,4 +1,4 @@
-# Shared by every rule file: config validation, paths and input functions.
+# Shared by all .smk files -- config validation, paths and input functions.
 import json
 import os
 import sys
@@ -14,8 +14,10 @@ try:
 except AtreidError as exc:
     sys.exit(f"error: {exc}")
 
-# The CLI of this very interpreter, so rules use the same environment as snakemake.
-ATREID = f'"{sys.executable}" -m atreid'
+# Rules call the `atreid` CLI of the environment snakemake runs in (e.g. .venv/bin),
+# also when that environment is not activated.
+shell.prefix(f'export PATH="{os.path.dirname(sys.executable)}:$PATH"; ')
+CONDA_ENV = "../envs/atreid.yaml"
 
 DATA_DIR = config["data"]["dir"]
 DATA = SimpleNamespace(
@@ -31,7 +33,8 @@ DATA = SimpleNamespace(
 
 def as_json(obj):
     """Quote a settings dict for the shell (single-quoted JSON)."""
-    return "'" + json.dumps(obj, sort_keys=True).replace("'", "'\\''") + "'"
+    text = json.dumps(obj, sort_keys=True).replace("'", "'\\''")
+    return f"'{text}'"
 
 
 def atustc_source_settings():
@@ -48,11 +51,6 @@ from atreid.config import resolve_variant
 VARIANTS = sorted(config["variants"])
 BENCHMARKS = list(config["eval"]["benchmarks"])
 FEATURE_CACHE = "cache/features"
-
-
-wildcard_constraints:
-    variant="|".join(VARIANTS) or "(?!)",
-    benchmark="|".join(BENCHMARKS) or "(?!)",
 
 
 def variant_settings(wildcards):

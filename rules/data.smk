@@ -11,12 +11,14 @@ rule prepare_atustc:
         synthetic=lambda wc: as_json(atustc_source_settings()[1]),
         record=DATA.record,
     threads: 2
+    conda:
+        CONDA_ENV
     log:
         "logs/data/prepare_atustc.log",
     benchmark:
         "logs/data/prepare_atustc.benchmark.tsv"
     shell:
-        "{ATREID} prepare-atustc --source {params.source} --synthetic {params.synthetic}"
+        "atreid prepare-atustc --source {params.source} --synthetic {params.synthetic}"
         " --out {output} --record {params.record} --threads {threads} 2> {log}"
 
 
@@ -30,12 +32,14 @@ rule index_atustc:
     params:
         expected=config["data"]["atustc"]["expected_counts"],
     threads: config["data"]["atustc"]["decode_workers"]
+    conda:
+        CONDA_ENV
     log:
         "logs/data/index_atustc.log",
     benchmark:
         "logs/data/index_atustc.benchmark.tsv"
     shell:
-        "{ATREID} index-atustc --images {input} --expected {params.expected} --workers {threads}"
+        "atreid index-atustc --images {input} --expected {params.expected} --workers {threads}"
         " --index {output.index} --report {output.verification} --report-txt {output.verification_txt} 2> {log}"
 
 
@@ -47,10 +51,12 @@ rule sample_frames:
         labels=DATA.labels,
     params:
         frames_per_clip=config["data"]["atustc"]["frames_per_clip"],
+    conda:
+        CONDA_ENV
     log:
         "logs/data/sample_frames.log",
     benchmark:
         "logs/data/sample_frames.benchmark.tsv"
     shell:
-        "{ATREID} sample-frames --index {input} --frames-per-clip {params.frames_per_clip}"
+        "atreid sample-frames --index {input} --frames-per-clip {params.frames_per_clip}"
         " --out {output.index} --labels {output.labels} 2> {log}"

@@ -12,12 +12,14 @@ rule evaluate_benchmark:
         data_dir=DATA_DIR,
         cache_dir=FEATURE_CACHE,
     threads: 1
+    conda:
+        CONDA_ENV
     log:
         "logs/evaluate/{variant}/{benchmark}.log",
     benchmark:
         "logs/evaluate/{variant}/{benchmark}.benchmark.tsv"
     shell:
-        "{ATREID} evaluate --model {input.model} --benchmark {wildcards.benchmark}"
+        "atreid evaluate --model {input.model} --benchmark {wildcards.benchmark}"
         " --data-dir {params.data_dir} --settings {params.settings} --cache-dir {params.cache_dir}"
         " --out {output} --threads {threads} 2> {log}"
 
@@ -31,8 +33,10 @@ rule make_table:
         summary="results/summary.json",
     params:
         paper="--paper" if config["eval"]["paper_results"] else "",
+    conda:
+        CONDA_ENV
     log:
         "logs/table.log",
     shell:
-        "{ATREID} table {input} --out {output.csv} --markdown {output.markdown}"
+        "atreid table {input} --out {output.csv} --markdown {output.markdown}"
         " --summary {output.summary} {params.paper} 2> {log}"

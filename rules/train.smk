@@ -19,12 +19,15 @@ rule train_model:
         checkpoint_dir="checkpoints/{variant}",
     threads: training_threads()
     resources:
-        gpu=1,
+        # One GPU per device the variant trains on (DDP when train.devices > 1).
+        gpu=lambda wc: resolve_variant(config, wc.variant)["train"]["devices"],
+    conda:
+        CONDA_ENV
     log:
         "logs/train/{variant}.log",
     benchmark:
         "logs/train/{variant}.benchmark.tsv"
     shell:
-        "{ATREID} train --variant-json {params.settings} --index {input.index} --labels {input.labels}"
+        "atreid train --variant-json {params.settings} --index {input.index} --labels {input.labels}"
         " --images {params.images_root} --out {output.model} --history {output.history}"
         " --checkpoint-dir {params.checkpoint_dir} --threads {threads} 2> {log}"
