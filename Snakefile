@@ -21,8 +21,16 @@ wildcard_constraints:
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+report: "report/workflow.rst"
 
 
 rule all:
     input:
         "results/table.csv",
+        "results/plots/cmc_atustc.png",
+        "results/plots/comparison.png",
+        expand("results/plots/training_{variant}.png", variant=VARIANTS),
+        expand("results/plots/cmc_{variant}.csv", variant=VARIANTS),

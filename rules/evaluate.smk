@@ -28,7 +28,7 @@ rule make_table:
     input:
         all_metrics(),
     output:
-        csv="results/table.csv",
+        csv=report("results/table.csv", caption="../report/table.rst", category="Results"),
         markdown="results/table.md",
         summary="results/summary.json",
     params:

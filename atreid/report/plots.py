@@ -1,0 +1,121 @@
+"""Figures people look at: CMC curves, R1/mAP comparison bars, training curves.
+
+Every function takes the run's own files (metrics JSON, history CSV) and writes one PNG
+atomically; nothing is recomputed here, so a figure always shows what the run measured.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from atreid.constants import SCENARIOS  # noqa: E402
+from atreid.io import atomic_write_bytes, atomic_write_csv  # noqa: E402
+
+
+def save_figure(fig: plt.Figure, path: str | Path) -> None:
+    buffer = io.BytesIO()
+    # Fixed metadata keeps the PNG bytes reproducible for identical data.
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_json(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def cmc_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Tidy CMC curves of one metrics file: rank, then one column per scenario (percent)."""
+    protocols = metrics["protocols"]
+    ranks = range(1, len(protocols[SCENARIOS[0]]["cmc"]) + 1)
+    data = {"rank": list(ranks)}
+    for name in SCENARIOS:
+        data[name] = [round(float(v) * (100 if max(protocols[name]["cmc"]) <= 1.0 else 1), 4)
+                      for v in protocols[name]["cmc"]]
+    return pd.DataFrame(data)
+
+
+def write_cmc_csv(metrics_path: str | Path, out: str | Path) -> None:
+    """The CMC curves as CSV (declared as DVC plots: `dvc plots diff` compares runs)."""
+    atomic_write_csv(out, cmc_table(load_json(metrics_path)))
+
+
+def plot_cmc(metrics_by_variant: dict[str, dict[str, Any]], out: str | Path) -> None:
+    """One panel per scenario, one line per variant."""
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharex=True, sharey=True)
+    for ax, name in zip(axes.flat, SCENARIOS):
+        for variant, metrics in metrics_by_variant.items():
+            table = cmc_table(metrics)
+            ax.plot(table["rank"], table[name], marker="o", markersize=3, label=variant)
+        ax.set_title(name)
+        ax.set_xlabel("rank")
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("matching rate (%)")
+    axes.flat[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle("AT-USTC CMC curves per scenario")
+    save_figure(fig, out)
+
+
+def plot_comparison(table: pd.DataFrame, out: str | Path) -> None:
+    """Grouped bars of R1 and mAP per protocol for every variant (paper values as markers)."""
+    keys = [c[: -len("_R1")] for c in table.columns if c.endswith("_R1") and not c.startswith(("paper:", "diff:"))]
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.1 * len(keys) * max(1, len(table)) / 2 + 4), 8))
+    width = 0.8 / max(1, len(table))
+    for ax, metric in zip(axes, ("R1", "mAP")):
+        for i, (_, row) in enumerate(table.iterrows()):
+            xs = [k + (i - (len(table) - 1) / 2) * width for k in range(len(keys))]
+            values = [row.get(f"{key}_{metric}", float("nan")) for key in keys]
+            ax.bar(xs, values, width=width, label=row["variant"])
+            paper = [row.get(f"paper:{key}_{metric}", float("nan")) for key in keys]
+            if any(pd.notna(p) for p in paper):
+                ax.scatter(xs, paper, marker="D", color="black", s=18, zorder=3,
+                           label="published" if i == 0 else None)
+        ax.set_xticks(range(len(keys)))
+        ax.set_xticklabels(keys, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(f"{metric} (%)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8, ncol=min(4, len(table) + 1))
+    synthetic = bool(table["synthetic"].any()) if "synthetic" in table else False
+    fig.suptitle("R1 / mAP per protocol" + (" (synthetic demo data)" if synthetic else ""))
+    save_figure(fig, out)
+
+
+HISTORY_GROUPS: Sequence[tuple[str, str]] = (
+    ("loss_h", "loss per head"),
+    ("weight_h", "HDW weight per head"),
+    ("acc_h", "training accuracy per head"),
+)
+
+
+def plot_training(history: pd.DataFrame, variant: str, out: str | Path) -> None:
+    """Loss, HDW weights and accuracy per head, and the learning rate, per epoch."""
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    for ax, (prefix, title) in zip(axes.flat, HISTORY_GROUPS):
+        for head, name in enumerate(SCENARIOS):
+            column = f"{prefix}{head}"
+            if column in history:
+                ax.plot(history["epoch"], history[column], label=name)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    lr_columns = [c for c in history.columns if c.startswith("lr")]
+    ax = axes.flat[3]
+    for column in lr_columns:
+        ax.plot(history["epoch"], history[column], label=column)
+    ax.set_title("learning rate")
+    ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+    fig.suptitle(f"training curves: {variant}")
+    save_figure(fig, out)
