@@ -90,3 +90,26 @@ def test_deep_merge_does_not_mutate():
     before = copy.deepcopy(base)
     assert deep_merge(base, {"a": {"b": 5}}) == {"a": {"b": 5, "c": 2}}
     assert base == before
+
+
+def test_apply_preset_keeps_comments_and_validates(tmp_path):
+    import subprocess
+    import sys
+
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+    result = subprocess.run([sys.executable, "-m", "atreid", "apply-preset", str(REPO / "presets" / "paper.yaml"),
+                             "--params", str(params)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    merged = load_params(params)
+    assert merged["model"]["arch"] == "vit_base_uniat" and merged["train"]["epochs"] == 120
+    assert set(merged["variants"]) == {"full", "baseline", "ncls1", "said", "said_moae", "said_hdw"}
+    assert "# atreid parameters" in params.read_text()  # comments survive
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochz: 1\n")
+    before = params.read_text()
+    result = subprocess.run([sys.executable, "-m", "atreid", "apply-preset", str(bad), "--params", str(params)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "train.epochz" in result.stderr
+    assert params.read_text() == before  # nothing written
