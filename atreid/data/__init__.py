@@ -1,0 +1,1 @@
+"""Datasets: AT-USTC indexing and sampling, benchmark adapters and synthetic miniatures."""
