@@ -34,3 +34,8 @@ rule all:
         "results/plots/comparison.png",
         expand("results/plots/training_{variant}.png", variant=VARIANTS),
         expand("results/plots/cmc_{variant}.csv", variant=VARIANTS),
+        expand(
+            "results/galleries/{variant}/{scenario}.png",
+            variant=VARIANTS,
+            scenario=SCENARIO_NAMES,
+        ),

@@ -71,6 +71,13 @@ def benchmark_inputs(wildcards):
     }
 
 
+def atustc_eval_inputs(wildcards):
+    return {"index": DATA.index, "images": DATA.images}
+
+
+from atreid.constants import SCENARIOS as SCENARIO_NAMES
+
+
 def eval_settings():
     settings = dict(config["eval"])
     settings.pop("benchmarks")  # which benchmarks run is the DAG's business, not the job's

@@ -66,3 +66,32 @@ rule cmc_table:
         "logs/report/cmc_table_{variant}.log",
     shell:
         "atreid cmc-csv --metrics {input} --out {output} 2> {log}"
+
+
+rule plot_galleries:
+    input:
+        unpack(atustc_eval_inputs),
+        model="models/{variant}/model.pt",
+    output:
+        [
+            report(
+                f"results/galleries/{{variant}}/{scenario}.png",
+                caption="../report/gallery.rst",
+                category="Retrieval galleries",
+                subcategory="{variant}",
+                labels={"variant": "{variant}", "scenario": scenario},
+            )
+            for scenario in SCENARIO_NAMES
+        ],
+    params:
+        settings=eval_settings(),
+        data_dir=DATA_DIR,
+        cache_dir=FEATURE_CACHE,
+        seed=config["seed"],
+    conda:
+        CONDA_ENV
+    log:
+        "logs/report/galleries_{variant}.log",
+    shell:
+        "atreid galleries --model {input.model} --data-dir {params.data_dir} --settings {params.settings}"
+        " --cache-dir {params.cache_dir} --seed {params.seed} --out {output} 2> {log}"

@@ -57,3 +57,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=run_cmc_csv)
+
+    _register_galleries(subparsers)
+
+
+def run_galleries(args: argparse.Namespace) -> None:
+    """Ranked-retrieval galleries of one variant, one PNG per AT-USTC scenario."""
+    import torch
+
+    from atreid.engine.checkpoint import load_trained_model
+    from atreid.eval.features import resolve_device
+    from atreid.eval.protocols import ATUSTC_SCENARIOS
+    from atreid.eval.runner import atustc_test_features
+    from atreid.report.gallery import plot_gallery, ranked_queries
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.settings.get("device", "auto"))
+    model, payload = load_trained_model(Path(args.model), device)
+    settings = payload["settings"]
+    features, test, root = atustc_test_features(model, Path(args.model), Path(args.data_dir), args.settings,
+                                                settings["model"]["image_size"], device,
+                                                Path(args.cache_dir) if args.cache_dir else None)
+    outputs = dict(zip([p.name for p in ATUSTC_SCENARIOS], args.out))
+    for protocol in ATUSTC_SCENARIOS:
+        ranked = ranked_queries(features, test, protocol, num_queries=args.queries, top_k=args.top_k, seed=args.seed)
+        plot_gallery(ranked, test, root, f"{settings['name']} - {protocol.name} (head {protocol.head})",
+                     outputs[protocol.name])
+
+
+def _register_galleries(subparsers: argparse._SubParsersAction) -> None:
+    from atreid.commands.data import _json_arg
+
+    p = subparsers.add_parser("galleries", help="ranked retrieval galleries of one variant (one PNG per scenario)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--settings", type=_json_arg, required=True, help="the eval section of params as JSON")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--queries", type=int, default=4, help="queries per scenario (seeded choice)")
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", nargs=6, required=True, help="six PNG paths in scenario order DT-ST ... AD-LT")
+    p.set_defaults(func=run_galleries)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -17,15 +17,22 @@ from atreid.constants import SCENARIOS
 from atreid.errors import AtreidError
 from atreid.eval.features import cached_features, resolve_device
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 log = logging.getLogger("atreid.eval")
 
 Evaluator = Callable[..., dict[str, Any]]
 
 
-def _evaluate_atustc(model: torch.nn.Module, model_path: Path, data_dir: Path, settings: dict[str, Any],
-                     image_size: list[int], device: torch.device, cache_dir: Path | None) -> dict[str, Any]:
+def atustc_test_features(model: torch.nn.Module, model_path: Path, data_dir: Path, settings: dict[str, Any],
+                         image_size: list[int], device: torch.device, cache_dir: Path | None
+                         ) -> tuple[torch.Tensor, "pd.DataFrame", Path]:
+    """Features of every AT-USTC test image (flags 2-9), the test index and the image root.
+
+    Shared by the evaluation and the retrieval galleries, so both read the same cache entry.
+    """
     from atreid.data.atustc import find_dataset_root, read_index
-    from atreid.eval.protocols import evaluate_atustc
 
     images = data_dir / "atustc" / "images"
     root = find_dataset_root(images)
@@ -34,13 +41,21 @@ def _evaluate_atustc(model: torch.nn.Module, model_path: Path, data_dir: Path, s
     features = cached_features(model, model_path, root, test["path"].tolist(), cache_dir=cache_dir,
                                image_size=image_size, batch_size=settings["batch_size"], flip=settings["flip"],
                                device=device)
+    return features, test, root
+
+
+def _evaluate_atustc(model: torch.nn.Module, model_path: Path, data_dir: Path, settings: dict[str, Any],
+                     image_size: list[int], device: torch.device, cache_dir: Path | None) -> dict[str, Any]:
+    from atreid.eval.protocols import evaluate_atustc
+
+    features, test, _ = atustc_test_features(model, model_path, data_dir, settings, image_size, device, cache_dir)
     results = evaluate_atustc(features, test, chunk_size=settings["chunk_size"], device=device)
     summary = {"Any-Time_R1": results["Any-Time"]["R1"], "Any-Time_mAP": results["Any-Time"]["mAP"]}
     for name in SCENARIOS:
         summary[f"{name}_R1"] = results[name]["R1"]
         summary[f"{name}_mAP"] = results[name]["mAP"]
-    return {"protocols": results, "summary": summary,
-            "synthetic": (images / "synthetic_counts.json").is_file(), "num_images": len(test)}
+    synthetic = (data_dir / "atustc" / "images" / "synthetic_counts.json").is_file()
+    return {"protocols": results, "summary": summary, "synthetic": synthetic, "num_images": len(test)}
 
 
 EVALUATORS: dict[str, Evaluator] = {"atustc": _evaluate_atustc}

@@ -40,8 +40,8 @@ def cmc_table(metrics: dict[str, Any]) -> pd.DataFrame:
     ranks = range(1, len(protocols[SCENARIOS[0]]["cmc"]) + 1)
     data = {"rank": list(ranks)}
     for name in SCENARIOS:
-        data[name] = [round(float(v) * (100 if max(protocols[name]["cmc"]) <= 1.0 else 1), 4)
-                      for v in protocols[name]["cmc"]]
+        # Percentages already; None (no valid query) becomes NaN.
+        data[name] = [float("nan") if v is None else round(float(v), 4) for v in protocols[name]["cmc"]]
     return pd.DataFrame(data)
 
 
