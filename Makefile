@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make run    create/reuse .venv, install atreid, run the whole pipeline -> results/table.csv
+#   make run    create/reuse .venv, install atreid, run the whole pipeline -> results/ (table, plots, report)
 #   make test   create/reuse .venv, install atreid with test extras, run the test suite
 VENV ?= .venv
 PYTHON ?= python3
@@ -18,7 +18,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) results/table.csv
+	mkdir -p data/raw
+	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --report results/report.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
