@@ -1,0 +1,240 @@
+"""Evaluation protocols as data: which images are queries and gallery, what each query
+must not see, and which head's feature ranks them.
+
+Every protocol is one :class:`Protocol` record in a table below; the code that runs
+them (:func:`evaluate_protocol`, :func:`evaluate_atustc`) has no per-protocol branch,
+so adding a protocol (or a benchmark's table) is adding data.
+
+AT-USTC (facts in ``shared/reference/protocols.md``): the ST lists are queries with
+flags {2, 4} against a gallery with flags {6, 8}; the LT lists {3, 5} against {7, 9}.
+DT keeps only RGB queries and RGB gallery images, NT only IR ones, AD removes every
+same-modality pair. ST scores same-clothes positives, LT changed-clothes positives.
+Same person & same camera is always removed. Head ``i`` serves ``SCENARIOS[i]``.
+Any-Time is the plain mean of the six R1 and of the six mAP.
+
+The scenario-agnostic mixed test (the reference's extra protocol) always uses head 5
+and filters only same-person entries; its groups average the cases weighted by their
+valid-query counts (equivalently: pooling the groups' valid queries).
+
+Returned dicts give R-k, mAP and mINP in PERCENT (0-100, like the paper tables);
+:class:`~atreid.eval.metrics.RetrievalResult` itself holds fractions. A protocol with
+no valid query reports ``None`` for its metrics (JSON null), never a made-up 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from atreid.constants import MODALITY_CODES, SCENARIOS
+from atreid.errors import AtreidError
+from atreid.eval.metrics import Labels, RemovalRule, RetrievalResult, evaluate_retrieval
+
+INDEX_COLUMNS: tuple[str, ...] = ("person", "camera", "modality", "clothes", "flag")
+REPORTED_RANKS: tuple[int, ...] = (1, 5, 10)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One query-list x gallery-list evaluation.
+
+    Args:
+        name: protocol name (an AT-USTC scenario name for the six scenarios).
+        query_flags: index ``flag`` values whose images are queries.
+        gallery_flags: index ``flag`` values whose images form the gallery.
+        query_modality: keep only queries of this modality (``"rgb"``/``"ir"``), or None.
+        gallery_modality: keep only gallery images of this modality, or None.
+        rule: what each query must not see in the gallery.
+        head: which of the model's six head features ranks this protocol.
+    """
+
+    name: str
+    query_flags: tuple[int, ...]
+    gallery_flags: tuple[int, ...]
+    query_modality: str | None = None
+    gallery_modality: str | None = None
+    rule: RemovalRule = field(default_factory=RemovalRule)
+    head: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("query_modality", "gallery_modality"):
+            value = getattr(self, name)
+            if value is not None and value not in MODALITY_CODES:
+                raise ValueError(f"Protocol {self.name}: {name}={value!r}; valid: {', '.join(MODALITY_CODES)} or None")
+        if not 0 <= self.head < len(SCENARIOS):
+            raise ValueError(f"Protocol {self.name}: head={self.head} is not in 0..{len(SCENARIOS) - 1}")
+
+
+# The two AT-USTC list pairs: (query flags, gallery flags).
+ST_LISTS: tuple[tuple[int, ...], tuple[int, ...]] = ((2, 4), (6, 8))
+LT_LISTS: tuple[tuple[int, ...], tuple[int, ...]] = ((3, 5), (7, 9))
+
+_SAME_CLOTHES = "same"  # short-term: same-clothes positives
+_CHANGED_CLOTHES = "changed"  # long-term: changed-clothes positives
+
+# The six AT-USTC scenarios, in SCENARIOS (= head) order.
+ATUSTC_SCENARIOS: tuple[Protocol, ...] = (
+    Protocol("DT-ST", *ST_LISTS, "rgb", "rgb", RemovalRule(clothes=_SAME_CLOTHES), head=0),
+    Protocol("DT-LT", *LT_LISTS, "rgb", "rgb", RemovalRule(clothes=_CHANGED_CLOTHES), head=1),
+    Protocol("NT-ST", *ST_LISTS, "ir", "ir", RemovalRule(clothes=_SAME_CLOTHES), head=2),
+    Protocol("NT-LT", *LT_LISTS, "ir", "ir", RemovalRule(clothes=_CHANGED_CLOTHES), head=3),
+    Protocol("AD-ST", *ST_LISTS, rule=RemovalRule(modality="cross", clothes=_SAME_CLOTHES), head=4),
+    Protocol("AD-LT", *LT_LISTS, rule=RemovalRule(modality="cross", clothes=_CHANGED_CLOTHES), head=5),
+)
+
+# The mixed (scenario-agnostic) test: head 5 throughout, only same-person entries are
+# filtered. DT queries are RGB, so "same" removes the person's IR gallery images; NT
+# queries are IR, so "same" removes the person's RGB ones; AD keeps only the person's
+# other-modality images ("cross"). Other persons' images of any modality stay.
+_MIXED_HEAD = SCENARIOS.index("AD-LT")
+MIXED_CASES: tuple[Protocol, ...] = (
+    Protocol("DT-ST", (2,), (6, 8), rule=RemovalRule(same_person_modality="same", clothes=_SAME_CLOTHES),
+             head=_MIXED_HEAD),
+    Protocol("DT-LT", (3,), (7, 9), rule=RemovalRule(same_person_modality="same", clothes=_CHANGED_CLOTHES),
+             head=_MIXED_HEAD),
+    Protocol("NT-ST", (4,), (6, 8), rule=RemovalRule(same_person_modality="same", clothes=_SAME_CLOTHES),
+             head=_MIXED_HEAD),
+    Protocol("NT-LT", (5,), (7, 9), rule=RemovalRule(same_person_modality="same", clothes=_CHANGED_CLOTHES),
+             head=_MIXED_HEAD),
+    Protocol("AD-ST", (2, 4), (6, 8), rule=RemovalRule(same_person_modality="cross", clothes=_SAME_CLOTHES),
+             head=_MIXED_HEAD),
+    Protocol("AD-LT", (3, 5), (7, 9), rule=RemovalRule(same_person_modality="cross", clothes=_CHANGED_CLOTHES),
+             head=_MIXED_HEAD),
+)
+MIXED_GROUPS: dict[str, tuple[str, ...]] = {
+    "Daytime": ("DT-ST", "DT-LT"),
+    "Nighttime": ("NT-ST", "NT-LT"),
+    "All-day": ("AD-ST", "AD-LT"),
+    "Short-term": ("DT-ST", "NT-ST", "AD-ST"),
+    "Long-term": ("DT-LT", "NT-LT", "AD-LT"),
+    "Anytime": SCENARIOS,
+}
+
+
+def check_index(index: pd.DataFrame) -> None:
+    """Raise :class:`AtreidError` unless ``index`` has the columns and values protocols read."""
+    missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+    if missing:
+        raise AtreidError(f"AT-USTC index lacks column(s) {', '.join(missing)}; "
+                          f"regenerate it with the data step (columns: {', '.join(INDEX_COLUMNS)})")
+    bad = sorted(set(index["modality"].unique()) - set(MODALITY_CODES))
+    if bad:
+        raise AtreidError(f"AT-USTC index: unknown modality value(s) {bad}; expected {', '.join(MODALITY_CODES)}")
+
+
+def index_labels(index: pd.DataFrame) -> Labels:
+    """Per-row labels of an index table (modality names mapped to RGB=0 / IR=1)."""
+    check_index(index)
+    modality = index["modality"].map(MODALITY_CODES).to_numpy(dtype=np.int64)
+    return Labels(index["person"].to_numpy(dtype=np.int64), index["camera"].to_numpy(dtype=np.int64), modality,
+                  index["clothes"].to_numpy(dtype=np.int64))
+
+
+def protocol_rows(index: pd.DataFrame, protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
+    """Row positions of ``protocol``'s queries and gallery in ``index`` (ascending)."""
+    flag = index["flag"].to_numpy()
+    modality = index["modality"].to_numpy()
+
+    def rows(flags: tuple[int, ...], wanted: str | None) -> np.ndarray:
+        keep = np.isin(flag, flags)
+        if wanted is not None:
+            keep &= modality == wanted
+        return np.flatnonzero(keep)
+
+    return rows(protocol.query_flags, protocol.query_modality), rows(protocol.gallery_flags, protocol.gallery_modality)
+
+
+def evaluate_protocol(features: torch.Tensor, index: pd.DataFrame, protocol: Protocol, *,
+                      labels: Labels | None = None, max_rank: int = 20, chunk_size: int = 1024,
+                      device: torch.device | str | None = None) -> RetrievalResult:
+    """Score one protocol from ``(N, heads, D)`` features aligned with ``index`` rows."""
+    labels = index_labels(index) if labels is None else labels
+    q_rows, g_rows = protocol_rows(index, protocol)
+    q_feat = features[torch.as_tensor(q_rows, device=features.device), protocol.head]
+    g_feat = features[torch.as_tensor(g_rows, device=features.device), protocol.head]
+    return evaluate_retrieval(q_feat, g_feat, labels.take(q_rows), labels.take(g_rows), protocol.rule,
+                              max_rank=max_rank, chunk_size=chunk_size, device=device)
+
+
+def _percent(value: float) -> float | None:
+    return None if math.isnan(value) else 100.0 * float(value)
+
+
+def result_to_dict(result: RetrievalResult) -> dict[str, Any]:
+    """JSON-able summary in percent: ``cmc`` (list), ``R1``/``R5``/``R10``, ``mAP``, ``mINP``, counts."""
+    cmc = [_percent(v) for v in result.cmc]
+    out: dict[str, Any] = {"cmc": cmc}
+    for k in REPORTED_RANKS:
+        out[f"R{k}"] = cmc[k - 1] if k <= len(cmc) else None
+    out.update({"mAP": _percent(result.mAP), "mINP": _percent(result.mINP), "num_valid": int(result.num_valid),
+                "num_queries": int(result.num_queries)})
+    return out
+
+
+def weighted_average(results: Sequence[RetrievalResult]) -> RetrievalResult:
+    """Pool results by valid-query count (the mixed-test groups)."""
+    valid = sum(r.num_valid for r in results)
+    queries = sum(r.num_queries for r in results)
+    max_rank = len(results[0].cmc)
+    if valid == 0:
+        nan = math.nan
+        return RetrievalResult(np.full(max_rank, nan), nan, nan, 0, queries)
+    used = [r for r in results if r.num_valid]
+    cmc = sum(r.cmc * r.num_valid for r in used) / valid
+    m_ap = sum(r.mAP * r.num_valid for r in used) / valid
+    m_inp = sum(r.mINP * r.num_valid for r in used) / valid
+    return RetrievalResult(np.asarray(cmc, dtype=np.float64), float(m_ap), float(m_inp), valid, queries)
+
+
+def plain_mean(values: Sequence[float | None]) -> float | None:
+    """Mean of the values, or None if any is missing (Any-Time needs all six)."""
+    if any(v is None for v in values):
+        return None
+    return float(sum(values) / len(values))
+
+
+def evaluate_atustc(features: torch.Tensor, index: pd.DataFrame, *, chunk_size: int = 1024,
+                    device: torch.device | str | None = None, max_rank: int = 20,
+                    scenarios: Sequence[Protocol] = ATUSTC_SCENARIOS, mixed_cases: Sequence[Protocol] = MIXED_CASES,
+                    mixed_groups: Mapping[str, Sequence[str]] = MIXED_GROUPS) -> dict[str, Any]:
+    """The six AT-USTC scenarios, Any-Time and the mixed test, as a JSON-able dict.
+
+    Args:
+        features: ``(N, 6, D)`` post-BN head features, row ``i`` of ``index``'s image.
+        index: AT-USTC index rows (test flags 2-9), columns ``person``, ``camera``,
+            ``modality`` ("rgb"/"ir"), ``clothes``, ``flag``; row order = feature order.
+        chunk_size: queries per chunk (memory bound).
+        device: where to compute (None: the features' device).
+        max_rank: CMC length (at least 10 for R10).
+
+    Returns:
+        ``{scenario: {cmc, R1, R5, R10, mAP, mINP, num_valid, num_queries}, ...,
+        "Any-Time": {R1, mAP}, "mixed": {"cases": {name: {...}}, "groups": {name: {...}}}}``
+        with metrics in percent.
+    """
+    features = torch.as_tensor(features)
+    if features.ndim != 3 or features.shape[0] != len(index):
+        raise ValueError(f"features must be (N={len(index)}, heads, D), got {tuple(features.shape)}")
+    labels = index_labels(index)
+    index = index.reset_index(drop=True)
+
+    def run(protocol: Protocol) -> RetrievalResult:
+        return evaluate_protocol(features, index, protocol, labels=labels, max_rank=max_rank,
+                                 chunk_size=chunk_size, device=device)
+
+    out: dict[str, Any] = {}
+    for protocol in scenarios:
+        out[protocol.name] = result_to_dict(run(protocol))
+    out["Any-Time"] = {metric: plain_mean([out[p.name][metric] for p in scenarios]) for metric in ("R1", "mAP")}
+    cases = {protocol.name: run(protocol) for protocol in mixed_cases}
+    out["mixed"] = {
+        "cases": {name: result_to_dict(result) for name, result in cases.items()},
+        "groups": {group: result_to_dict(weighted_average([cases[name] for name in names]))
+                   for group, names in mixed_groups.items()},
+    }
+    return out
