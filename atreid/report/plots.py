@@ -67,17 +67,27 @@ def plot_cmc(metrics_by_variant: dict[str, dict[str, Any]], out: str | Path) -> 
     save_figure(fig, out)
 
 
+def _metric_column(table: pd.DataFrame, key: str, metric: str) -> str | None:
+    """AT-USTC columns read ``<protocol>_<metric>``, benchmarks ``<benchmark>:<metric>``."""
+    for column in (f"{key}_{metric}", f"{key}:{metric}"):
+        if column in table.columns:
+            return column
+    return None
+
+
 def plot_comparison(table: pd.DataFrame, out: str | Path) -> None:
     """Grouped bars of R1 and mAP per protocol for every variant (paper values as markers)."""
-    keys = [c[: -len("_R1")] for c in table.columns if c.endswith("_R1") and not c.startswith(("paper:", "diff:"))]
-    fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.1 * len(keys) * max(1, len(table)) / 2 + 4), 8))
+    keys = [c[:-3] for c in table.columns
+            if c.endswith(("_R1", ":R1")) and not c.startswith(("paper:", "diff:"))]
+    fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 0.55 * len(keys) * max(1, len(table)) + 4), 8))
     width = 0.8 / max(1, len(table))
     for ax, metric in zip(axes, ("R1", "mAP")):
         for i, (_, row) in enumerate(table.iterrows()):
             xs = [k + (i - (len(table) - 1) / 2) * width for k in range(len(keys))]
-            values = [row.get(f"{key}_{metric}", float("nan")) for key in keys]
+            columns = [_metric_column(table, key, metric) for key in keys]
+            values = [row[c] if c else float("nan") for c in columns]
             ax.bar(xs, values, width=width, label=row["variant"])
-            paper = [row.get(f"paper:{key}_{metric}", float("nan")) for key in keys]
+            paper = [row.get(f"paper:{c}", float("nan")) if c else float("nan") for c in columns]
             if any(pd.notna(p) for p in paper):
                 ax.scatter(xs, paper, marker="D", color="black", s=18, zorder=3,
                            label="published" if i == 0 else None)
@@ -109,7 +119,8 @@ def plot_training(history: pd.DataFrame, variant: str, out: str | Path) -> None:
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     lr_columns = [c for c in history.columns if c.startswith("lr")]
     ax = axes.flat[3]
     for column in lr_columns:

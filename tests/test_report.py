@@ -1,0 +1,139 @@
+"""Figures come from the run's own data: galleries, CMC tables, plots, the result table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from atreid.constants import SCENARIOS
+from atreid.eval.metrics import Labels
+from atreid.eval.oracle import removal_mask
+from atreid.eval.protocols import ATUSTC_SCENARIOS, index_labels, protocol_rows
+from atreid.report.gallery import plot_gallery, ranked_queries
+from atreid.report.plots import cmc_table, plot_cmc, plot_comparison, plot_training, write_cmc_csv
+from atreid.report.table import build_table, table_markdown
+from tests.conftest import write_jpeg
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def synthetic_test_index(seed: int = 0) -> tuple[pd.DataFrame, torch.Tensor]:
+    """A small AT-USTC-like test index (flags 2-9) and features correlated with identity."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for person in range(1, 7):
+        for flag, cameras, clothes in ((2, (1, 2), 1), (6, (3, 4), 1), (3, (1,), 1), (7, (2, 3), 2),
+                                       (4, (9, 10), 1), (8, (11, 12), 1), (5, (9,), 1), (9, (10, 11), 2)):
+            for camera in cameras:
+                for frame in range(2):
+                    rows.append({"path": f"p{person:03d}-d01-c{clothes:02d}/cam{camera:02d}-f{flag}-{frame:04d}.jpg",
+                                 "person": person, "date": 1, "clothes": clothes, "camera": camera,
+                                 "modality": "rgb" if camera <= 8 else "ir", "flag": flag, "frame": frame,
+                                 "clip": f"p{person:03d}-d01-c{clothes:02d}-cam{camera:02d}"})
+    index = pd.DataFrame(rows)
+    identity = rng.normal(size=(7, 6, 16))
+    features = torch.tensor(np.stack([identity[p] + 0.8 * rng.normal(size=(6, 16)) for p in index["person"]]),
+                            dtype=torch.float32)
+    return index, features
+
+
+@pytest.mark.parametrize("protocol", ATUSTC_SCENARIOS, ids=lambda p: p.name)
+def test_gallery_green_frames_are_the_protocols_positives(protocol):
+    index, features = synthetic_test_index()
+    ranked = ranked_queries(features, index, protocol, num_queries=3, top_k=10, seed=1)
+    assert ranked, "every scenario of the test index has valid queries"
+    labels = index_labels(index)
+    q_rows, g_rows = protocol_rows(index, protocol)
+    q, g = labels.take(q_rows), labels.take(g_rows)
+    for query in ranked:
+        i = int(np.flatnonzero(q_rows == query.query_row)[0])
+        allowed = set(g_rows[~removal_mask(i, q, g, protocol.rule)].tolist())
+        assert set(query.gallery_rows) <= allowed  # nothing the protocol removes is shown
+        for row, match in zip(query.gallery_rows, query.matches):
+            assert match == (index.loc[row, "person"] == index.loc[query.query_row, "person"])
+        # The shown list is the top-k of the allowed gallery by the head's cosine distance.
+        q_feat = torch.nn.functional.normalize(features[query.query_row, protocol.head], dim=0)
+        dist = {row: 1 - float(q_feat @ torch.nn.functional.normalize(features[row, protocol.head], dim=0))
+                for row in allowed}
+        expected = sorted(allowed, key=lambda r: (round(dist[r], 5), r))[: len(query.gallery_rows)]
+        assert list(query.gallery_rows) == expected
+        assert query.distances == tuple(sorted(query.distances))
+
+
+def test_gallery_selection_is_seeded():
+    index, features = synthetic_test_index()
+    a = ranked_queries(features, index, ATUSTC_SCENARIOS[0], num_queries=3, seed=5)
+    b = ranked_queries(features, index, ATUSTC_SCENARIOS[0], num_queries=3, seed=5)
+    assert a == b
+
+
+def test_gallery_png_is_written(tmp_path):
+    index, features = synthetic_test_index()
+    for path in index["path"]:
+        write_jpeg(tmp_path / "imgs" / path, size=(32, 16))
+    ranked = ranked_queries(features, index, ATUSTC_SCENARIOS[4], num_queries=2, seed=0)
+    out = tmp_path / "gallery.png"
+    plot_gallery(ranked, index, tmp_path / "imgs", "AD-ST", out)
+    assert out.read_bytes().startswith(PNG)
+
+
+def fake_metrics(variant: str, offset: float) -> dict:
+    protocols = {}
+    for k, name in enumerate(SCENARIOS):
+        cmc = [min(100.0, 10.0 * k + offset + r) for r in range(20)]
+        protocols[name] = {"cmc": cmc, "R1": cmc[0], "mAP": cmc[0] / 2, "num_valid": 5}
+    summary = {"Any-Time_R1": float(np.mean([p["R1"] for p in protocols.values()])),
+               "Any-Time_mAP": float(np.mean([p["mAP"] for p in protocols.values()]))}
+    for name in SCENARIOS:
+        summary[f"{name}_R1"] = protocols[name]["R1"]
+        summary[f"{name}_mAP"] = protocols[name]["mAP"]
+    return {"variant": variant, "benchmark": "atustc", "protocols": protocols, "summary": summary,
+            "synthetic": True, "settings": {"ncls": 6, "said": True, "moae": True, "hdw": True}}
+
+
+def test_cmc_csv_holds_the_metrics_curves(tmp_path):
+    metrics = fake_metrics("full", 3.0)
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(metrics))
+    write_cmc_csv(path, tmp_path / "cmc.csv")
+    table = pd.read_csv(tmp_path / "cmc.csv")
+    assert table["rank"].tolist() == list(range(1, 21))
+    for name in SCENARIOS:
+        assert table[name].tolist() == pytest.approx(metrics["protocols"][name]["cmc"])
+
+
+def test_plots_are_written(tmp_path):
+    metrics = {"full": fake_metrics("full", 3.0), "baseline": fake_metrics("baseline", 1.0)}
+    plot_cmc(metrics, tmp_path / "cmc.png")
+    files = []
+    for variant, data in metrics.items():
+        files.append(tmp_path / f"{variant}.json")
+        files[-1].write_text(json.dumps(data))
+    table = build_table(files)
+    plot_comparison(table, tmp_path / "bars.png")
+    history = pd.DataFrame({"epoch": [1, 2, 3], "lr": [0.1, 0.2, 0.3],
+                            **{f"loss_h{i}": [3.0, 2.0, 1.0] for i in range(6)},
+                            **{f"acc_h{i}": [0.1, 0.5, 0.9] for i in range(6)}})
+    plot_training(history, "full", tmp_path / "train.png")
+    for name in ("cmc.png", "bars.png", "train.png"):
+        assert (tmp_path / name).read_bytes().startswith(PNG)
+
+
+def test_table_rows_and_paper_columns(tmp_path):
+    files = []
+    for variant, offset in (("full", 3.0), ("baseline", 1.0)):
+        files.append(tmp_path / f"{variant}.json")
+        files[-1].write_text(json.dumps(fake_metrics(variant, offset)))
+    table = build_table(files, paper=True)
+    assert table["variant"].tolist() == ["full", "baseline"]
+    full = table.iloc[0]
+    assert full["DT-ST_R1"] == pytest.approx(3.0)
+    # full = SAID+MoAE+HDW = the paper's Uni-AT row: published DT-ST R1 97.76.
+    assert full["paper:DT-ST_R1"] == pytest.approx(97.76)
+    assert full["diff:DT-ST_R1"] == pytest.approx(3.0 - 97.76)
+    assert "synthetic" in table_markdown(table)
