@@ -15,6 +15,7 @@ import torch
 
 from atreid.constants import SCENARIOS
 from atreid.errors import AtreidError
+from atreid.eval.cross_dataset import cross_dataset_evaluators
 from atreid.eval.features import cached_features, resolve_device
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ def _evaluate_atustc(model: torch.nn.Module, model_path: Path, data_dir: Path, s
 
 
 EVALUATORS: dict[str, Evaluator] = {"atustc": _evaluate_atustc}
+# The cross-dataset benchmarks: one generic evaluator per registered benchmark.
+EVALUATORS.update(cross_dataset_evaluators())
 
 
 def evaluate_benchmark(name: str, *, model_path: Path, data_dir: Path, settings: dict[str, Any],

@@ -1,10 +1,13 @@
 """results/table.csv: one row per variant, R1/mAP per protocol, tidy for pandas.
 
 Columns: ``variant``, ``synthetic`` (True when the numbers come from the embedded
-synthetic data), then ``<benchmark>:<protocol>_<metric>`` for non-AT-USTC benchmarks and
-``<protocol>_<metric>`` for AT-USTC (``Any-Time_R1``, ``DT-ST_mAP``, ...). All metrics
-are percentages. With ``paper=True`` the published numbers of the same method (matched
-by its SAID/MoAE/HDW switches) are added as ``paper:<column>`` and ``diff:<column>``.
+synthetic data), then ``<protocol>_<metric>`` for AT-USTC (``Any-Time_R1``, ``DT-ST_mAP``,
+...) and ``<benchmark>:<key>`` for the cross-dataset benchmarks (``market1501:R1``,
+``ltcc:mAP``: each benchmark's main protocol), plus ``avg5:R1`` / ``avg5:mAP``, the mean
+over the paper's five cross-dataset benchmarks (:data:`PAPER_FIVE`) when a variant has
+all five. All metrics are percentages. With ``paper=True`` the published numbers of the
+same method (matched by its SAID/MoAE/HDW switches) are added as ``paper:<column>`` and
+``diff:<column>``.
 """
 
 from __future__ import annotations
@@ -20,8 +23,29 @@ import pandas as pd
 from atreid.errors import AtreidError
 
 
+# The paper's cross-dataset table: its five benchmarks (our registry names) and the
+# columns of paper_cross_dataset.csv they correspond to.
+PAPER_FIVE: tuple[str, ...] = ("market1501", "cuhk03", "sysu_mm01", "prcc", "ltcc")
+AVERAGE = "avg5"
+PAPER_CROSS_COLUMNS: dict[str, str] = {"Market1501": "market1501", "CUHK03": "cuhk03", "SYSU-MM01": "sysu_mm01",
+                                       "PRCC": "prcc", "LTCC": "ltcc", "Avg": AVERAGE}
+
+
 def _column(benchmark: str, key: str) -> str:
     return key if benchmark == "atustc" else f"{benchmark}:{key}"
+
+
+def _number(value: Any) -> float:
+    """A metric rounded to 2 decimals; a missing one (None: no valid query) is NaN."""
+    return float("nan") if value is None else round(float(value), 2)
+
+
+def add_average(row: dict[str, Any], benchmarks: tuple[str, ...] = PAPER_FIVE, name: str = AVERAGE) -> None:
+    """``<name>:R1`` / ``<name>:mAP``: the mean over ``benchmarks`` when the row has them all."""
+    for metric in ("R1", "mAP"):
+        values = [row.get(_column(b, metric)) for b in benchmarks]
+        if all(v is not None for v in values):
+            row[_column(name, metric)] = round(sum(values) / len(values), 2)
 
 
 def load_metrics(path: Path) -> dict[str, Any]:
@@ -56,13 +80,14 @@ def _paper_lookup(settings: dict[str, Any]) -> dict[str, float]:
             if row["table"] == "ablation_atustc":
                 out[f"{key}_{row['metric']}"] = float(value)
             else:
-                out[f"{key.lower()}:{row['metric']}"] = float(value)
+                out[f"{PAPER_CROSS_COLUMNS.get(key, key.lower())}:{row['metric']}"] = float(value)
     return out
 
 
 def build_table(metric_files: list[Path], *, paper: bool = False) -> pd.DataFrame:
     """Gather ``results/metrics/{variant}/{benchmark}.json`` files into one row per variant."""
     rows: dict[str, dict[str, Any]] = {}
+    published: dict[str, dict[str, float]] = {}
     order: list[str] = []
     for path in metric_files:
         metrics = load_metrics(path)
@@ -73,14 +98,18 @@ def build_table(metric_files: list[Path], *, paper: bool = False) -> pd.DataFram
         row = rows[variant]
         row["synthetic"] = bool(row["synthetic"] or metrics.get("synthetic", False))
         for key, value in metrics["summary"].items():
-            row[_column(metrics["benchmark"], key)] = round(float(value), 2)
+            row[_column(metrics["benchmark"], key)] = _number(value)
         if paper:
-            published = _paper_lookup(metrics["settings"])
-            for key in list(metrics["summary"]):
-                column = _column(metrics["benchmark"], key)
-                if column in published:
-                    row[f"paper:{column}"] = published[column]
-                    row[f"diff:{column}"] = round(row[column] - published[column], 2)
+            published[variant] = _paper_lookup(metrics["settings"])
+    for variant in order:
+        add_average(rows[variant])
+    if paper:
+        for variant in order:
+            row = rows[variant]
+            for column in [c for c in row if c not in ("variant", "synthetic")]:
+                if column in published[variant]:
+                    row[f"paper:{column}"] = published[variant][column]
+                    row[f"diff:{column}"] = round(row[column] - published[variant][column], 2)
     return pd.DataFrame([rows[v] for v in order])
 
 

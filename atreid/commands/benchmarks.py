@@ -1,0 +1,71 @@
+"""Data steps of the cross-dataset benchmarks: prepare (miniature or import) -> verify/index."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from atreid.commands.data import _json_arg
+from atreid.io import atomic_write_csv, atomic_write_json, atomic_write_text
+
+log = logging.getLogger("atreid.benchmarks")
+
+
+def run_prepare(args: argparse.Namespace) -> None:
+    """Generate the synthetic miniature of ``--benchmark`` or import the user's copy into ``--out``."""
+    from atreid.data.adapters import get_adapter
+
+    adapter = get_adapter(args.benchmark)  # unknown names list the valid ones
+    source = args.source.get("source", "synthetic")
+    out = Path(args.out)
+    if source == "synthetic":
+        from atreid.data.synthetic.miniatures import generate_miniature
+
+        counts = generate_miniature(args.benchmark, out, **args.synthetic)
+        log.info("generated the synthetic %s miniature in %s: %d images", adapter.title, out,
+                 counts["statistics"]["all"]["images"])
+    else:
+        from atreid.data.archive import import_dataset
+
+        summary = import_dataset(source, out, sha256=args.source.get("sha256"), record=Path(args.record),
+                                 expect_top=adapter.top_folders[0], name=f"benchmarks.{args.benchmark}")
+        log.info("imported %s for %s (sha256 %s)", source, adapter.title, summary.get("sha256"))
+
+
+def run_index(args: argparse.Namespace) -> None:
+    """Parse and verify a benchmark copy; write its index and verification report."""
+    from atreid.data.adapters import get_adapter
+
+    adapter = get_adapter(args.benchmark)
+    index, report = adapter.verify(args.images, expected=args.expected, decode_workers=args.workers)
+    atomic_write_csv(args.index, index)
+    atomic_write_json(args.report, report)
+    atomic_write_text(args.report_txt, adapter.format_report(report))
+    for warning in report["warnings"]:
+        log.warning("%s: %s", args.benchmark, warning)
+    log.info("indexed %d %s images", len(index), adapter.title)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("prepare-benchmark",
+                              help="generate a benchmark's synthetic miniature or import a real copy")
+    p.add_argument("--benchmark", required=True, help="benchmark name (e.g. market1501)")
+    p.add_argument("--source", type=_json_arg, required=True,
+                   help="data.benchmarks.<name> settings as JSON ({source, sha256})")
+    p.add_argument("--synthetic", type=_json_arg, default={},
+                   help="miniature settings as JSON ({seed, image_height, image_width, jpeg_quality})")
+    p.add_argument("--out", required=True, help="folder that will hold the release's top folder")
+    p.add_argument("--record", required=True, help="JSON file recording the source's sha256")
+    p.set_defaults(func=run_prepare)
+
+    p = subparsers.add_parser("index-benchmark", help="verify a benchmark copy and write its index and report")
+    p.add_argument("--benchmark", required=True, help="benchmark name (e.g. market1501)")
+    p.add_argument("--images", required=True, help="folder holding the release (data/<name>/images)")
+    p.add_argument("--expected", choices=["synthetic", "official", "none"], default="official",
+                   help="counts to compare with: the generator's, the published ones, or none")
+    p.add_argument("--workers", type=int, default=1, help="processes decoding every image (0: do not decode)")
+    p.add_argument("--index", required=True)
+    p.add_argument("--report", required=True, help="verification report (JSON)")
+    p.add_argument("--report-txt", required=True, help="verification report (text table)")
+    p.set_defaults(func=run_index)

@@ -1,0 +1,50 @@
+"""Training step: ``atreid train`` trains one variant (resuming an interrupted run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from atreid.commands.data import _json_arg
+
+log = logging.getLogger("atreid.train")
+
+
+def child_arguments(args: argparse.Namespace) -> list[str]:
+    """The ``atreid train ...`` arguments of ``args`` (for the torchrun relaunch)."""
+    return ["train", "--variant-json", json.dumps(args.variant_json, sort_keys=True), "--index", args.index,
+            "--labels", args.labels, "--images", args.images, "--out", args.out, "--history", args.history,
+            "--checkpoint-dir", args.checkpoint_dir, "--threads", str(args.threads), "--device", args.device]
+
+
+def run(args: argparse.Namespace) -> int:
+    from atreid.engine.distributed import relaunch_with_torchrun, under_torchrun
+
+    settings = args.variant_json
+    devices = int(settings["train"]["devices"])
+    if devices > 1 and not under_torchrun():
+        return relaunch_with_torchrun(devices, child_arguments(args))
+
+    from atreid.engine.trainer import train_variant
+
+    train_variant(settings, index_csv=args.index, labels_json=args.labels, images_root=args.images,
+                  out_path=args.out, history_path=args.history, checkpoint_dir=args.checkpoint_dir,
+                  threads=args.threads, device=args.device)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train one variant (resumes from --checkpoint-dir)")
+    p.add_argument("--variant-json", type=_json_arg, required=True,
+                   help="the variant's resolved settings as JSON (atreid.config.resolve_variant)")
+    p.add_argument("--index", default="data/atustc/train_sampled.csv", help="sampled training index CSV")
+    p.add_argument("--labels", default="data/atustc/labels.json", help="label maps JSON")
+    p.add_argument("--images", default="data/atustc/images/AT-USTC", help="folder the index paths are relative to")
+    p.add_argument("--out", required=True, help="models/{variant}/model.pt")
+    p.add_argument("--history", required=True, help="models/{variant}/history.csv")
+    p.add_argument("--checkpoint-dir", required=True,
+                   help="checkpoints/{variant}: in-progress checkpoint (not a workflow output)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.set_defaults(func=run)

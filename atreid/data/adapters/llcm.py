@@ -1,0 +1,82 @@
+"""LLCM (low-light cross-modality, visible / near-infrared).
+
+Reference: Zhang and Wang, "Diverse Embedding Expansion Network and Low-Light
+Cross-Modality Benchmark for Visible-Infrared Person Re-identification", CVPR 2023.
+URL: https://github.com/ZYK100/LLCM (by agreement).
+
+Layout (``LLCM/``), read as is::
+
+    idx/train_vis.txt  idx/train_nir.txt     "{vis,nir}/PPPP/<file>.jpg <label>" training lists
+    idx/test_id.txt                          comma-separated test person ids
+    vis/PPPP/PPPP_cCC_sSSSSSS_fFFFF_vis.jpg  nir/PPPP/PPPP_cCC_..._nir.jpg
+    test_vis/camK/PPPP/<file>_vis.jpg        test_nir/camK/PPPP/<file>_nir.jpg
+
+Training rows come from the idx lists, test rows (``split`` = ``test``) from
+``test_{vis,nir}/camK/PPPP/`` for the persons of ``test_id.txt`` (what the protocol
+reads). The same physical camera films in both modalities, so infrared cameras are
+shifted after the 9 RGB ones (camera = K + 9): the same-person-same-camera rule never
+removes a cross-modality positive.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from atreid.data.adapters import register_benchmark
+from atreid.data.adapters.base import BenchmarkAdapter, is_image, list_files, read_id_list, read_path_list
+
+FILE_RE = re.compile(r"^(?P<person>\d{4})_c(?P<camera>\d{2})_s(?P<s>\d+)_f(?P<f>\d+)_(?P<mod>vis|nir)\.jpg$")
+TEST_RE = re.compile(r"^test_(?P<mod>vis|nir)/cam(?P<camera>\d)/(?P<person>\d{4})/[^/]+$")
+RGB_CAMERA_COUNT = 9
+MODALITY = {"vis": "rgb", "nir": "ir"}
+
+
+def camera_id(camera: int, modality: str) -> int:
+    """RGB cameras keep their number; IR cameras are shifted after the RGB ones."""
+    return camera + (RGB_CAMERA_COUNT if modality == "ir" else 0)
+
+
+@register_benchmark
+class LLCM(BenchmarkAdapter):
+    name = "llcm"
+    title = "LLCM"
+    reference = "Zhang and Wang, Diverse Embedding Expansion Network and Low-Light Cross-Modality Benchmark, CVPR 2023"
+    top_folders = ("LLCM", "llcm")
+    required = ("idx/train_vis.txt", "idx/train_nir.txt", "idx/test_id.txt", "test_vis/", "test_nir/")
+    layout = "LLCM/{vis,nir,test_vis/camK,test_nir/camK}/PPPP/PPPP_cCC_s*_f*_{vis,nir}.jpg + idx/"
+    splits = ("train", "test")
+    published = {
+        "all": {"ids": 1_064, "images": 46_767},
+        "train": {"ids": 713},
+        "test": {"ids": 351},
+    }
+    approximate = frozenset({("all", "ids"), ("all", "images"), ("train", "ids"), ("test", "ids")})
+
+    def parse(self, root: Path) -> tuple[list[dict[str, Any]], list[str]]:
+        rows: list[dict[str, Any]] = []
+        pattern = "PPPP_cCC_sS_fF_{vis,nir}.jpg naming"
+        for list_name in ("idx/train_vis.txt", "idx/train_nir.txt"):
+            for rel, _ in read_path_list(root / list_name):
+                if not (root / rel).is_file():
+                    raise self.missing_listed(root, rel, list_name)
+                found = self.match(FILE_RE, rel, root, pattern)
+                modality = MODALITY[found["mod"]]
+                rows.append({"path": rel, "person": int(found["person"]),
+                             "camera": camera_id(int(found["camera"]), modality), "modality": modality,
+                             "clothes": -1, "split": "train"})
+        test_ids = set(read_id_list(root / "idx" / "test_id.txt"))
+        for folder in ("test_vis", "test_nir"):
+            for rel in list_files(root / folder, root):
+                if not is_image(rel):
+                    continue
+                found = self.match(TEST_RE, rel, root, "test_{vis,nir}/camK/PPPP/<file> layout", text=rel)
+                self.match(FILE_RE, rel, root, pattern)
+                person = int(found["person"])
+                if person not in test_ids:
+                    continue
+                modality = MODALITY[found["mod"]]
+                rows.append({"path": rel, "person": person, "camera": camera_id(int(found["camera"]), modality),
+                             "modality": modality, "clothes": -1, "split": "test"})
+        return rows, []

@@ -1,0 +1,69 @@
+"""PRCC (clothes-changing, RGB part).
+
+Reference: Yang et al., "Person Re-identification by Contour Sketch under Moderate
+Clothing Change", TPAMI 2019. URL: https://www.isee-ai.cn/~yangqize/clothing.html (agreement).
+
+Raw release layout (``prcc/``), read as is::
+
+    rgb/train/PPP/{A,B,C}_cropped_rgbNNN.jpg      camera letter in the file name
+    rgb/val/PPP/{A,B,C}_cropped_rgbNNN.jpg
+    rgb/test/{A,B,C}/PPP/cropped_rgbNNN.jpg       camera letter as the folder
+
+Cameras A, B, C -> 1, 2, 3. A and B film a person in the same clothes (clothes 1), C
+after a change (clothes 2). Test split: A -> ``gallery``, B and C -> ``query`` (the
+protocols pick B for same-clothes, C for changed-clothes). sketch/ and contour/ are
+ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from atreid.data.adapters import register_benchmark
+from atreid.data.adapters.base import BenchmarkAdapter, is_image, list_files
+
+TRAIN_RE = re.compile(r"^rgb/(?P<split>train|val)/(?P<person>\d+)/(?P<camera>[ABC])_cropped_rgb(?P<n>\d+)\.jpg$")
+TEST_RE = re.compile(r"^rgb/test/(?P<camera>[ABC])/(?P<person>\d+)/cropped_rgb(?P<n>\d+)\.jpg$")
+CAMERAS = {"A": 1, "B": 2, "C": 3}
+CLOTHES = {"A": 1, "B": 1, "C": 2}
+TEST_SPLIT = {"A": "gallery", "B": "query", "C": "query"}
+
+
+@register_benchmark
+class PRCC(BenchmarkAdapter):
+    name = "prcc"
+    title = "PRCC"
+    reference = "Yang et al., Person Re-identification by Contour Sketch under Moderate Clothing Change, TPAMI 2019"
+    top_folders = ("prcc", "PRCC")
+    required = ("rgb/train/", "rgb/val/", "rgb/test/A/", "rgb/test/B/", "rgb/test/C/")
+    layout = "prcc/rgb/{train,val}/PPP/{A,B,C}_cropped_rgbNNN.jpg + prcc/rgb/test/{A,B,C}/PPP/cropped_rgbNNN.jpg"
+    splits = ("train", "val", "query", "gallery")
+    stat_groups = {"test": ("query", "gallery")}
+    published = {
+        "all": {"ids": 221},
+        "train": {"ids": 150},
+        "test": {"ids": 71, "images": 10_800},
+    }
+    approximate = frozenset({("test", "images"), ("test", "ids"), ("train", "ids"), ("all", "ids")})
+
+    def parse(self, root: Path) -> tuple[list[dict[str, Any]], list[str]]:
+        rows: list[dict[str, Any]] = []
+        for part in ("train", "val"):
+            for rel in list_files(root / "rgb" / part, root):
+                if not is_image(rel):
+                    continue
+                found = self.match(TRAIN_RE, rel, root, "rgb/{train,val}/PPP/{A,B,C}_cropped_rgbNNN.jpg layout",
+                                   text=rel)
+                letter = found["camera"]
+                rows.append({"path": rel, "person": int(found["person"]), "camera": CAMERAS[letter],
+                             "modality": "rgb", "clothes": CLOTHES[letter], "split": part})
+        for rel in list_files(root / "rgb" / "test", root):
+            if not is_image(rel):
+                continue
+            found = self.match(TEST_RE, rel, root, "rgb/test/{A,B,C}/PPP/cropped_rgbNNN.jpg layout", text=rel)
+            letter = found["camera"]
+            rows.append({"path": rel, "person": int(found["person"]), "camera": CAMERAS[letter],
+                         "modality": "rgb", "clothes": CLOTHES[letter], "split": TEST_SPLIT[letter]})
+        return rows, []

@@ -1,0 +1,108 @@
+"""RegDB (visible-thermal, 10 fixed trials).
+
+Reference: Nguyen et al., "Person Recognition System Based on a Combination of Body
+Images from Visible Light and Thermal Cameras", Sensors 2017.
+URL: http://dm.dongguk.edu/link.html (by request); trial lists as distributed with
+the cross-modality re-id code bases (``idx/``).
+
+Layout (``RegDB/``)::
+
+    Visible/PPP/<gender>_<view>_v_<frame>_<person>.bmp     camera 1, RGB
+    Thermal/PPP/<gender>_<view>_t_<frame>_<person>.bmp     camera 2, IR
+    idx/{train,test}_{visible,thermal}_{1..10}.txt         "<path> <label>" per trial
+
+Each trial k splits the 412 persons into 206 training and 206 test persons. The index
+has every image once with its trial membership: ``train_trials`` / ``test_trials`` list
+the trials (1-10, ``;``-separated) whose train/test files name the image; ``split`` is
+``test`` for an image some trial tests on, else ``train``. person = the folder PPP.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from atreid.data.adapters import register_benchmark
+from atreid.data.adapters.base import BenchmarkAdapter, is_image, list_files, read_path_list
+
+PATH_RE = re.compile(r"^(?P<folder>Visible|Thermal)/(?P<dir>\d+)/"
+                     r"(?P<stem>[^/]+)_(?P<vt>[vt])_(?P<frame>\d+)_(?P<person>\d+)\.(?:bmp|jpg|png)$")
+TRIALS = tuple(range(1, 11))
+FOLDER_CAMERA = {"Visible": 1, "Thermal": 2}
+FOLDER_MODALITY = {"Visible": "rgb", "Thermal": "ir"}
+
+
+def trial_list(trials: list[int]) -> str:
+    return ";".join(str(t) for t in sorted(trials))
+
+
+def parse_trial_list(value: Any) -> set[int]:
+    """Trials named in a ``train_trials``/``test_trials`` cell (empty / NaN -> none)."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return set()
+    return {int(float(t)) for t in str(value).split(";") if t.strip()}
+
+
+@register_benchmark
+class RegDB(BenchmarkAdapter):
+    name = "regdb"
+    title = "RegDB"
+    reference = "Nguyen et al., Person Recognition System Based on a Combination of Body Images ..., Sensors 2017"
+    top_folders = ("RegDB", "regdb")
+    required = ("Visible/", "Thermal/", *(f"idx/{part}_{mod}_{k}.txt" for part in ("train", "test")
+                                          for mod in ("visible", "thermal") for k in TRIALS))
+    layout = "RegDB/{Visible,Thermal}/PPP/*_{v,t}_FFFFF_P.bmp + idx/{train,test}_{visible,thermal}_{1..10}.txt"
+    splits = ("train", "test")
+    extra_columns = ("train_trials", "test_trials")
+    published = {
+        "all": {"ids": 412, "images": 8_240, "rgb_images": 4_120, "ir_images": 4_120},
+        **{f"train_trial{k}": {"ids": 206} for k in TRIALS},
+        **{f"test_trial{k}": {"ids": 206} for k in TRIALS},
+    }
+
+    def parse(self, root: Path) -> tuple[list[dict[str, Any]], list[str]]:
+        rows: dict[str, dict[str, Any]] = {}
+        mismatched = 0
+        for folder in ("Visible", "Thermal"):
+            for rel in list_files(root / folder, root):
+                if not is_image(rel):
+                    continue
+                found = self.match(PATH_RE, rel, root, "{Visible,Thermal}/PPP/*_{v,t}_FFFFF_P.bmp layout", text=rel)
+                if (found["vt"] == "v") != (folder == "Visible"):
+                    raise self.malformed(root, rel, "naming (_v_ files belong in Visible/, _t_ in Thermal/)")
+                person = int(found["dir"])
+                mismatched += person != int(found["person"])
+                rows[rel] = {"path": rel, "person": person, "camera": FOLDER_CAMERA[folder],
+                             "modality": FOLDER_MODALITY[folder], "clothes": -1, "split": "train",
+                             "train_trials": [], "test_trials": []}
+        for part in ("train", "test"):
+            for modality in ("visible", "thermal"):
+                for k in TRIALS:
+                    list_name = f"idx/{part}_{modality}_{k}.txt"
+                    for rel, _ in read_path_list(root / list_name):
+                        if rel not in rows:
+                            raise self.missing_listed(root, rel, list_name)
+                        rows[rel][f"{part}_trials"].append(k)
+        for row in rows.values():
+            if row["test_trials"]:
+                row["split"] = "test"
+            row["train_trials"] = trial_list(row["train_trials"])
+            row["test_trials"] = trial_list(row["test_trials"])
+        warnings = []
+        if mismatched:
+            warnings.append(f"{mismatched} file names end in a person id other than their folder's (folder used)")
+        return list(rows.values()), warnings
+
+    def extra_statistics(self, index: pd.DataFrame) -> dict[str, dict[str, int]]:
+        stats: dict[str, dict[str, int]] = {}
+        for part in ("train", "test"):
+            members = index[f"{part}_trials"].map(parse_trial_list)
+            for k in TRIALS:
+                frame = index[members.map(lambda trials: k in trials)]
+                stats[f"{part}_trial{k}"] = {"ids": int(frame["person"].nunique()), "images": int(len(frame)),
+                                             "rgb_images": int((frame["modality"] == "rgb").sum()),
+                                             "ir_images": int((frame["modality"] == "ir").sum())}
+        return stats

@@ -1,0 +1,244 @@
+"""Training checkpoints (resume) and the trained-model file.
+
+In-progress checkpoint (``checkpoints/{variant}/last.pt``, written atomically after every
+epoch): model and optimiser state, the completed epoch, the sampler state, the history
+rows so far, every RNG state (Python ``random``, NumPy, torch CPU, CUDA) and a digest of
+the resolved settings + training index + label maps. A checkpoint whose digest differs
+from the current job's is stale and ignored (training starts fresh and says so).
+
+Trained model (``models/{variant}/model.pt``): a dict of tensors and plain values only
+(``state_dict``, ``settings``, ``labels``, ``arch``, ``num_persons``, ``num_outfits``,
+``epoch``, ``atreid_version``), so it loads with ``torch.load(weights_only=True)``.
+
+Both files hold only tensors and plain containers and are read with
+``weights_only=True``: a file that needs arbitrary unpickling is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import random
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from atreid import __version__
+from atreid.errors import AtreidError
+from atreid.io import atomic_torch_save
+
+log = logging.getLogger("atreid.checkpoint")
+
+CHECKPOINT_NAME = "last.pt"
+CHECKPOINT_FORMAT = 1
+MODEL_KEYS = ("state_dict", "settings", "labels", "arch", "num_persons", "num_outfits", "epoch", "atreid_version")
+
+
+# ---- RNG states (as tensors and plain values, loadable with weights_only) -----------
+def rng_states() -> dict[str, Any]:
+    """Every global RNG state the training loop may touch."""
+    version, internal, gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    states: dict[str, Any] = {
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"bit_generator": np_state["bit_generator"],
+                  "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                  "gauss": float(np_state["gauss"])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`rng_states` returned."""
+    py = states["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss"]))
+    npy = states["numpy"]
+    np.random.set_state({"bit_generator": npy["bit_generator"],
+                         "state": {"key": npy["key"].numpy().astype(np.uint32), "pos": npy["pos"]},
+                         "has_gauss": npy["has_gauss"], "gauss": npy["gauss"]})
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        cuda_states = states["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+# ---- safe loading ------------------------------------------------------------------
+def safe_load(path: str | Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise AtreidError(f"{path}: {what} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise AtreidError(f"{path}: holds non-tensor Python objects and will not be loaded (only files saved "
+                          f"by atreid with tensors and plain values are trusted); retrain or re-export the "
+                          f"{what}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
+        raise AtreidError(f"{path}: corrupt or truncated {what} ({str(exc).splitlines()[0]}); delete it and "
+                          "rerun the step that writes it") from None
+
+
+# ---- in-progress checkpoint -----------------------------------------------------------
+def save_checkpoint(checkpoint_dir: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` as ``checkpoint_dir/last.pt`` atomically, adding the format and,
+    unless ``state`` already holds them (``"rng"``), the current RNG states."""
+    path = Path(checkpoint_dir) / CHECKPOINT_NAME
+    payload = {"format": CHECKPOINT_FORMAT, **state}
+    payload.setdefault("rng", rng_states())
+    atomic_torch_save(path, payload)
+    return path
+
+
+def cpu_copy(obj: Any) -> Any:
+    """A deep copy of nested dicts/lists/tuples with every tensor copied to CPU.
+
+    Taken right after an epoch so a background writer sees a frozen snapshot while
+    training goes on (the optimiser updates its buffers in place).
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return obj
+
+
+class CheckpointWriter:
+    """Runs checkpoint writes in order, in the caller's thread or in one background thread.
+
+    With ``background=True`` (used on CUDA, where a ViT-B MoAE checkpoint of ~3 GB would
+    otherwise stall an epoch of a few seconds) at most one write is in flight: the next
+    :meth:`submit` first waits for the previous one, and :meth:`close` waits for the last
+    one, re-raising any error of the writer thread. The snapshot passed in must not
+    change afterwards (see :func:`cpu_copy`).
+    """
+
+    def __init__(self, background: bool = False) -> None:
+        self.background = background
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, write: Callable[[], Any]) -> None:
+        self.wait()
+        if not self.background:
+            write()
+            return
+
+        def run() -> None:
+            try:
+                write()
+            except BaseException as exc:  # noqa: BLE001 - handed to the training thread
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="atreid-checkpoint", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    close = wait
+
+
+def load_checkpoint(checkpoint_dir: str | Path, digest: str) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or ``None`` (absent, unreadable or stale: logged)."""
+    path = Path(checkpoint_dir) / CHECKPOINT_NAME
+    if not path.is_file():
+        return None
+    try:
+        state = safe_load(path, "training checkpoint")
+    except AtreidError as exc:
+        log.warning("ignoring unusable checkpoint, training from scratch: %s", exc)
+        return None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        log.warning("%s: unknown checkpoint format, training from scratch", path)
+        return None
+    if state.get("digest") != digest:
+        log.warning("%s: written for different settings or training data (digest %s, now %s): "
+                    "starting fresh instead of resuming a stale run", path, state.get("digest"), digest)
+        return None
+    return state
+
+
+def remove_checkpoint(checkpoint_dir: str | Path) -> None:
+    """Delete ``last.pt`` (and the directory when that leaves it empty)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    (checkpoint_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+    try:
+        checkpoint_dir.rmdir()
+    except OSError:
+        pass
+
+
+# ---- trained model file ---------------------------------------------------------------
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
+
+
+def save_trained_model(path: str | Path, *, model: nn.Module, settings: dict[str, Any], labels: dict[str, Any],
+                       epoch: int) -> None:
+    """Write the final ``model.pt`` payload atomically."""
+    payload = {
+        "state_dict": cpu_state_dict(model),
+        "settings": settings,
+        "labels": {k: labels[k] for k in ("persons", "outfits", "outfit_to_person")},
+        "arch": settings["model"]["arch"],
+        "num_persons": len(labels["persons"]),
+        "num_outfits": len(labels["outfits"]),
+        "epoch": int(epoch),
+        "atreid_version": __version__,
+    }
+    atomic_torch_save(path, payload)
+
+
+def model_from_settings(settings: dict[str, Any], num_persons: int, num_outfits: int) -> nn.Module:
+    """Build the (untrained) model a variant's settings describe."""
+    from atreid.model import build_model
+
+    model = settings["model"]
+    return build_model(model["arch"], ncls=settings["ncls"], moae=settings["moae"], num_persons=num_persons,
+                       num_outfits=num_outfits, img_size=tuple(model["image_size"]),
+                       patch_stride=model["patch_stride"], drop_path_rate=model["drop_path_rate"],
+                       gate=model["gate"], said=settings["said"])
+
+
+def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Load ``models/{variant}/model.pt`` (``weights_only=True``) -> (eval-mode model, payload)."""
+    payload = safe_load(path, "trained model")
+    missing = [k for k in MODEL_KEYS if not isinstance(payload, dict) or k not in payload]
+    if missing:
+        raise AtreidError(f"{path}: not an atreid model file (missing {', '.join(missing)}); retrain it with "
+                          "`snakemake models/<variant>/model.pt`")
+    model = model_from_settings(payload["settings"], payload["num_persons"], payload["num_outfits"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise AtreidError(f"{path}: weights do not fit the {payload['arch']} model its settings describe "
+                          f"({str(exc).splitlines()[0]}); retrain it") from None
+    return model.to(device).eval(), payload

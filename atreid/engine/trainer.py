@@ -1,0 +1,313 @@
+"""Train one variant: data, model, optimiser, schedule, checkpoints, history, DDP.
+
+:func:`train_variant` is the whole training job behind ``atreid train``. Reproducibility
+design (CPU: a resumed run ends with weights ``torch.equal`` to an uninterrupted one):
+
+- data order and augmentation are a pure function of (seed, epoch) -- the sampler draws
+  batches from a generator seeded with (seed, epoch) and gives every sample its own
+  augmentation seed (:mod:`atreid.engine.sampler`, :mod:`atreid.engine.transforms`);
+- the global RNGs used inside the model (drop-path) are reseeded at the start of every
+  epoch from (seed, epoch, rank), after the epoch's DataLoader iterator exists (creating
+  an iterator draws from torch's generator);
+- the checkpoint written after every epoch holds model, optimiser (momentum buffers,
+  group lrs), sampler state, history and all RNG states, and is restored as a whole.
+
+The triplet loss is on when ``epoch > train.triplet_start_epoch`` (reference behaviour;
+the recipe's 999 means never).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from atreid.config import settings_digest
+from atreid.engine import distributed as ddp
+from atreid.engine.checkpoint import (CheckpointWriter, cpu_copy, cpu_state_dict, load_checkpoint,
+                                      model_from_settings, remove_checkpoint, rng_states, save_checkpoint,
+                                      save_trained_model, set_rng_states, unwrap)
+from atreid.engine.dataset import build_train_loader, read_training_index
+from atreid.engine.optim import build_optimizer, set_epoch_lr
+from atreid.errors import AtreidError
+from atreid.io import atomic_write_csv, progress
+
+log = logging.getLogger("atreid.train")
+
+TIMING_COLUMNS = ("images_per_s", "epoch_time_s")
+_EPOCH_STREAM = 0xE90C  # separates the per-epoch global-RNG seeds from other seed uses
+
+
+# ---- small helpers ---------------------------------------------------------------------
+def resolve_device(name: str, ctx: ddp.DistContext) -> torch.device:
+    """``auto`` -> CUDA when present; under DDP on CUDA each rank takes GPU ``local_rank``."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise AtreidError(f"unknown --device {name!r}; valid: auto, cpu, cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise AtreidError("--device cuda but no CUDA device is available; use --device auto or cpu")
+    use_cuda = name == "cuda" or (name == "auto" and torch.cuda.is_available())
+    if not use_cuda:
+        return torch.device("cpu")
+    if ctx.enabled and ctx.local_rank >= torch.cuda.device_count():
+        raise AtreidError(f"train.devices = {ctx.world_size} but only {torch.cuda.device_count()} CUDA device(s) "
+                          "are visible; lower train.devices")
+    return torch.device("cuda", ctx.local_rank if ctx.enabled else torch.cuda.current_device())
+
+
+def configure_backend(device: torch.device, threads: int, world_size: int) -> None:
+    """CPU threads (shared by the ranks on one machine); TF32 matmuls on CUDA."""
+    if threads and threads > 0:
+        per_rank = threads if device.type == "cuda" else max(1, threads // world_size)
+        torch.set_num_threads(per_rank)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
+        torch.cuda.set_device(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) global generators."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, rank, _EPOCH_STREAM]).generate_state(1, dtype=np.uint64)[0]
+               % (2 ** 63))
+
+
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_label_maps(path: str | Path) -> dict[str, Any]:
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise AtreidError(f"{path}: label maps not found; run `snakemake {path}` to build them")
+    try:
+        labels = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AtreidError(f"{path}: not valid JSON ({exc}); rebuild it with `snakemake {path}`") from None
+    missing = [k for k in ("persons", "outfits", "outfit_to_person") if k not in labels]
+    if missing:
+        raise AtreidError(f"{path}: missing key(s) {', '.join(missing)}; rebuild it with `snakemake {path}`")
+    return labels
+
+
+def check_labels(index: pd.DataFrame, labels: dict[str, Any], index_path: Path, labels_path: Path) -> None:
+    num_persons, num_outfits = len(labels["persons"]), len(labels["outfits"])
+    if len(labels["outfit_to_person"]) != num_outfits:
+        raise AtreidError(f"{labels_path}: outfit_to_person has {len(labels['outfit_to_person'])} entries for "
+                          f"{num_outfits} outfits; rebuild the label maps")
+    for column, bound in (("person_label", num_persons), ("outfit_label", num_outfits)):
+        values = index[column]
+        if values.min() < 0 or values.max() >= bound:
+            raise AtreidError(f"{index_path}: {column} outside 0..{bound - 1} of {labels_path}; the index and the "
+                              "label maps come from different runs: rebuild both")
+
+
+# ---- pieces a test may replace ----------------------------------------------------------
+def build_training_model(settings: dict[str, Any], num_persons: int, num_outfits: int) -> nn.Module:
+    return model_from_settings(settings, num_persons, num_outfits)
+
+
+def build_criterion(settings: dict[str, Any], labels: dict[str, Any]) -> nn.Module:
+    from atreid.losses import UniATCriterion
+
+    return UniATCriterion(said=settings["said"], hdw=settings["hdw"],
+                          triplet_margin=settings["train"]["triplet_margin"],
+                          outfit_to_person=labels["outfit_to_person"])
+
+
+def load_pretrained_weights(model: nn.Module, source: str) -> Any:
+    from atreid.model.pretrained import load_pretrained
+
+    return load_pretrained(model, source)
+
+
+# ---- the job -----------------------------------------------------------------------------
+def train_variant(settings: dict[str, Any], *, index_csv: str | Path, labels_json: str | Path,
+                  images_root: str | Path, out_path: str | Path, history_path: str | Path,
+                  checkpoint_dir: str | Path, threads: int = 0, device: str = "auto") -> dict[str, Any]:
+    """Train the variant ``settings`` describes and write ``out_path`` and ``history_path``.
+
+    Resumes from ``checkpoint_dir/last.pt`` when it was written for the same settings,
+    training index and label maps; removes it once the final model is written. Under
+    torchrun (DDP) every rank calls this; only rank 0 writes files.
+
+    Returns:
+        A summary dict: ``epochs``, ``resumed_from`` (last epoch of the checkpoint, 0 if
+        none), ``history`` (the per-epoch rows) and ``out``.
+    """
+    ctx = ddp.context_from_env()
+    train = settings["train"]
+    if train["devices"] > 1 and not ctx.enabled:
+        log.warning("train.devices = %d but not running under torchrun: training in one process "
+                    "(the CLI relaunches itself with torchrun)", train["devices"])
+    dev = resolve_device(device, ctx)
+    configure_backend(dev, threads, ctx.world_size)
+    ddp.init_process_group(ctx, dev)
+    try:
+        return _train(settings, ctx, dev, Path(index_csv), Path(labels_json), Path(images_root), Path(out_path),
+                      Path(history_path), Path(checkpoint_dir))
+    finally:
+        ddp.destroy_process_group()
+
+
+def _train(settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device, index_csv: Path, labels_json: Path,
+           images_root: Path, out_path: Path, history_path: Path, checkpoint_dir: Path) -> dict[str, Any]:
+    train, name, seed = settings["train"], settings["name"], int(settings["seed"])
+    index = read_training_index(index_csv)
+    labels = read_label_maps(labels_json)
+    check_labels(index, labels, index_csv, labels_json)
+    if not images_root.is_dir():
+        raise AtreidError(f"{images_root}: image folder not found; --images must be the folder the index paths "
+                          "are relative to")
+    digest = settings_digest({"settings": settings, "index": file_sha256(index_csv),
+                              "labels": file_sha256(labels_json)})
+    num_persons, num_outfits = len(labels["persons"]), len(labels["outfits"])
+
+    # Model, criterion, optimiser (deterministic initialisation from the seed).
+    seed_everything(seed)
+    model = build_training_model(settings, num_persons, num_outfits)
+    criterion = build_criterion(settings, labels)
+    state = load_checkpoint(checkpoint_dir, digest)
+    if state is None and settings["model"]["pretrained"] != "none":
+        report = load_pretrained_weights(model, settings["model"]["pretrained"])
+        log.info("pretrained weights %s: %s", settings["model"]["pretrained"], report)
+    model.to(dev)
+    criterion.to(dev)
+    optimizer = build_optimizer(model, train, fused=dev.type == "cuda")
+
+    loader, sampler = build_train_loader(index, images_root, settings, rank=ctx.rank, world_size=ctx.world_size,
+                                         pin_memory=dev.type == "cuda")
+    history: list[dict[str, Any]] = []
+    start_epoch = 1
+    if state is not None:
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        history = [dict(row) for row in state["history"]]
+        set_rng_states(state["rng"])
+        start_epoch = int(state["epoch"]) + 1
+        if ctx.is_main:
+            log.info("resuming %s from %s after epoch %d of %d", name, checkpoint_dir / "last.pt", state["epoch"],
+                     train["epochs"])
+    resumed_from = start_epoch - 1
+    del state
+
+    net = _wrap(model, settings, ctx, dev)
+    use_amp = dev.type == "cuda" and train["amp"] == "bf16"
+    epochs, iters = train["epochs"], train["iters_per_epoch"]
+    global_batch = train["batch_p"] * train["batch_k"]
+    # Background checkpoint writes on CUDA (epochs of seconds, checkpoints of GBs).
+    writer = CheckpointWriter(background=dev.type == "cuda")
+    try:
+        for epoch in range(start_epoch, epochs + 1):
+            net.train()
+            lr = set_epoch_lr(optimizer, epoch, train)
+            use_triplet = epoch > train["triplet_start_epoch"]
+            sampler.set_epoch(epoch)
+            batches = iter(loader)
+            # Reseed after the iterator exists: creating one may draw from torch's generator.
+            seed_everything(epoch_seed(seed, epoch, ctx.rank))
+            sums: dict[str, float] = {}
+            started = time.perf_counter()
+            if ctx.is_main:
+                batches = progress(batches, total=iters, desc=f"train {name} epoch {epoch}/{epochs}", unit="it")
+            for iteration, (images, person, outfit, modality) in enumerate(batches, start=1):
+                stats = train_step(net, criterion, optimizer, images, person, outfit, modality, dev=dev,
+                                   use_amp=use_amp, use_triplet=use_triplet, clip=train["clip_grad_norm"],
+                                   epoch=epoch, iteration=iteration)
+                for key, value in stats.items():
+                    sums[key] = sums.get(key, 0.0) + value
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            elapsed = time.perf_counter() - started
+            keys = list(sums)
+            means = ddp.all_reduce_mean(torch.tensor([sums[k] / iters for k in keys], dtype=torch.float64,
+                                                     device=dev))
+            row: dict[str, Any] = {"epoch": epoch, "lr": lr}
+            row.update({k: float(v) for k, v in zip(keys, means.tolist())})
+            row["images_per_s"] = global_batch * iters / elapsed
+            row["epoch_time_s"] = elapsed
+            history.append(row)
+            if ctx.is_main:
+                log.info("epoch %d/%d lr %.6g loss %.4f %.1f images/s", epoch, epochs, lr,
+                         row.get("loss", math.nan), row["images_per_s"])
+                snapshot = {"digest": digest, "epoch": epoch, "name": name, "model": cpu_state_dict(model),
+                            "optimizer": cpu_copy(optimizer.state_dict()), "sampler": sampler.state_dict(),
+                            "history": [dict(r) for r in history], "rng": rng_states()}
+                writer.submit(lambda snapshot=snapshot: save_checkpoint(checkpoint_dir, snapshot))
+                atomic_write_csv(history_path, pd.DataFrame(history))
+            ddp.barrier()
+    finally:
+        writer.close()
+
+    if ctx.is_main:
+        atomic_write_csv(history_path, pd.DataFrame(history))
+        save_trained_model(out_path, model=model, settings=settings, labels=labels, epoch=epochs)
+        remove_checkpoint(checkpoint_dir)
+        log.info("trained %s -> %s", name, out_path)
+    ddp.barrier()
+    return {"epochs": epochs, "resumed_from": resumed_from, "history": history, "out": str(out_path)}
+
+
+def _wrap(model: nn.Module, settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device) -> nn.Module:
+    """DDP (with SyncBatchNorm on CUDA) and torch.compile on CUDA when asked."""
+    net = model
+    if ctx.enabled:
+        if dev.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        # Hard top-1 MoAE routing leaves the unchosen experts without gradient in a step.
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[dev.index] if dev.type == "cuda" else None,
+            find_unused_parameters=bool(settings.get("moae")))
+    if dev.type == "cuda" and settings["train"]["compile"]:
+        net = torch.compile(net)
+    return net
+
+
+def train_step(net: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+               person: torch.Tensor, outfit: torch.Tensor, modality: torch.Tensor, *, dev: torch.device,
+               use_amp: bool, use_triplet: bool, clip: float | None, epoch: int = 0,
+               iteration: int = 0) -> dict[str, float]:
+    """One optimisation step; returns the criterion's stats plus ``loss``."""
+    images = images.to(dev, non_blocking=True)
+    person = person.to(dev, non_blocking=True)
+    outfit = outfit.to(dev, non_blocking=True)
+    modality = modality.to(dev, non_blocking=True)
+    with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+        tokens, logits = net(images)
+    loss, stats = criterion(tokens.float(), [lg.float() for lg in logits], person, outfit, modality, use_triplet)
+    value = float(loss.detach())
+    if ddp.any_rank(not math.isfinite(value), dev):
+        raise AtreidError(f"training diverged: non-finite loss ({value}) at epoch {epoch}, iteration {iteration}; "
+                          "no model written -- lower train.lr or set train.clip_grad_norm")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip:
+        nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
+    optimizer.step()
+    out = {k: float(v) for k, v in stats.items()}
+    out["loss"] = value
+    return out

@@ -1,0 +1,110 @@
+"""The Uni-AT training objective: identity losses (SAID or plain CE), HDW, optional triplet.
+
+Switches only on flags (``said``, ``hdw``, ``use_triplet``), never on a variant name:
+
+- identity: per-sample cross-entropy of each head (:mod:`atreid.losses.said`);
+- without HDW: total = sum over heads of each head's mean loss over its subset;
+- with HDW: total = sum of HDW-weighted per-sample losses / batch size
+  (:mod:`atreid.losses.hdw`);
+- triplet (when ``use_triplet``): sum over heads of the batch-hard triplet loss on the
+  pre-BN tokens, heads 0/1 on RGB samples, 2/3 on IR, 4/5 on all.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from atreid.constants import LONG_TERM_HEADS, SCENARIOS, SHORT_TERM_HEADS
+from atreid.errors import AtreidError
+from atreid.losses.hdw import hdw_loss
+from atreid.losses.said import head_masks, identity_losses
+from atreid.losses.triplet import batch_hard_triplet
+
+NUM_HEADS = len(SCENARIOS)
+
+
+class UniATCriterion(nn.Module):
+    """Loss of the six heads.
+
+    Args:
+        said: scenario-aware identity loss (subsets, outfit classes with masking) instead
+            of person-id cross-entropy on all samples for every head.
+        hdw: hierarchical dynamic weighting of the per-sample losses.
+        triplet_margin: margin of the batch-hard triplet loss (used only when
+            ``forward(..., use_triplet=True)``).
+        outfit_to_person: person label of every outfit class (``labels.json``); required
+            with SAID.
+    """
+
+    def __init__(self, said: bool, hdw: bool, triplet_margin: float = 0.3,
+                 outfit_to_person: Sequence[int] | torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.said, self.hdw, self.triplet_margin = bool(said), bool(hdw), float(triplet_margin)
+        if self.said and outfit_to_person is None:
+            raise AtreidError("the SAID loss needs outfit_to_person (labels.json) to mask a person's other outfits")
+        table = torch.as_tensor(outfit_to_person if outfit_to_person is not None else [], dtype=torch.long)
+        # Not persistent: it comes from labels.json, not from training.
+        self.register_buffer("outfit_to_person", table, persistent=False)
+
+    def _check(self, logits: Sequence[torch.Tensor]) -> None:
+        if len(logits) != NUM_HEADS:
+            raise AtreidError(f"the criterion needs {NUM_HEADS} heads' logits, got {len(logits)}")
+        persons = logits[LONG_TERM_HEADS[0]].shape[1]
+        if self.said:
+            outfits = self.outfit_to_person.numel()
+            bad = [h for h in range(NUM_HEADS)
+                   if logits[h].shape[1] != (outfits if h in SHORT_TERM_HEADS else persons)]
+            fix = f"short-term heads must have {outfits} outfit classes (build_model(..., said=True))"
+        else:
+            bad = [h for h in range(NUM_HEADS) if logits[h].shape[1] != persons]
+            fix = "without SAID every head classifies person ids (build_model(..., said=False))"
+        if bad:
+            raise AtreidError(f"classifier sizes {[lg.shape[1] for lg in logits]} do not fit the loss "
+                              f"(heads {bad}): {fix}")
+
+    def forward(self, tokens: torch.Tensor, logits: Sequence[torch.Tensor], person: torch.Tensor,
+                outfit: torch.Tensor, modality: torch.Tensor, use_triplet: bool = False
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss and per-head statistics.
+
+        Args:
+            tokens: (B, 6, D) pre-BN CLS tokens.
+            logits: six (B, C_h) logits.
+            person: (B,) person labels.
+            outfit: (B,) person-outfit labels.
+            modality: (B,) 0 = RGB, 1 = IR.
+            use_triplet: add the batch-hard triplet loss.
+
+        Returns:
+            ``(loss, stats)``; stats holds python floats ``loss_h{i}`` (mean identity loss
+            over the head's subset, 0 if empty), ``weight_h{i}`` (HDW weight, 1 without
+            HDW), ``acc_h{i}`` (top-1 accuracy on the subset, 0 if empty) and
+            ``loss_triplet`` (0 when unused).
+        """
+        self._check(logits)
+        logits = [lg.float() for lg in logits]
+        losses, mask, correct = identity_losses(logits, person, outfit, modality, self.outfit_to_person, self.said)
+        count = mask.sum(dim=1).clamp_min(1)
+        head_mean = losses.sum(dim=1) / count
+        if self.hdw:
+            total, weights = hdw_loss(losses, mask)
+        else:
+            total, weights = head_mean.sum(), torch.ones_like(head_mean)
+        triplet = total.new_zeros(())
+        if use_triplet:
+            subsets = head_masks(modality, NUM_HEADS)
+            for h in range(NUM_HEADS):
+                triplet = triplet + batch_hard_triplet(tokens[:, h], person, subsets[h], self.triplet_margin)
+            total = total + triplet
+        acc = correct.sum(dim=1) / count
+        # One device-to-host copy for all statistics.
+        values = torch.cat([head_mean.detach(), weights.detach(), acc.to(head_mean.dtype),
+                            triplet.detach().reshape(1)]).tolist()
+        stats = {f"loss_h{h}": values[h] for h in range(NUM_HEADS)}
+        stats.update({f"weight_h{h}": values[NUM_HEADS + h] for h in range(NUM_HEADS)})
+        stats.update({f"acc_h{h}": values[2 * NUM_HEADS + h] for h in range(NUM_HEADS)})
+        stats["loss_triplet"] = values[3 * NUM_HEADS]
+        return total, stats

@@ -1,0 +1,220 @@
+"""Mixture of Attribute Experts (MoAE), the feed-forward layer of every Uni-AT block.
+
+Paper: "Towards Anytime Retrieval: A Benchmark for Anytime Person Re-Identification"
+(AT-ReID, IJCAI 2025, arXiv 2509.16635), section on MoAE.
+
+Patch tokens go through the shared dense FFN (``fc1`` -> GELU -> ``fc2``, the pretrained
+ViT MLP). Five attribute *atoms* -- vm, im, cm, sc, cc -- each own an input layer
+(dim -> hidden) and an output layer (hidden -> dim); the expert ``a -> b`` is in-atom ``a``
+-> GELU -> out-atom ``b``. CLS token ``t`` of scenario (a, b) may use exactly the two
+experts ``a -> b`` and ``b -> a``; its own bias-free gate (dim -> 2) scores them (column 0
+``a -> b``, column 1 ``b -> a``), softmax, keep the top-1 and renormalise.
+
+Vectorisation: the atoms are stacked parameters ``in_w (5, dim, hidden)``, ``in_b (5, hidden)``,
+``out_w (5, hidden, dim)``, ``out_b (5, dim)``, stored input-major (``y = x @ w + b``, the
+transpose of ``nn.Linear.weight``): the batched matmul then returns the weight gradients
+in the parameter's own layout, whereas an (out, in) layout costs a transposing copy of
+every atom gradient (half of the layer's time at ViT-B size on CPU). The six
+scenarios are the grid {vm, im, cm} x {sc, cc} in row-major order (token t = 2 m + c), so
+the 12 (token, expert) pairs split into two compositions with fixed groupings:
+``m -> c`` (in-atom m: tokens 2m, 2m+1; out-atom c: tokens c, c+2, c+4) and ``c -> m``
+(the reverse). Each of the four layers (in/out x two compositions) is one batched matmul
+over a contiguous slice of the stacked atoms, and moving between the groupings is a
+transpose of the (modality, clothes) grid: exactly the 12 needed expert evaluations, no
+padding, no index gathers, and never a copy of the weights (gathering a (hidden, dim)
+matrix per token would copy ~110 MB per ViT-B block per step, and scatter as much
+gradient back).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from timm.layers import trunc_normal_
+
+from atreid.constants import SCENARIOS
+
+# Attribute atoms, in the reference checkpoint's order (expert j = 1 + 5a + b).
+ATOMS: tuple[str, ...] = ("vm", "im", "cm", "sc", "cc")
+# The (a, b) atom pair of each CLS token / scenario, in head order.
+SCENARIO_ATOMS: tuple[tuple[int, int], ...] = ((0, 3), (0, 4), (1, 3), (1, 4), (2, 3), (2, 4))
+GATES: tuple[str, ...] = ("hard", "soft")
+
+
+def _scenario_atoms_consistent() -> bool:
+    # DT = visible, NT = infrared, AD = cross modality; ST = same, LT = changed clothes.
+    modality = {"DT": 0, "NT": 1, "AD": 2}
+    clothes = {"ST": 3, "LT": 4}
+    return all((modality[s[:2]], clothes[s[3:]]) == pair for s, pair in zip(SCENARIOS, SCENARIO_ATOMS))
+
+
+assert _scenario_atoms_consistent(), "SCENARIO_ATOMS must follow atreid.constants.SCENARIOS"
+
+
+def _grid_shape(pairs: tuple[tuple[int, int], ...]) -> tuple[int, int]:
+    """(modality atoms, clothes atoms) of a pair table that is their row-major product grid."""
+    first = sorted({a for a, _ in pairs})
+    second = sorted({b for _, b in pairs})
+    grid = tuple((a, b) for a in first for b in second)
+    if grid != tuple(pairs) or first != list(range(len(first))) or second[0] != len(first):
+        raise ValueError(f"scenario atom pairs {pairs} are not the row-major grid of atoms {first} x {second}")
+    return len(first), len(second)
+
+
+# (3, 2): modality atoms vm, im, cm (0..2) x clothes atoms sc, cc (3, 4).
+GRID: tuple[int, int] = _grid_shape(SCENARIO_ATOMS)
+
+
+def _atom_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """Per-atom linear layer: x (k, rows, in) @ weight (k, in, out) + bias (k, out) -> (k, rows, out)."""
+    if bias is None:
+        return torch.bmm(x, weight)
+    return torch.baddbmm(bias.unsqueeze(1), x, weight)
+
+
+class MoAE(nn.Module):
+    """Shared ViT FFN for patch tokens plus attribute experts for the six CLS tokens.
+
+    The constructor matches timm's ``Mlp`` so the layer plugs into
+    ``timm.models.vision_transformer.Block(mlp_layer=partial(MoAE, ncls=..., moae=...))``.
+
+    Args:
+        in_features: token width (dim).
+        hidden_features: FFN hidden width (defaults to ``in_features``).
+        out_features: must equal ``in_features`` (kept for the ``Mlp`` signature).
+        act_layer: activation (exact-erf ``nn.GELU`` in Uni-AT).
+        norm_layer: unsupported (``None``); kept for the ``Mlp`` signature.
+        bias: biases in fc1/fc2 and the atoms.
+        drop: unsupported (0); kept for the ``Mlp`` signature.
+        ncls: number of leading CLS tokens in the sequence.
+        moae: route the CLS tokens through attribute experts. Needs ``ncls == 6``;
+            with ``moae=False`` (or ``ncls == 1``) every token uses the shared FFN.
+        gate: ``"hard"`` (published: top-1 of the softmax, renormalised, so the chosen
+            expert's weight is exactly 1 and the gate gets no gradient) or ``"soft"``
+            (both experts weighted by the softmax, differentiable gate).
+    """
+
+    def __init__(
+            self,
+            in_features: int,
+            hidden_features: Optional[int] = None,
+            out_features: Optional[int] = None,
+            act_layer: Callable[[], nn.Module] = nn.GELU,
+            norm_layer: Optional[Callable[..., nn.Module]] = None,
+            bias: bool = True,
+            drop: float = 0.,
+            *,
+            ncls: int = 1,
+            moae: bool = False,
+            gate: str = "hard",
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        hidden_features = hidden_features or in_features
+        if out_features not in (None, in_features):
+            raise ValueError("MoAE keeps the token width: out_features must equal in_features")
+        if norm_layer is not None or drop:
+            raise ValueError("MoAE has no hidden norm or dropout (the Uni-AT FFN has neither)")
+        if gate not in GATES:
+            raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
+        if moae and ncls not in (1, len(SCENARIO_ATOMS)):
+            raise ValueError(f"MoAE needs one CLS token per scenario (ncls {len(SCENARIO_ATOMS)}), got {ncls}")
+        self.ncls = ncls
+        # One token cannot be routed per scenario: ncls 1 is a plain ViT FFN.
+        self.moae = bool(moae) and ncls == len(SCENARIO_ATOMS)
+        self.gate_mode = gate
+        self.in_features, self.hidden_features = in_features, hidden_features
+
+        self.fc1 = nn.Linear(in_features, hidden_features, bias=bias, **dd)
+        self.act = act_layer()
+        self.fc2 = nn.Linear(hidden_features, in_features, bias=bias, **dd)
+        if self.moae:
+            atoms = len(ATOMS)
+            # Input-major (x @ w) atom weights: see the module docstring.
+            self.in_w = nn.Parameter(torch.empty(atoms, in_features, hidden_features, **dd))
+            self.in_b = nn.Parameter(torch.zeros(atoms, hidden_features, **dd)) if bias else None
+            self.out_w = nn.Parameter(torch.empty(atoms, hidden_features, in_features, **dd))
+            self.out_b = nn.Parameter(torch.zeros(atoms, in_features, **dd)) if bias else None
+            # gate[t] is the (2, dim) weight of CLS token t's bias-free Linear(dim, 2).
+            self.gate = nn.Parameter(torch.empty(ncls, 2, in_features, **dd))
+            self.reset_expert_parameters()
+
+    @torch.no_grad()
+    def reset_expert_parameters(self) -> None:
+        """Independent random init of atoms and gates (as separate ``nn.Linear`` layers get)."""
+        if not self.moae:
+            return
+        for p in (self.in_w, self.out_w, self.gate):
+            trunc_normal_(p, std=.02)
+        for p in (self.in_b, self.out_b):
+            if p is not None:
+                p.zero_()
+
+    @torch.no_grad()
+    def copy_ffn_to_atoms(self) -> None:
+        """Start every atom from the shared FFN (what loading pretrained weights does)."""
+        if not self.moae:
+            return
+        self.in_w.copy_(self.fc1.weight.t().expand_as(self.in_w))
+        self.out_w.copy_(self.fc2.weight.t().expand_as(self.out_w))
+        if self.in_b is not None:
+            self.in_b.copy_(self.fc1.bias.expand_as(self.in_b))
+            self.out_b.copy_(self.fc2.bias.expand_as(self.out_b))
+
+    def ffn(self, x: torch.Tensor) -> torch.Tensor:
+        """The shared dense FFN."""
+        return self.fc2(self.act(self.fc1(x)))
+
+    def gate_weights(self, cls: torch.Tensor) -> torch.Tensor:
+        """Routing weights (ncls, B, 2) of the two experts, from token-major CLS tokens (ncls, B, D)."""
+        probs = torch.bmm(cls, self.gate.transpose(1, 2)).softmax(dim=-1)
+        if self.gate_mode == "soft":
+            return probs
+        # Top-1 then renormalise: the kept weight p / p is exactly 1 and its derivative
+        # is 0, so the one-hot of the argmax is the same function with an exact zero
+        # gradient (instead of p/p's rounding noise) for the gate.
+        return F.one_hot(probs.argmax(dim=-1), 2).to(cls.dtype)
+
+    def experts(self, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both experts of every CLS token, from token-major CLS tokens (ncls, B, D).
+
+        Returns:
+            ``(y_ab, y_ba)``, each (ncls, B, D): expert ``a -> b`` and ``b -> a`` of each
+            token (gate columns 0 and 1).
+        """
+        n_mod, n_clo = GRID
+        ncls, batch, dim = cls.shape
+        grid = cls.reshape(n_mod, n_clo, batch, dim)  # token t = (m, c), t = 2 m + c
+        # split (not slicing): the weight gradients are then one contiguous cat, not
+        # zero-filled full-size buffers per slice.
+        in_w, out_w = self.in_w.split(GRID), self.out_w.split(GRID)
+        in_b = self.in_b.split(GRID) if self.in_b is not None else (None, None)
+        out_b = self.out_b.split(GRID) if self.out_b is not None else (None, None)
+        # a -> b: modality atom m in (tokens grouped by m), clothes atom c out (grouped by c).
+        h = self.act(_atom_linear(grid.reshape(n_mod, n_clo * batch, dim), in_w[0], in_b[0]))
+        h = h.view(n_mod, n_clo, batch, -1).transpose(0, 1).reshape(n_clo, n_mod * batch, -1)
+        y_ab = _atom_linear(h, out_w[1], out_b[1]).view(n_clo, n_mod, batch, dim)
+        # b -> a: clothes atom c in, modality atom m out.
+        h = self.act(_atom_linear(grid.transpose(0, 1).reshape(n_clo, n_mod * batch, dim), in_w[1], in_b[1]))
+        h = h.view(n_clo, n_mod, batch, -1).transpose(0, 1).reshape(n_mod, n_clo * batch, -1)
+        y_ba = _atom_linear(h, out_w[0], out_b[0])
+        return y_ab.transpose(0, 1).reshape(ncls, batch, dim), y_ba.view(ncls, batch, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.moae:
+            return self.ffn(x)
+        # split (not two slices): its backward is one cat instead of two zero-filled buffers.
+        cls, patches = x.split([self.ncls, x.shape[1] - self.ncls], dim=1)
+        cls = cls.transpose(0, 1)  # token-major (ncls, B, D)
+        y_ab, y_ba = self.experts(cls)
+        w = self.gate_weights(cls)  # (ncls, B, 2)
+        mixed = w[..., :1] * y_ab + w[..., 1:] * y_ba
+        return torch.cat([mixed.transpose(0, 1), self.ffn(patches)], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"ncls={self.ncls}, moae={self.moae}, gate={self.gate_mode!r}"

@@ -1,0 +1,152 @@
+"""MoAE: the vectorised layer against a plain per-token, per-expert loop (float64)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from atreid.model.moae import ATOMS, SCENARIO_ATOMS, MoAE
+
+DIM, HIDDEN, PATCHES, BATCH = 8, 12, 5, 3
+PARAMS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "in_w", "in_b", "out_w", "out_b", "gate")
+
+
+def make_layer(ncls: int, moae: bool, gate: str, seed: int = 0) -> MoAE:
+    torch.manual_seed(seed)
+    layer = MoAE(DIM, HIDDEN, ncls=ncls, moae=moae, gate=gate).double()
+    with torch.no_grad():
+        for p in layer.parameters():  # large random values so every expert differs clearly
+            p.normal_(0, 0.5)
+    return layer
+
+
+def oracle(layer: MoAE, x: torch.Tensor) -> torch.Tensor:
+    """The published math, one token and one expert at a time (top-1 + renormalise)."""
+    p = dict(layer.named_parameters())
+    out = []
+    for t in range(x.shape[1]):
+        xt = x[:, t]
+        if layer.moae and t < layer.ncls:
+            a, b = SCENARIO_ATOMS[t]
+            experts = []
+            for src, dst in ((a, b), (b, a)):  # column 0: a -> b, column 1: b -> a
+                hidden = F.gelu(xt @ p["in_w"][src] + p["in_b"][src])  # atoms are stored (in, out)
+                experts.append(hidden @ p["out_w"][dst] + p["out_b"][dst])
+            probs = torch.softmax(xt @ p["gate"][t].T, dim=-1)
+            if layer.gate_mode == "hard":
+                top, index = probs.topk(1, dim=-1)
+                weights = torch.zeros_like(probs).scatter(1, index, top / top.sum(dim=-1, keepdim=True))
+            else:
+                weights = probs
+            out.append(weights[:, :1] * experts[0] + weights[:, 1:] * experts[1])
+        else:
+            out.append(F.gelu(xt @ p["fc1.weight"].T + p["fc1.bias"]) @ p["fc2.weight"].T + p["fc2.bias"])
+    return torch.stack(out, dim=1)
+
+
+def outputs_and_grads(layer: MoAE, fn, x: torch.Tensor, probe: torch.Tensor):
+    layer.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_(True)
+    y = fn(x)
+    (y * probe).sum().backward()
+    grads = {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for n, p in layer.named_parameters()}
+    return y.detach(), x.grad.clone(), grads
+
+
+@pytest.mark.parametrize("gate", ["hard", "soft"])
+@pytest.mark.parametrize("moae", [True, False])
+@pytest.mark.parametrize("ncls", [1, 6])
+def test_vectorised_matches_loop_oracle(ncls: int, moae: bool, gate: str) -> None:
+    layer = make_layer(ncls, moae, gate)
+    assert layer.moae == (moae and ncls == 6)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(BATCH, ncls + PATCHES, DIM, generator=gen, dtype=torch.float64)
+    probe = torch.randn(BATCH, ncls + PATCHES, DIM, generator=gen, dtype=torch.float64)
+    y, gx, grads = outputs_and_grads(layer, layer, x, probe)
+    y_ref, gx_ref, grads_ref = outputs_and_grads(layer, lambda v: oracle(layer, v), x, probe)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-12, atol=1e-12)
+    assert set(grads) == set(grads_ref)
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads_ref[name], rtol=1e-12, atol=1e-12, msg=name)
+    if layer.moae:
+        # Every atom is used by some token, so every atom has a gradient.
+        for name in ("in_w", "out_w"):
+            assert all(grads[name][k].abs().sum() > 0 for k in range(len(ATOMS)))
+
+
+def test_plain_layer_has_no_experts_or_gate() -> None:
+    for ncls, moae in ((1, False), (6, False), (1, True)):
+        names = {n for n, _ in MoAE(DIM, HIDDEN, ncls=ncls, moae=moae).named_parameters()}
+        assert names == {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+    names = {n for n, _ in MoAE(DIM, HIDDEN, ncls=6, moae=True).named_parameters()}
+    assert names == set(PARAMS)
+
+
+def test_parameter_shapes_stacked() -> None:
+    layer = MoAE(DIM, HIDDEN, ncls=6, moae=True)
+    assert layer.in_w.shape == (5, DIM, HIDDEN) and layer.in_b.shape == (5, HIDDEN)
+    assert layer.out_w.shape == (5, HIDDEN, DIM) and layer.out_b.shape == (5, DIM)
+    assert layer.gate.shape == (6, 2, DIM)
+    # Routing tables are derived, not saved.
+    assert set(layer.state_dict()) == set(PARAMS)
+
+
+def test_hard_gate_weight_exactly_one_and_no_gate_gradient() -> None:
+    layer = make_layer(6, True, "hard")
+    x = torch.randn(BATCH, 6 + PATCHES, DIM, dtype=torch.float64, requires_grad=True)
+    cls = x[:, :6].transpose(0, 1)
+    weights = layer.gate_weights(cls)
+    probs = torch.softmax(torch.einsum("tbd,tcd->tbc", cls, layer.gate), dim=-1)
+    chosen = probs.argmax(dim=-1)
+    assert torch.equal(weights.gather(-1, chosen.unsqueeze(-1)).squeeze(-1), torch.ones_like(chosen, dtype=x.dtype))
+    assert torch.equal(weights.sum(-1), torch.ones(6, BATCH, dtype=x.dtype))
+    # The output IS the chosen expert's output, bit for bit.
+    y_ab, y_ba = layer.experts(cls)  # (6, B, D) each
+    picked = torch.where((chosen == 0).unsqueeze(-1), y_ab, y_ba).transpose(0, 1)
+    y = layer(x)
+    assert torch.equal(y[:, :6], picked)
+    y.sum().backward()
+    assert layer.gate.grad is None or torch.count_nonzero(layer.gate.grad) == 0
+    assert x.grad is not None and layer.in_w.grad is not None
+
+
+def test_hard_gate_follows_the_gate_scores() -> None:
+    layer = make_layer(6, True, "hard")
+    x = torch.randn(BATCH, 6 + PATCHES, DIM, dtype=torch.float64)
+    x[:, :6, 0] = x[:, :6, 0].abs() + 1  # every CLS token has a positive first coordinate
+    cls = x[:, :6].transpose(0, 1)
+    experts = layer.experts(cls)
+    for column in (0, 1):
+        with torch.no_grad():
+            # Column `column` scores +x0, the other -x0: `column` wins for every token.
+            layer.gate.zero_()
+            layer.gate[:, column, 0] = 1.0
+            layer.gate[:, 1 - column, 0] = -1.0
+            y = layer(x)[:, :6].transpose(0, 1)
+        assert torch.equal(y, experts[column])
+
+
+def test_soft_gate_is_differentiable() -> None:
+    layer = make_layer(6, True, "soft")
+    x = torch.randn(BATCH, 6 + PATCHES, DIM, dtype=torch.float64)
+    layer(x).pow(2).sum().backward()
+    assert layer.gate.grad is not None and layer.gate.grad.abs().sum() > 0
+    weights = layer.gate_weights(x[:, :6].transpose(0, 1))
+    assert ((weights > 0) & (weights < 1)).all()
+
+
+def test_copy_ffn_to_atoms_makes_every_expert_the_ffn() -> None:
+    for gate in ("hard", "soft"):
+        layer = make_layer(6, True, gate)
+        layer.copy_ffn_to_atoms()
+        x = torch.randn(BATCH, 6 + PATCHES, DIM, dtype=torch.float64)
+        torch.testing.assert_close(layer(x), layer.ffn(x), rtol=1e-12, atol=1e-12)
+
+
+def test_invalid_options() -> None:
+    with pytest.raises(ValueError, match="gate"):
+        MoAE(DIM, HIDDEN, ncls=6, moae=True, gate="cosine")
+    with pytest.raises(ValueError, match="ncls"):
+        MoAE(DIM, HIDDEN, ncls=3, moae=True)

@@ -1,0 +1,154 @@
+"""Uni-AT model: backbone geometry, heads, optimiser name sets, registry errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from atreid.errors import AtreidError
+from atreid.model import build_model, list_archs
+from atreid.model.moae import MoAE
+
+P, C = 7, 11  # persons, outfits
+
+
+def tiny(**kwargs) -> nn.Module:
+    args = dict(ncls=6, moae=True, num_persons=P, num_outfits=C, img_size=(128, 64), drop_path_rate=0.1)
+    args.update(kwargs)
+    torch.manual_seed(0)
+    return build_model("vit_tiny_uniat", **args)
+
+
+def test_registry_and_unknown_arch() -> None:
+    assert {"vit_base_uniat", "vit_tiny_uniat"} <= set(list_archs())
+    with pytest.raises(AtreidError, match="vit_base_uniat.*vit_tiny_uniat"):
+        build_model("vit_huge", ncls=6, moae=True, num_persons=P, num_outfits=C)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(ncls=3), "ncls"), (dict(gate="cosine"), "gate"), (dict(num_persons=0), "person"),
+    (dict(patch_stride=17), "patch_stride"), (dict(img_size=(8, 64)), "image size"),
+    (dict(drop_path_rate=1.5), "drop_path_rate")])
+def test_invalid_options(kwargs: dict, match: str) -> None:
+    with pytest.raises(AtreidError, match=match):
+        tiny(**kwargs)
+
+
+def test_tiny_arch_dimensions() -> None:
+    model = tiny()
+    base = model.base
+    assert (model.arch, model.ncls, model.moae, model.embed_dim) == ("vit_tiny_uniat", 6, True, 192)
+    assert (model.num_persons, model.num_outfits) == (P, C)
+    assert len(base.blocks) == 4 and base.blocks[0].attn.num_heads == 3
+    assert base.blocks[0].mlp.fc1.weight.shape == (768, 192)
+    assert base.patch_embed.proj.kernel_size == (16, 16) and base.patch_embed.proj.stride == (16, 16)
+    assert base.grid_size == (8, 4)
+    assert base.pos_embed.shape == (1, 6 + 32, 192) and base.cls_token.shape == (1, 6, 192)
+
+
+def test_overlapping_patch_grid() -> None:
+    # floor((256 - 16) / 12) + 1 = 21, floor((128 - 16) / 12) + 1 = 10
+    model = tiny(img_size=(256, 128), patch_stride=12, ncls=1, moae=False)
+    assert model.base.grid_size == (21, 10)
+    assert model.base.pos_embed.shape == (1, 1 + 210, 192)
+    assert model.base.patch_embed.proj.stride == (12, 12)
+    model.eval()
+    assert model(torch.randn(2, 3, 256, 128)).shape == (2, 6, 192)
+
+
+def test_norms_activation_and_drop_path_schedule() -> None:
+    model = tiny(drop_path_rate=0.3)
+    norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
+    assert len(norms) == 2 * 4 + 1 and all(m.eps == 1e-6 for m in norms)
+    acts = [m.act for m in model.modules() if isinstance(m, MoAE)]
+    assert all(isinstance(a, nn.GELU) and a.approximate == "none" for a in acts)
+    blocks = model.base.blocks
+    assert isinstance(blocks[0].drop_path1, nn.Identity)
+    rates = [b.drop_path1.drop_prob for b in list(blocks)[1:]]
+    assert rates == pytest.approx([0.1, 0.2, 0.3])
+    assert all(b.drop_path2.drop_prob == b.drop_path1.drop_prob for b in list(blocks)[1:])
+
+
+@pytest.mark.parametrize("ncls, moae", [(6, True), (6, False), (1, False), (1, True)])
+def test_forward_train_and_eval(ncls: int, moae: bool) -> None:
+    model = tiny(ncls=ncls, moae=moae)
+    assert model.moae == (moae and ncls == 6)
+    x = torch.randn(4, 3, 128, 64)
+    model.train()
+    tokens, logits = model(x)
+    assert tokens.shape == (4, 6, 192)
+    assert [lg.shape for lg in logits] == [(4, C), (4, P)] * 3
+    if ncls == 1:
+        for h in range(1, 6):
+            assert torch.equal(tokens[:, h], tokens[:, 0])
+    model.eval()
+    with torch.no_grad():
+        feats = model(x)
+        pre = model.base(x)
+    assert feats.shape == (4, 6, 192)
+    for h in range(6):
+        token = pre[:, h if ncls == 6 else 0]
+        torch.testing.assert_close(feats[:, h], model.bottleneck[h](token))
+
+
+def test_classifier_sizes_follow_said() -> None:
+    assert tiny(said=True).head_classes == [C, P, C, P, C, P]
+    model = tiny(said=False, moae=False)
+    assert model.head_classes == [P] * 6
+    assert [fc.weight.shape[0] for fc in model.classifier] == [P] * 6
+
+
+def test_heads_init() -> None:
+    torch.manual_seed(0)
+    model = build_model("vit_tiny_uniat", ncls=6, moae=False, num_persons=300, num_outfits=400, img_size=(128, 64))
+    weights = torch.cat([bn.weight.detach() for bn in model.bottleneck])
+    assert weights.mean().item() == pytest.approx(1.0, abs=2e-3)
+    assert weights.std().item() == pytest.approx(0.01, rel=0.15)
+    for bn in model.bottleneck:
+        assert torch.count_nonzero(bn.bias) == 0 and not bn.bias.requires_grad and bn.weight.requires_grad
+        assert bn.eps == 1e-5
+    for fc in model.classifier:
+        assert fc.bias is None
+        assert fc.weight.std().item() == pytest.approx(0.001, rel=0.05)
+
+
+def test_no_weight_decay_names() -> None:
+    model = tiny()
+    names = model.no_weight_decay()
+    expected = {"base.pos_embed", "base.cls_token", "base.norm.weight", "base.norm.bias"}
+    for i in range(4):
+        expected |= {f"base.blocks.{i}.norm{j}.{p}" for j in (1, 2) for p in ("weight", "bias")}
+    assert names == expected
+    assert names <= {n for n, _ in model.named_parameters()}
+
+
+def test_large_lr_names() -> None:
+    model = tiny()
+    names = model.large_lr_parameter_names()
+    params = {n for n, _ in model.named_parameters()}
+    assert names <= params
+    expected = {n for n in params if n.startswith(("base.blocks.2.", "base.blocks.3.", "base.norm.",
+                                                   "bottleneck.", "classifier."))}
+    assert names == expected
+    assert "base.blocks.3.mlp.in_w" in names and "base.blocks.3.mlp.gate" in names
+    assert not any(n.startswith(("base.blocks.0.", "base.blocks.1.", "base.patch_embed", "base.pos_embed"))
+                   for n in names)
+
+
+def test_parameter_layout_maps_to_reference() -> None:
+    model = tiny()
+    keys = set(model.state_dict())
+    for key in ("base.cls_token", "base.pos_embed", "base.patch_embed.proj.weight", "base.blocks.0.norm1.weight",
+                "base.blocks.0.attn.qkv.weight", "base.blocks.0.attn.proj.bias", "base.blocks.0.norm2.bias",
+                "base.blocks.0.mlp.fc1.weight", "base.blocks.0.mlp.fc2.bias", "base.blocks.3.mlp.gate",
+                "base.norm.weight", "bottleneck.5.running_var", "classifier.5.weight"):
+        assert key in keys, key
+
+
+def test_backward_reaches_all_trainable_parameters_soft_gate() -> None:
+    model = tiny(gate="soft", drop_path_rate=0.0)
+    tokens, logits = model(torch.randn(2, 3, 128, 64))
+    (tokens.sum() + sum(lg.sum() for lg in logits)).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []

@@ -1,0 +1,357 @@
+"""Trainer: kill-and-resume equality, stale checkpoints, NaN guard, tiny end-to-end run."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from atreid.config import load_params, resolve_variant
+from atreid.engine import trainer
+from atreid.engine.checkpoint import load_trained_model, safe_load, save_checkpoint
+from atreid.errors import AtreidError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---- a small learnable dataset in the training-index format --------------------------------
+def make_training_data(root: Path, *, persons: int = 6, outfits: int = 2, frames: int = 4,
+                       size: tuple[int, int] = (32, 16)) -> dict[str, Path]:
+    """Images whose identity is a horizontal stripe pattern (survives flips, crops and IR grey)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = root / "AT-USTC"
+    rows = []
+    h, w = size
+    for person in range(1, persons + 1):
+        code = [(person >> bit) & 1 for bit in range(4)]
+        for clothes in range(1, outfits + 1):
+            for camera, modality in ((1, "rgb"), (9, "ir")):
+                for frame in range(frames):
+                    image = rng.integers(0, 60, size=(h, w, 3)).astype(np.uint8)
+                    band = h // 8
+                    for bit, on in enumerate(code):
+                        if on:
+                            image[(2 * bit + 1) * band:(2 * bit + 2) * band] += 150
+                    image[:, : w // 2, clothes % 3] += 40  # outfit colour
+                    if modality == "ir":
+                        image[:] = image.mean(axis=2, keepdims=True).astype(np.uint8)
+                    rel = f"p{person:03d}-d{clothes:02d}-c{clothes:02d}/cam{camera:02d}-f0-{frame:04d}.png"
+                    (images / rel).parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(image).save(images / rel)
+                    rows.append({"path": rel, "person": person, "date": clothes, "clothes": clothes,
+                                 "camera": camera, "modality": modality, "flag": 0, "frame": frame,
+                                 "clip": f"p{person:03d}-d{clothes:02d}-c{clothes:02d}-cam{camera:02d}"})
+    from atreid.data.atustc import training_labels
+
+    index, labels = training_labels(pd.DataFrame(rows))
+    index_csv, labels_json = root / "train_sampled.csv", root / "labels.json"
+    index.to_csv(index_csv, index=False)
+    labels_json.write_text(json.dumps(labels))
+    return {"index_csv": index_csv, "labels_json": labels_json, "images_root": images}
+
+
+def tiny_settings(variant: str = "full", **train) -> dict:
+    settings = resolve_variant(load_params(REPO / "params.yaml"), variant)
+    settings["model"].update({"image_size": [32, 16], "drop_path_rate": 0.1, "pretrained": "none"})
+    settings["train"].update({"epochs": 3, "iters_per_epoch": 2, "batch_p": 4, "batch_k": 4, "num_workers": 0,
+                              "warmup_epochs": 1, "pad": 2, "optimizer": "adamw", "lr": 1e-3})
+    settings["train"].update(train)
+    return settings
+
+
+# ---- stand-ins for the model and the criterion (fast, with dropout to exercise RNGs) -----------
+class StandInModel(nn.Module):
+    def __init__(self, num_persons: int, num_outfits: int, size=(32, 16), dim: int = 8) -> None:
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.zeros(1, 6, dim))
+        self.embed = nn.Linear(3 * size[0] * size[1], 6 * dim)
+        self.drop = nn.Dropout(0.3)
+        self.norm = nn.LayerNorm(dim)
+        self.necks = nn.ModuleList(nn.BatchNorm1d(dim) for _ in range(6))
+        for neck in self.necks:
+            neck.bias.requires_grad_(False)
+        self.classifiers = nn.ModuleList(nn.Linear(dim, num_outfits if i % 2 == 0 else num_persons, bias=False)
+                                         for i in range(6))
+        self.dim = dim
+
+    def no_weight_decay(self):
+        return {"cls_token", "norm.weight", "norm.bias"}
+
+    def large_lr_parameter_names(self):
+        return {n for n, _ in self.named_parameters() if n.startswith(("necks.", "classifiers."))}
+
+    def forward(self, x):
+        tokens = self.norm(self.drop(self.embed(x.flatten(1))).view(-1, 6, self.dim) + self.cls_token)
+        feats = [neck(tokens[:, i]) for i, neck in enumerate(self.necks)]
+        if not self.training:
+            return torch.stack(feats, 1)
+        return tokens, [clf(f) for clf, f in zip(self.classifiers, feats)]
+
+
+class StandInCriterion(nn.Module):
+    def forward(self, tokens, logits, person, outfit, modality, use_triplet):
+        stats, total = {}, 0.0
+        for i, lg in enumerate(logits):
+            target = outfit if i % 2 == 0 else person
+            loss = F.cross_entropy(lg, target)
+            total = total + loss
+            stats[f"loss_h{i}"] = loss.item()
+            stats[f"acc_h{i}"] = (lg.argmax(1) == target).float().mean().item()
+        stats["loss_triplet"] = 0.0
+        return total, stats
+
+
+@pytest.fixture
+def stand_ins(monkeypatch):
+    monkeypatch.setattr(trainer, "build_training_model",
+                        lambda settings, p, o: StandInModel(p, o, tuple(settings["model"]["image_size"])))
+    monkeypatch.setattr(trainer, "build_criterion", lambda settings, labels: StandInCriterion())
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    return make_training_data(tmp_path_factory.mktemp("train_data"))
+
+
+def run(settings, data, out: Path, **kwargs):
+    return trainer.train_variant(settings, **data, out_path=out / "model.pt", history_path=out / "history.csv",
+                                 checkpoint_dir=out / "ckpt", threads=1, device="cpu", **kwargs)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_after(monkeypatch, epoch: int):
+    """Make the trainer die right after the checkpoint of ``epoch`` is written (like kill -9)."""
+    real = trainer.save_checkpoint
+
+    def save_then_die(directory, state):
+        path = real(directory, state)
+        if state["epoch"] == epoch:
+            raise Interrupt
+        return path
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+
+
+def without_timing(history: pd.DataFrame) -> pd.DataFrame:
+    return history.drop(columns=list(trainer.TIMING_COLUMNS))
+
+
+def assert_same_weights(a: Path, b: Path):
+    sa, sb = (torch.load(p, weights_only=True)["state_dict"] for p in (a, b))
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+# ---- tests -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_equals_uninterrupted(stand_ins, data, tmp_path, monkeypatch, num_workers):
+    settings = tiny_settings(num_workers=num_workers)
+    run(settings, data, tmp_path / "a")
+    interrupt_after(monkeypatch, 2)
+    with pytest.raises(Interrupt):
+        run(settings, data, tmp_path / "b")
+    assert (tmp_path / "b" / "ckpt" / "last.pt").is_file() and not (tmp_path / "b" / "model.pt").exists()
+    monkeypatch.undo()
+    stand_ins_again(monkeypatch)
+    summary = run(settings, data, tmp_path / "b")
+    assert summary["resumed_from"] == 2
+    assert_same_weights(tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt")
+    ha, hb = (pd.read_csv(tmp_path / d / "history.csv") for d in ("a", "b"))
+    assert list(ha["epoch"]) == [1, 2, 3]
+    pd.testing.assert_frame_equal(without_timing(ha), without_timing(hb))
+    assert not (tmp_path / "b" / "ckpt").exists()  # removed once the model is written
+
+
+def stand_ins_again(monkeypatch):
+    monkeypatch.setattr(trainer, "build_training_model",
+                        lambda settings, p, o: StandInModel(p, o, tuple(settings["model"]["image_size"])))
+    monkeypatch.setattr(trainer, "build_criterion", lambda settings, labels: StandInCriterion())
+
+
+def test_changed_settings_start_fresh(stand_ins, data, tmp_path, monkeypatch, caplog):
+    settings = tiny_settings()
+    interrupt_after(monkeypatch, 1)
+    with pytest.raises(Interrupt):
+        run(settings, data, tmp_path)
+    monkeypatch.undo()
+    stand_ins_again(monkeypatch)
+    changed = tiny_settings(lr=2e-3)
+    with caplog.at_level("WARNING", logger="atreid.checkpoint"):
+        summary = run(changed, data, tmp_path)
+    assert summary["resumed_from"] == 0
+    assert "starting fresh" in caplog.text
+
+
+def test_corrupt_checkpoint_is_ignored(stand_ins, data, tmp_path, caplog):
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "last.pt").write_bytes(b"not a checkpoint")
+    with caplog.at_level("WARNING", logger="atreid.checkpoint"):
+        summary = run(tiny_settings(epochs=1), data, tmp_path)
+    assert summary["resumed_from"] == 0 and "corrupt" in caplog.text
+
+
+def test_nan_loss_stops_training(stand_ins, data, tmp_path, monkeypatch):
+    calls = {"n": 0}
+
+    class NaNAtThirdStep(StandInCriterion):
+        def forward(self, *args):
+            loss, stats = super().forward(*args)
+            calls["n"] += 1
+            return (loss * float("nan") if calls["n"] == 3 else loss), stats
+
+    monkeypatch.setattr(trainer, "build_criterion", lambda settings, labels: NaNAtThirdStep())
+    with pytest.raises(AtreidError, match=r"epoch 2, iteration 1"):
+        run(tiny_settings(), data, tmp_path)
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_model_file_is_weights_only(stand_ins, data, tmp_path):
+    run(tiny_settings(epochs=1), data, tmp_path)
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert set(payload) == {"state_dict", "settings", "labels", "arch", "num_persons", "num_outfits", "epoch",
+                            "atreid_version"}
+    assert payload["num_persons"] == 6 and payload["num_outfits"] == 12 and payload["epoch"] == 1
+    history = pd.read_csv(tmp_path / "history.csv")
+    for column in ("epoch", "lr", "loss", "loss_h0", "acc_h5", "loss_triplet", "images_per_s", "epoch_time_s"):
+        assert column in history
+
+
+def test_untrusted_and_corrupt_model_files(tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "thing": Path("x")}, evil)
+    with pytest.raises(AtreidError, match="non-tensor"):
+        load_trained_model(evil)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(AtreidError, match="corrupt"):
+        safe_load(bad, "trained model")
+    with pytest.raises(AtreidError, match="not found"):
+        load_trained_model(tmp_path / "missing.pt")
+
+
+def test_pretrained_loaded_on_fresh_start_only(stand_ins, data, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(trainer, "load_pretrained_weights", lambda model, source: calls.append(source) or "ok")
+    settings = tiny_settings(epochs=2)
+    settings["model"]["pretrained"] = "hub"
+    interrupt_after(monkeypatch, 2)  # the last epoch: killed before the model was written
+    with pytest.raises(Interrupt):
+        run(settings, data, tmp_path)
+    assert calls == ["hub"]
+    monkeypatch.setattr(trainer, "save_checkpoint", save_checkpoint)
+    summary = run(settings, data, tmp_path)
+    assert calls == ["hub"] and summary["resumed_from"] == 2  # resumed: weights come from the checkpoint
+    assert (tmp_path / "model.pt").is_file()
+    assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [1, 2]
+
+
+def test_cli_arguments_round_trip():
+    import argparse
+
+    from atreid.commands import train as train_command
+    from atreid.engine.distributed import torchrun_command
+
+    parser = argparse.ArgumentParser()
+    train_command.register(parser.add_subparsers())
+    settings = tiny_settings(devices=2)
+    argv = ["train", "--variant-json", json.dumps(settings), "--out", "m.pt", "--history", "h.csv",
+            "--checkpoint-dir", "ck", "--threads", "4"]
+    args = parser.parse_args(argv)
+    again = parser.parse_args(train_command.child_arguments(args))
+    assert vars(again) == vars(args) and again.variant_json == settings
+    command = torchrun_command(2, ["train"])
+    assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
+
+
+# ---- the real model and criterion -----------------------------------------------------------
+def generated_data(root: Path, train_persons: int = 8) -> dict[str, Path]:
+    """A small synthetic AT-USTC from the project's generator, indexed and labelled."""
+    from atreid.data.atustc import sample_frames, scan_layout, training_labels
+    from atreid.data.synthetic.atustc import generate_atustc
+
+    generate_atustc(root, seed=0, train_persons=train_persons, test_persons=2, outfits=[2, 2], dates=2,
+                    train_cameras_per_outfit=2, train_frames_per_clip=8, val_fraction=0.0, image_height=64,
+                    image_width=32, jpeg_quality=90)
+    index, _, _ = scan_layout(root / "AT-USTC")
+    index, labels = training_labels(sample_frames(index[index["flag"] == 0], 8))
+    index_csv, labels_json = root / "train_sampled.csv", root / "labels.json"
+    index.to_csv(index_csv, index=False)
+    labels_json.write_text(json.dumps(labels))
+    return {"index_csv": index_csv, "labels_json": labels_json, "images_root": root / "AT-USTC"}
+
+
+def real_settings(variant: str = "full", **train) -> dict:
+    settings = tiny_settings(variant, **train)
+    settings["model"].update({"arch": "vit_tiny_uniat", "image_size": [64, 32], "drop_path_rate": 0.1})
+    return settings
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> dict[str, Path]:
+    return generated_data(tmp_path_factory.mktemp("generated"))
+
+
+def test_real_model_resume_equals_uninterrupted(generated, tmp_path, monkeypatch):
+    settings = real_settings(epochs=3, iters_per_epoch=2, num_workers=1)
+    run(settings, generated, tmp_path / "a")
+    interrupt_after(monkeypatch, 2)
+    with pytest.raises(Interrupt):
+        run(settings, generated, tmp_path / "b")
+    monkeypatch.undo()
+    assert run(settings, generated, tmp_path / "b")["resumed_from"] == 2
+    assert_same_weights(tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt")
+    ha, hb = (pd.read_csv(tmp_path / d / "history.csv") for d in ("a", "b"))
+    pd.testing.assert_frame_equal(without_timing(ha), without_timing(hb))
+    model, payload = load_trained_model(tmp_path / "b" / "model.pt")
+    assert payload["settings"] == settings and not model.training
+
+
+def test_tiny_end_to_end_training_learns(generated, tmp_path):
+    settings = real_settings(epochs=8, iters_per_epoch=6, batch_p=8, batch_k=4, lr=3e-4, warmup_epochs=1,
+                             min_lr_factor=0.1, random_erasing=0.0)
+    settings["model"]["drop_path_rate"] = 0.0
+    summary = run(settings, generated, tmp_path)
+    history = pd.read_csv(tmp_path / "history.csv")
+    num_persons = len(json.loads(generated["labels_json"].read_text())["persons"])
+    chance = 1 / num_persons
+    long_term = history[[f"acc_h{i}" for i in (1, 3, 5)]].iloc[-1]
+    assert long_term.mean() > 3 * chance and (long_term > 2 * chance).all(), history.to_string()
+    assert history["loss"].iloc[-1] < 0.7 * history["loss"].iloc[0]
+    assert summary["history"][-1]["epoch"] == 8
+
+
+def test_background_checkpoint_writer(stand_ins, data, tmp_path, monkeypatch):
+    from atreid.engine import checkpoint
+
+    writer = checkpoint.CheckpointWriter(background=True)
+    tensor = torch.ones(3)
+    writer.submit(lambda: checkpoint.save_checkpoint(tmp_path / "w", {"x": checkpoint.cpu_copy(tensor)}))
+    writer.wait()
+    assert torch.equal(safe_load(tmp_path / "w" / "last.pt", "checkpoint")["x"], tensor)
+    writer.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        writer.close()
+
+    # The trainer's CUDA path (background writes) resumes exactly as well.
+    monkeypatch.setattr(trainer, "CheckpointWriter", lambda background: checkpoint.CheckpointWriter(True))
+    settings = tiny_settings()
+    run(settings, data, tmp_path / "a")
+    interrupt_after(monkeypatch, 2)
+    with pytest.raises(Interrupt):
+        run(settings, data, tmp_path / "b")
+    monkeypatch.setattr(trainer, "save_checkpoint", save_checkpoint)
+    assert run(settings, data, tmp_path / "b")["resumed_from"] == 2
+    assert_same_weights(tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt")
