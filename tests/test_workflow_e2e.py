@@ -1,8 +1,9 @@
 """End to end: the whole workflow through Snakemake and DVC on the smallest configuration.
 
 Runs in a copy of the repository (its tracked files) with a tiny params.yaml, then:
-1. `snakemake --cores 2 results/table.csv` builds everything; the table has a row per
-   variant with every scenario filled;
+1. `snakemake --cores 2` builds everything (table, plots, galleries) and
+   `snakemake --report` the HTML report; the table has a row per variant with every
+   scenario filled;
 2. a second `snakemake -n` has nothing to do;
 3. `dvc commit` records the run; `dvc status` is clean;
 4. a change to one variant's setting makes `snakemake -n` list exactly that variant's
@@ -94,7 +95,7 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def test_whole_chain_then_only_the_changed_variant_is_out_of_date(workdir):
-    run(["snakemake", "--cores", "2", "results/table.csv"], workdir)
+    run(["snakemake", "--cores", "2"], workdir)  # default target: table, plots, galleries
 
     table = pd.read_csv(workdir / "results" / "table.csv")
     assert sorted(table["variant"]) == ["baseline", "full"]
@@ -103,9 +104,14 @@ def test_whole_chain_then_only_the_changed_variant_is_out_of_date(workdir):
         assert table[column].notna().all() and ((table[column] >= 0) & (table[column] <= 100)).all()
     assert table["synthetic"].all()
     assert (workdir / "results" / "table.md").is_file()
+    for figure in ("plots/cmc_atustc.png", "plots/comparison.png", "plots/training_full.png",
+                   "galleries/full/AD-LT.png", "galleries/baseline/DT-ST.png"):
+        assert (workdir / "results" / figure).read_bytes().startswith(b"\x89PNG"), figure
+    run(["snakemake", "--report", "results/report.html"], workdir)
+    assert "comparison.png" in (workdir / "results" / "report.html").read_text(errors="replace")
 
     # A second run has nothing to do.
-    dry = run(["snakemake", "-n", "results/table.csv"], workdir)
+    dry = run(["snakemake", "-n"], workdir)
     assert "Nothing to be done" in dry.stdout + dry.stderr
 
     # Record the run with DVC: everything is up to date.
@@ -118,8 +124,10 @@ def test_whole_chain_then_only_the_changed_variant_is_out_of_date(workdir):
     params["variants"]["full"]["train"] = {"iters_per_epoch": 4}
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    dry = run(["snakemake", "-n", "results/table.csv"], workdir)
-    assert jobs_of_dry_run(dry.stdout) == {"train_model": 1, "evaluate_benchmark": 1, "make_table": 1, "all": 1}
+    dry = run(["snakemake", "-n"], workdir)
+    assert jobs_of_dry_run(dry.stdout) == {
+        "train_model": 1, "evaluate_benchmark": 1, "make_table": 1, "plot_training": 1, "cmc_table": 1,
+        "plot_galleries": 1, "plot_cmc": 1, "plot_comparison": 1, "all": 1}
     assert "models/full/model.pt" in dry.stdout and "models/baseline/model.pt" not in dry.stdout
 
     status = run(["dvc", "status", "dvc.yaml"], workdir)
@@ -128,6 +136,6 @@ def test_whole_chain_then_only_the_changed_variant_is_out_of_date(workdir):
     # dvc repro reruns exactly the affected stages (through Snakemake).
     repro = run(["dvc", "repro"], workdir)
     ran = set(re.findall(r"Running stage '([^']+)'", repro.stdout))
-    assert ran == {"train@full", "evaluate@full-atustc", "table"}, repro.stdout
+    assert ran == {"train@full", "evaluate@full-atustc", "curves@full", "table"}, repro.stdout
     status = run(["dvc", "status", "dvc.yaml"], workdir)
     assert stale_dvc_stages(status.stdout) == set(), status.stdout
