@@ -20,6 +20,7 @@ wildcard_constraints:
 
 include: "rules/data.smk"
 include: "rules/train.smk"
+include: "rules/reference.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 
@@ -32,7 +33,7 @@ rule all:
         "results/table.csv",
         "results/plots/cmc_atustc.png",
         "results/plots/comparison.png",
-        expand("results/plots/training_{variant}.png", variant=VARIANTS),
+        expand("results/plots/training_{variant}.png", variant=TRAINED_VARIANTS),
         expand("results/plots/cmc_{variant}.csv", variant=VARIANTS),
         expand(
             "results/galleries/{variant}/{scenario}.png",

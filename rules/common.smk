@@ -1,6 +1,7 @@
 # Shared by all .smk files -- config validation, paths and input functions.
 import json
 import os
+import re
 import sys
 from types import SimpleNamespace
 
@@ -31,6 +32,11 @@ DATA = SimpleNamespace(
 )
 
 
+def one_of(names):
+    """A wildcard constraint matching exactly ``names`` (and nothing when there are none)."""
+    return "|".join(re.escape(name) for name in names) if names else "(?!)"
+
+
 def as_json(obj):
     """Quote a settings dict for the shell (single-quoted JSON)."""
     text = json.dumps(obj, sort_keys=True).replace("'", "'\\''")
@@ -49,6 +55,9 @@ def atustc_source_settings():
 from atreid.config import resolve_variant
 
 VARIANTS = sorted(config["variants"])
+# Variants naming a reference checkpoint are imported (rules/reference.smk), the others trained.
+IMPORTED_VARIANTS = [v for v in VARIANTS if "reference_checkpoint" in config["variants"][v]]
+TRAINED_VARIANTS = [v for v in VARIANTS if v not in IMPORTED_VARIANTS]
 BENCHMARKS = list(config["eval"]["benchmarks"])
 FEATURE_CACHE = "cache/features"
 
@@ -58,8 +67,19 @@ def variant_settings(wildcards):
     return as_json(resolve_variant(config, wildcards.variant))
 
 
-def training_threads():
-    """All the cores snakemake may use, capped by the machine: torch threads follow this."""
+def imported_settings(wildcards):
+    """What the import depends on: the variant's resolved settings without the recipe
+    (ncls, moae, said and model.arch/image_size/patch_stride are checked against the weights)."""
+    settings = resolve_variant(config, wildcards.variant)
+    settings.pop("train")
+    return as_json(settings)
+
+
+def training_threads(wildcards):
+    """All the cores snakemake may use, capped by the machine: torch threads follow this.
+
+    A function of the job (not a number fixed at parse time), so commands that set no
+    --cores, such as `snakemake --report`, still parse the workflow."""
     return max(1, min(workflow.cores, os.cpu_count() or 1))
 
 
@@ -107,6 +127,12 @@ def required_file(source, key, what):
 def atustc_source_input(wildcards):
     return required_file(config["data"]["atustc"]["source"], "data.atustc.source",
                          "your signed-release copy of AT-USTC (zip, tar, tar.gz or folder)")
+
+
+def reference_checkpoint_input(wildcards):
+    source = config["variants"][wildcards.variant]["reference_checkpoint"]
+    return required_file(source, f"variants.{wildcards.variant}.reference_checkpoint",
+                         "the reference implementation's checkpoint (epoch_best.t)")
 
 
 def pretrained_input(wildcards):

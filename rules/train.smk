@@ -1,4 +1,5 @@
-# Training: one job per variant listed in params.yaml.
+# Training: one job per variant listed in params.yaml (except those naming a
+# reference_checkpoint, which rules/reference.smk imports instead).
 # In-progress checkpoints live in checkpoints/{variant}/ (not a declared output, so the
 # deletion of outputs snakemake does before a job cannot destroy them): an interrupted
 # job resumes from its last complete epoch when it is run again.
@@ -17,7 +18,9 @@ rule train_model:
         settings=variant_settings,
         images_root=f"{DATA.images}/AT-USTC",
         checkpoint_dir="checkpoints/{variant}",
-    threads: training_threads()
+    wildcard_constraints:
+        variant=one_of(TRAINED_VARIANTS),
+    threads: training_threads
     resources:
         # One GPU per device the variant trains on (DDP when train.devices > 1).
         gpu=lambda wc: resolve_variant(config, wc.variant)["train"]["devices"],

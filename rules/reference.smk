@@ -1,0 +1,25 @@
+# Reference weights: a variant naming `reference_checkpoint` (the epoch_best.t of the
+# authors' training code) is imported into models/{variant}/model.pt instead of being
+# trained. The model file is the same payload a training job writes, so the evaluation,
+# gallery and table rules use it unchanged ("reference weights" rows in the table).
+# An imported variant has no training history, hence no training plot.
+
+
+rule import_reference_model:
+    input:
+        checkpoint=reference_checkpoint_input,
+    output:
+        model="models/{variant}/model.pt",
+    params:
+        settings=imported_settings,
+    wildcard_constraints:
+        variant=one_of(IMPORTED_VARIANTS),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/import/{variant}.log",
+    benchmark:
+        "logs/import/{variant}.benchmark.tsv"
+    shell:
+        "atreid import-checkpoint {input.checkpoint} --variant {wildcards.variant}"
+        " --settings-json {params.settings} --out {output.model} 2> {log}"
