@@ -89,7 +89,8 @@ def test_criterion_said_sum_of_head_means_and_empty_subset() -> None:
 def test_criterion_accuracy_uses_subset_and_target() -> None:
     person, outfit, modality = torch.tensor([1, 0, 1]), torch.tensor([3, 0, 2]), torch.tensor([0, 1, 1])
     logits = _logits(3)
-    logits[2] = torch.tensor([[0, 0, 0, 9, 0], [9, 0, 0, 0, 0], [0, 0, 0, 9, 0.]])  # NT-ST: IR samples 1 (ok), 2 (wrong)
+    # NT-ST sees the IR samples 1 (top-1 = its outfit 0) and 2 (top-1 3, not its outfit 2).
+    logits[2] = torch.tensor([[0, 0, 0, 9, 0], [9, 0, 0, 0, 0], [0, 0, 0, 9, 0.]])
     logits[1] = torch.tensor([[0, 9.], [9, 0], [9, 0]])  # DT-LT: RGB sample 0 right
     crit = UniATCriterion(said=True, hdw=False, outfit_to_person=OUTFIT_TO_PERSON)
     _, stats = crit(torch.zeros(3, 6, 4), logits, person, outfit, modality)

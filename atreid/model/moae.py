@@ -51,7 +51,8 @@ def _scenario_atoms_consistent() -> bool:
     return all((modality[s[:2]], clothes[s[3:]]) == pair for s, pair in zip(SCENARIOS, SCENARIO_ATOMS))
 
 
-assert _scenario_atoms_consistent(), "SCENARIO_ATOMS must follow atreid.constants.SCENARIOS"
+if not _scenario_atoms_consistent():
+    raise RuntimeError("SCENARIO_ATOMS must follow the head order of atreid.constants.SCENARIOS")
 
 
 def _grid_shape(pairs: tuple[tuple[int, int], ...]) -> tuple[int, int]:

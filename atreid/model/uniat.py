@@ -26,7 +26,11 @@ NUM_HEADS = len(SCENARIOS)
 
 @dataclass(frozen=True)
 class ArchConfig:
-    """Backbone hyper-parameters of a registered arch (image size and stride are per run)."""
+    """Backbone hyper-parameters of a registered arch.
+
+    Image size and patch stride are chosen per run; ``default_img_size`` is the input the
+    arch is meant for (256x128 for ViT-B/16 as published, 128x64 for the CPU demo).
+    """
 
     depth: int
     embed_dim: int
