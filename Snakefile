@@ -19,6 +19,7 @@ wildcard_constraints:
 
 
 include: "rules/data.smk"
+include: "rules/benchmarks.smk"
 include: "rules/train.smk"
 include: "rules/reference.smk"
 include: "rules/evaluate.smk"

@@ -411,7 +411,8 @@ def test_variant_with_reference_checkpoint_is_imported_not_trained(tmp_path: Pat
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "epoch_best.t").write_bytes(b"")
-    variants = yaml.safe_load((REPO / "params.yaml").read_text())["variants"]
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    variants, benchmarks = params["variants"], params["eval"]["benchmarks"]
     override = {"variants": {"uniat_ref": {"ncls": 6, "said": True, "moae": True, "hdw": True,
                                            "reference_checkpoint": "weights/epoch_best.t",
                                            "model": {"arch": "vit_base_uniat", "image_size": [256, 128]}}}}
@@ -421,7 +422,8 @@ def test_variant_with_reference_checkpoint_is_imported_not_trained(tmp_path: Pat
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1].split("\n\n")[0], flags=re.M))
     assert jobs["import_reference_model"] == "1"
     assert jobs["train_model"] == str(len(variants))  # the params.yaml variants only
-    assert jobs["evaluate_benchmark"] == str(len(variants) + 1) and jobs["plot_training"] == str(len(variants))
+    assert jobs["evaluate_benchmark"] == str((len(variants) + 1) * len(benchmarks))
+    assert jobs["plot_training"] == str(len(variants))
     assert "atreid import-checkpoint weights/epoch_best.t --variant uniat_ref" in out
     assert "--variant-json" not in out.split("rule import_reference_model")[1].split("rule ")[0]
     assert "models/uniat_ref/history.csv" not in out

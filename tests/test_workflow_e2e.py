@@ -41,7 +41,7 @@ TINY = {
     "train": {"epochs": 1, "iters_per_epoch": 3, "batch_p": 4, "batch_k": 4, "num_workers": 0},
     "variants": {"full": {"ncls": 6, "said": True, "moae": True, "hdw": True},
                  "baseline": {"ncls": 6, "said": False, "moae": False, "hdw": False}},
-    "eval": {"batch_size": 64},
+    "eval": {"batch_size": 64, "benchmarks": ["atustc", "market1501"]},
 }
 
 
@@ -86,6 +86,8 @@ def workdir(tmp_path_factory) -> Path:
 
     params = deep_merge(params, TINY)
     params["variants"] = TINY["variants"]
+    params["eval"]["benchmarks"] = TINY["eval"]["benchmarks"]
+    params["data"]["benchmarks"] = {"market1501": params["data"]["benchmarks"]["market1501"]}
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (work / "data" / "raw").mkdir(parents=True, exist_ok=True)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
@@ -102,6 +104,7 @@ def test_whole_chain_then_only_the_changed_variant_is_out_of_date(workdir):
     for column in ("Any-Time_R1", "Any-Time_mAP", "DT-ST_R1", "DT-LT_R1", "NT-ST_R1", "NT-LT_R1", "AD-ST_R1",
                    "AD-LT_R1"):
         assert table[column].notna().all() and ((table[column] >= 0) & (table[column] <= 100)).all()
+    assert table["market1501:R1"].notna().all()
     assert table["synthetic"].all()
     assert (workdir / "results" / "table.md").is_file()
     for figure in ("plots/cmc_atustc.png", "plots/comparison.png", "plots/training_full.png",
@@ -126,7 +129,7 @@ def test_whole_chain_then_only_the_changed_variant_is_out_of_date(workdir):
 
     dry = run(["snakemake", "-n"], workdir)
     assert jobs_of_dry_run(dry.stdout) == {
-        "train_model": 1, "evaluate_benchmark": 1, "make_table": 1, "plot_training": 1, "cmc_table": 1,
+        "train_model": 1, "evaluate_benchmark": 2, "make_table": 1, "plot_training": 1, "cmc_table": 1,
         "plot_galleries": 1, "plot_cmc": 1, "plot_comparison": 1, "all": 1}
     assert "models/full/model.pt" in dry.stdout and "models/baseline/model.pt" not in dry.stdout
 
@@ -136,6 +139,7 @@ def test_whole_chain_then_only_the_changed_variant_is_out_of_date(workdir):
     # dvc repro reruns exactly the affected stages (through Snakemake).
     repro = run(["dvc", "repro"], workdir)
     ran = set(re.findall(r"Running stage '([^']+)'", repro.stdout))
-    assert ran == {"train@full", "evaluate@full-atustc", "curves@full", "table"}, repro.stdout
+    assert ran == {"train@full", "evaluate@full-atustc", "evaluate@full-market1501", "curves@full", "table"}, \
+        repro.stdout
     status = run(["dvc", "status", "dvc.yaml"], workdir)
     assert stale_dvc_stages(status.stdout) == set(), status.stdout

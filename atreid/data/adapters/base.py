@@ -381,8 +381,9 @@ class BenchmarkAdapter:
         if report["expected"]:
             source = report["expected_source"]
             lines.append(f"expected counts ({source}):")
+            approximate = set(report["approximate"]) if source == "official" else set()
             for group, want in report["expected"].items():
-                items = ", ".join(f"{k} {v:,}" + (" (approx.)" if f"{group}.{k}" in report["approximate"] else "")
+                items = ", ".join(f"{k} {v:,}" + (" (approx.)" if f"{group}.{k}" in approximate else "")
                                   for k, v in want.items())
                 lines.append(f"  {group}: {items}")
             lines.append("")
