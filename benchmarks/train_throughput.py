@@ -15,7 +15,9 @@ Settings per device (``--device auto``):
 
 images/s is the batch over the median step time of ``--iters`` timed steps (after
 ``--warmup`` steps); ``best_images_per_s`` uses the fastest step (less sensitive to other
-jobs on a shared machine). Each measurement runs in a fresh subprocess so peak memory (CUDA
+jobs on a shared machine); on CPU ``images_per_cpu_s`` divides by the CPU time of all
+threads, which other jobs barely change (x threads ~ idle-machine images/s if the
+threads scale). Each measurement runs in a fresh subprocess so peak memory (CUDA
 ``max_memory_allocated``, CPU peak RSS from ``getrusage``) belongs to that
 configuration alone. Target for full Uni-AT on one H100/H200: >= 1,500 images/s.
 
@@ -113,19 +115,23 @@ def measure_one(variant: str, mode: str, args: argparse.Namespace) -> dict:
         step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    times = []
+    times, cpu_times = [], []
     for _ in range(args.iters):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         step()  # the step reads the loss (a host sync), so per-step times are real on CUDA too
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - started)
+        cpu_times.append(time.process_time() - cpu_started)
     median, best = statistics.median(times), min(times)
     result = {"variant": variant, "mode": mode, "device": device.type, "arch": settings["model"]["arch"],
               "image_size": f"{h}x{w}", "batch": p * k, "amp": "bf16" if use_amp else "fp32",
               "fused_attn": mode == "ours" and fused_modules > 0, "compile": net is not model,
               "images_per_s": round(p * k / median, 1), "best_images_per_s": round(p * k / best, 1),
               "ms_per_step": round(1000 * median, 1)}
+    if device.type == "cpu":
+        # CPU seconds of all threads per step: unlike wall time, barely affected by other jobs.
+        result["images_per_cpu_s"] = round(p * k / statistics.median(cpu_times), 1)
     if device.type == "cuda":
         result["peak_mem_mib"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 20)
     else:
@@ -217,11 +223,11 @@ def main(argv: list[str] | None = None) -> int:
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(results[-1]), file=sys.stderr)
     columns = ["variant", "mode", "device", "arch", "image_size", "batch", "amp", "fused_attn", "compile",
-               "images_per_s", "best_images_per_s", "ms_per_step", "peak_mem_mib"]
+               "images_per_s", "best_images_per_s", "ms_per_step", "images_per_cpu_s", "peak_mem_mib"]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for row in results:
-        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+        print("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
     loader = measure_loader(args) if args.loader else None
     if loader:
         print(f"\nloader: {loader['images_per_s']} images/s ({loader['what']}, {loader['image_size']} JPEG, "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -62,8 +61,13 @@ def make_training_data(root: Path, *, persons: int = 6, outfits: int = 2, frames
 def tiny_settings(variant: str = "full", **train) -> dict:
     settings = resolve_variant(load_params(REPO / "params.yaml"), variant)
     settings["model"].update({"image_size": [32, 16], "drop_path_rate": 0.1, "pretrained": "none"})
+    # Explicit, so the tests do not follow params.yaml's demo recipe; random erasing and
+    # drop-path on, so resume equality covers every random draw of a training step.
     settings["train"].update({"epochs": 3, "iters_per_epoch": 2, "batch_p": 4, "batch_k": 4, "num_workers": 0,
-                              "warmup_epochs": 1, "pad": 2, "optimizer": "adamw", "lr": 1e-3})
+                              "warmup_epochs": 1, "warmup_factor": 0.1, "min_lr_factor": 0.002, "pad": 2,
+                              "flip": 0.5, "random_erasing": 0.5, "optimizer": "adamw", "lr": 1e-3,
+                              "large_lr_factor": 10, "weight_decay": 5e-4, "clip_grad_norm": 20.0,
+                              "triplet_start_epoch": 999, "devices": 1})
     settings["train"].update(train)
     return settings
 
