@@ -280,6 +280,6 @@ def test_difficulty_ordering_of_a_colour_histogram(small):
     features = {p: _histogram(out / "AT-USTC" / p) for p in test["path"]}
     r1 = {s: _rank1(test, features, s)[0] for s in ("DT-ST", "DT-LT", "AD-ST")}
     chance = 1 / SMALL["test_persons"]
-    assert r1["DT-ST"] > 3 * chance, r1
+    assert r1["DT-ST"] > 2.5 * chance, r1
     assert r1["DT-ST"] > r1["DT-LT"] + 0.15, r1
     assert r1["DT-ST"] > r1["AD-ST"] + 0.15, r1
