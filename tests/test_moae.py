@@ -12,9 +12,9 @@ DIM, HIDDEN, PATCHES, BATCH = 8, 12, 5, 3
 PARAMS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "in_w", "in_b", "out_w", "out_b", "gate")
 
 
-def make_layer(ncls: int, moae: bool, gate: str, seed: int = 0) -> MoAE:
+def make_layer(ncls: int, moae: bool, gate: str, seed: int = 0, dispatch: str = "auto") -> MoAE:
     torch.manual_seed(seed)
-    layer = MoAE(DIM, HIDDEN, ncls=ncls, moae=moae, gate=gate).double()
+    layer = MoAE(DIM, HIDDEN, ncls=ncls, moae=moae, gate=gate, dispatch=dispatch).double()
     with torch.no_grad():
         for p in layer.parameters():  # large random values so every expert differs clearly
             p.normal_(0, 0.5)
@@ -54,11 +54,12 @@ def outputs_and_grads(layer: MoAE, fn, x: torch.Tensor, probe: torch.Tensor):
     return y.detach(), x.grad.clone(), grads
 
 
+@pytest.mark.parametrize("dispatch", ["dense", "routed"])
 @pytest.mark.parametrize("gate", ["hard", "soft"])
 @pytest.mark.parametrize("moae", [True, False])
 @pytest.mark.parametrize("ncls", [1, 6])
-def test_vectorised_matches_loop_oracle(ncls: int, moae: bool, gate: str) -> None:
-    layer = make_layer(ncls, moae, gate)
+def test_vectorised_matches_loop_oracle(ncls: int, moae: bool, gate: str, dispatch: str) -> None:
+    layer = make_layer(ncls, moae, gate, dispatch=dispatch)
     assert layer.moae == (moae and ncls == 6)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(BATCH, ncls + PATCHES, DIM, generator=gen, dtype=torch.float64)
@@ -94,7 +95,7 @@ def test_parameter_shapes_stacked() -> None:
 
 
 def test_hard_gate_weight_exactly_one_and_no_gate_gradient() -> None:
-    layer = make_layer(6, True, "hard")
+    layer = make_layer(6, True, "hard", dispatch="dense")
     x = torch.randn(BATCH, 6 + PATCHES, DIM, dtype=torch.float64, requires_grad=True)
     cls = x[:, :6].transpose(0, 1)
     weights = layer.gate_weights(cls)
@@ -150,3 +151,55 @@ def test_invalid_options() -> None:
         MoAE(DIM, HIDDEN, ncls=6, moae=True, gate="cosine")
     with pytest.raises(ValueError, match="ncls"):
         MoAE(DIM, HIDDEN, ncls=3, moae=True)
+
+
+@pytest.mark.parametrize("force", [None, 0, 1])
+def test_routed_dispatch_equals_dense(force) -> None:
+    """Routing only the chosen expert gives the dense path's outputs and gradients (up to
+    the rounding of differently blocked matmuls), also when some atoms receive no rows
+    at all (every token forced to one gate column)."""
+    torch.manual_seed(3)
+    dense = MoAE(16, 24, ncls=6, moae=True, gate="hard", dispatch="dense")
+    routed = MoAE(16, 24, ncls=6, moae=True, gate="hard", dispatch="routed")
+    if force is not None:
+        with torch.no_grad():
+            dense.gate.zero_()
+            dense.gate[:, force, 0] = 1.0
+    routed.load_state_dict(dense.state_dict())
+    x = torch.randn(32, 6 + PATCHES, 16)
+    if force is not None:
+        x[:, :6, 0] = x[:, :6, 0].abs() + 1
+    probe = torch.randn_like(x)
+    y, gx, grads = outputs_and_grads(dense, dense, x, probe)
+    y_r, gx_r, grads_r = outputs_and_grads(routed, routed, x, probe)
+    torch.testing.assert_close(y_r, y, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(gx_r, gx, rtol=1e-6, atol=1e-6)
+    for name in grads:
+        torch.testing.assert_close(grads_r[name], grads[name], rtol=1e-6, atol=1e-5, msg=name)
+    if force is not None:
+        # Unused atoms: exactly zero gradient, not uninitialised memory.
+        unused_in = {b if force == 0 else a for a, b in SCENARIO_ATOMS} - {a if force == 0 else b for a, b in SCENARIO_ATOMS}
+        assert unused_in
+        for k in unused_in:
+            assert torch.count_nonzero(grads_r["in_w"][k]) == 0 and torch.count_nonzero(grads_r["in_b"][k]) == 0
+
+
+def test_auto_dispatch_routes_on_cpu_only(monkeypatch) -> None:
+    layer = make_layer(6, True, "hard")
+    assert layer.dispatch == "auto"
+
+    def dense_experts(*_):
+        raise AssertionError("the dense path ran on CPU")
+
+    monkeypatch.setattr(layer, "experts", dense_experts)
+    layer(torch.randn(BATCH, 6 + PATCHES, DIM, dtype=torch.float64))  # routed: experts() unused
+    assert layer._routes(torch.empty(1, device="meta")) is False  # any accelerator: dense
+    soft = make_layer(6, True, "soft")
+    monkeypatch.setattr(soft, "experts", dense_experts)
+    with pytest.raises(AssertionError, match="dense path"):
+        soft(torch.randn(BATCH, 6 + PATCHES, DIM, dtype=torch.float64))  # soft needs both experts
+
+
+def test_invalid_dispatch() -> None:
+    with pytest.raises(ValueError, match="dispatch"):
+        MoAE(DIM, HIDDEN, ncls=6, moae=True, dispatch="sparse")
