@@ -113,3 +113,9 @@ def test_apply_preset_keeps_comments_and_validates(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2 and "train.epochz" in result.stderr
     assert params.read_text() == before  # nothing written
+
+
+def test_chance_is_a_reserved_variant_name(params):
+    params["variants"]["chance"] = {"ncls": 1, "said": False, "moae": False, "hdw": False}
+    with pytest.raises(AtreidError, match=r"variants\.chance: the name 'chance' is reserved.*rename"):
+        validate_params(params)

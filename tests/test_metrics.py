@@ -31,6 +31,8 @@ def assert_same(ours: RetrievalResult, ref: RetrievalResult, tol: float = TOL) -
     np.testing.assert_allclose(ours.cmc, ref.cmc, rtol=0, atol=tol)
     assert ours.mAP == pytest.approx(ref.mAP, abs=tol)
     assert ours.mINP == pytest.approx(ref.mINP, abs=tol)
+    assert ours.chance_R1 == pytest.approx(ref.chance_R1, abs=tol)
+    assert ours.chance_mAP == pytest.approx(ref.chance_mAP, abs=tol)
 
 
 def random_labels(rng: np.random.Generator, n: int, persons: int, cameras: int = 4) -> Labels:
@@ -308,3 +310,30 @@ def test_torch_sort_branch_matches_oracle(seed: int, monkeypatch: pytest.MonkeyP
     distmat = rng.integers(0, 6, (40, 60)) / 6
     rule = random_rule(rng)
     assert_same(evaluate_distmat(distmat, q, g, rule, chunk_size=9), oracle_evaluate(distmat, q, g, rule))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7])
+def test_chance_levels_equal_the_mean_over_every_ranking(n: int) -> None:
+    """The closed forms equal R1 and AP averaged over all n! rankings of R positives."""
+    import itertools
+
+    from atreid.eval.metrics import chance_levels
+
+    for r in range(1, n + 1):
+        r1, ap = [], []
+        for order in itertools.permutations(range(n)):
+            matches = np.array([i < r for i in order])  # items 0..r-1 are the positives
+            hits = np.cumsum(matches)
+            r1.append(float(matches[0]))
+            ap.append(float(np.sum(hits[matches] / (np.flatnonzero(matches) + 1))) / r)
+        want_r1, want_ap = chance_levels(torch.tensor([r]), torch.tensor([n]))
+        assert want_r1.item() == pytest.approx(np.mean(r1), abs=1e-12)
+        assert want_ap.item() == pytest.approx(np.mean(ap), abs=1e-12)
+
+
+def test_chance_counts_only_the_entries_left_after_removal() -> None:
+    # Query person 1, camera 1: the same-camera positive is removed; 1 positive of 3 left.
+    g = gallery((1, 1, 0, 1), (2, 2, 0, 1), (1, 2, 0, 1), (3, 2, 0, 1))
+    res = run([0.1, 0.2, 0.3, 0.4], one_query(), g)
+    assert res.chance_R1 == pytest.approx(1 / 3)
+    assert res.chance_mAP == pytest.approx((1 + 1 / 2 + 1 / 3) / 3)  # H_3 / 3 with one positive

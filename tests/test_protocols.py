@@ -163,7 +163,7 @@ def test_mixed_test_keeps_other_persons_of_any_modality() -> None:
     assert (ad["num_valid"], ad["num_queries"]) == (1, 1)
     # No query in the LT lists: metrics are null, counts zero, Any-Time undefined.
     assert out["DT-LT"]["mAP"] is None and out["DT-LT"]["num_queries"] == 0
-    assert out["Any-Time"] == {"R1": None, "mAP": None}
+    assert out["Any-Time"] == {"R1": None, "mAP": None, "chance": {"R1": None, "mAP": None}}
     json.dumps(out, allow_nan=False)
 
 

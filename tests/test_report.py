@@ -137,3 +137,20 @@ def test_table_rows_and_paper_columns(tmp_path):
     assert full["paper:DT-ST_R1"] == pytest.approx(97.76)
     assert full["diff:DT-ST_R1"] == pytest.approx(3.0 - 97.76)
     assert "synthetic" in table_markdown(table)
+
+
+def test_table_ends_with_the_random_ranking_row(tmp_path):
+    files = []
+    for variant, offset in (("full", 3.0), ("baseline", 1.0)):
+        metrics = fake_metrics(variant, offset)
+        metrics["chance_summary"] = {key: 1.5 for key in metrics["summary"]}
+        files.append(tmp_path / f"{variant}.json")
+        files[-1].write_text(json.dumps(metrics))
+    table = build_table(files, paper=True)
+    assert table["variant"].tolist() == ["full", "baseline", "chance"]
+    chance = table.iloc[-1]
+    assert chance["Any-Time_R1"] == pytest.approx(1.5) and chance["AD-LT_mAP"] == pytest.approx(1.5)
+    assert chance["synthetic"]
+    assert pd.isna(chance["paper:DT-ST_R1"])  # no published numbers for a random ranking
+    plot_comparison(table, tmp_path / "bars.png")
+    assert (tmp_path / "bars.png").read_bytes().startswith(PNG)

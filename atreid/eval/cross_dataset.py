@@ -345,6 +345,7 @@ def _mean(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"cmc": [plain_mean(list(points)) for points in zip(*(e["cmc"] for e in entries))]}
     for key in ("R1", "R5", "R10", "mAP", "mINP", "num_valid", "num_queries"):
         out[key] = plain_mean([e[key] for e in entries])
+    out["chance"] = {key: plain_mean([e["chance"][key] for e in entries]) for key in ("R1", "mAP")}
     return out
 
 
@@ -402,9 +403,12 @@ def score_protocols(features: Any, rows: pd.DataFrame, spec: BenchmarkProtocols,
     return results
 
 
-def summary_of(results: Mapping[str, Any], spec: BenchmarkProtocols) -> dict[str, float]:
-    """The benchmark's headline numbers (percent): its main protocol's mean R1 and mAP."""
+def summary_of(results: Mapping[str, Any], spec: BenchmarkProtocols, *, chance: bool = False) -> dict[str, float]:
+    """The benchmark's headline numbers (percent): its main protocol's mean R1 and mAP
+    (with ``chance``: what a random ranking scores there instead)."""
     main = results[spec.main]["mean"]
+    if chance:
+        main = main["chance"]
     return {"R1": main["R1"], "mAP": main["mAP"]}
 
 
@@ -437,7 +441,8 @@ def evaluate_cross_dataset(benchmark: str, model: Any, model_path: Path, data_di
                                image_size=image_size, batch_size=settings["batch_size"], flip=settings["flip"],
                                device=device)
     results = score_protocols(features, rows, spec, chunk_size=settings["chunk_size"], device=device)
-    return {"protocols": results, "summary": summary_of(results, spec), "main_protocol": spec.main,
+    return {"protocols": results, "summary": summary_of(results, spec),
+            "chance_summary": summary_of(results, spec, chance=True), "main_protocol": spec.main,
             "synthetic": (images / SYNTHETIC_COUNTS).is_file(), "num_images": len(rows)}
 
 

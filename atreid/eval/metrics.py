@@ -17,6 +17,12 @@ Definitions (per query, after removal; the query's own image is never in its gal
   averaged over valid queries; a gallery shorter than ``max_rank`` keeps its last value;
 * AP: mean over all positives of the precision at that positive's rank; mAP its mean;
 * INP: ``num_positives / rank of the last positive`` (Ye et al., AGW); mINP its mean.
+* chance: the R1 and mAP a uniformly random ranking would score in expectation, from
+  each valid query's ``R`` positives among its ``n`` remaining entries: R1 ``R / n`` and
+  AP ``H_n / n + (R - 1) / (n - 1) * (1 - H_n / n)`` (``H_n`` the harmonic number; a
+  positive at rank r has ``(r - 1)(R - 1) / (n - 1)`` positives before it on average).
+  This is the bar "above chance" means for the protocol, its gallery and its rules;
+  ``1 / #identities`` is not (it ignores how many positives each query has).
 
 How it is fast. Only the ranks of the positives are needed, and a positive's rank is
 ``1 + #{entries with a smaller distance} + #{entries with the same distance and a lower
@@ -48,7 +54,8 @@ ModalityRule = Literal["any", "same", "cross"]
 ClothesRule = Literal["any", "same", "changed"]
 # (query positions, allowed gallery positions or None) -> distances of that block.
 _Block = Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
-_ChunkSums = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+# (hits per first-positive rank, AP sum, INP sum, valid count, chance R1 sum, chance AP sum)
+_ChunkSums = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 _MODALITY_RULES = ("any", "same", "cross")
 _CLOTHES_RULES = ("any", "same", "changed")
@@ -158,6 +165,8 @@ class RetrievalResult:
         mINP: mean inverse negative penalty over valid queries.
         num_valid: queries with at least one positive after removal.
         num_queries: all queries evaluated.
+        chance_R1, chance_mAP: what a uniformly random ranking scores in expectation
+            over the same valid queries (NaN where not computed).
     """
 
     cmc: np.ndarray
@@ -165,6 +174,22 @@ class RetrievalResult:
     mINP: float
     num_valid: int
     num_queries: int
+    chance_R1: float = math.nan
+    chance_mAP: float = math.nan
+
+
+def chance_levels(num_positives: torch.Tensor, num_candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expected R1 and AP of a uniformly random ranking, per query (float64).
+
+    Args:
+        num_positives: ``R`` >= 1 per query.
+        num_candidates: ``n`` >= ``R`` gallery entries left per query.
+    """
+    r = num_positives.to(torch.float64)
+    n = num_candidates.to(torch.float64)
+    harmonic_share = (torch.special.digamma(n + 1) + 0.5772156649015329) / n  # H_n / n
+    others = torch.where(n > 1, (r - 1) / (n - 1).clamp(min=1), torch.zeros_like(n))
+    return r / n, harmonic_share + others * (1 - harmonic_share)
 
 
 def cosine_distance(q_feat: torch.Tensor, g_feat: torch.Tensor) -> torch.Tensor:
@@ -345,6 +370,8 @@ def _evaluate(block: _Block, q: Labels, g: Labels, rule: RemovalRule, *, max_ran
     ap_sum = torch.zeros((), dtype=torch.float64, device=device)
     inp_sum = torch.zeros((), dtype=torch.float64, device=device)
     num_valid = torch.zeros((), dtype=torch.int64, device=device)
+    chance_r1_sum = torch.zeros((), dtype=torch.float64, device=device)
+    chance_ap_sum = torch.zeros((), dtype=torch.float64, device=device)
     threads = torch.get_num_threads()
     pool = ThreadPoolExecutor(threads) if device.type == "cpu" and threads > 1 else None
     try:
@@ -374,11 +401,13 @@ def _evaluate(block: _Block, q: Labels, g: Labels, rule: RemovalRule, *, max_ran
                 dist = block(q_idx, cols_t)
                 stats = _chunk_metrics(dist, q_idx, q_code, q_lab, group, rule, max_rank, pool, threads)
                 if stats is not None:
-                    chunk_hits, chunk_ap, chunk_inp, chunk_valid = stats
+                    chunk_hits, chunk_ap, chunk_inp, chunk_valid, chunk_r1, chunk_chance_ap = stats
                     hits += chunk_hits
                     ap_sum += chunk_ap
                     inp_sum += chunk_inp
                     num_valid += chunk_valid
+                    chance_r1_sum += chunk_r1
+                    chance_ap_sum += chunk_chance_ap
     finally:
         if pool is not None:
             pool.shutdown()
@@ -388,7 +417,8 @@ def _evaluate(block: _Block, q: Labels, g: Labels, rule: RemovalRule, *, max_ran
         nan = math.nan
         return RetrievalResult(np.full(max_rank, nan), nan, nan, 0, len(q))
     cmc = np.cumsum(hits[:max_rank].cpu().numpy()) / valid
-    return RetrievalResult(cmc, float(ap_sum.item()) / valid, float(inp_sum.item()) / valid, valid, len(q))
+    return RetrievalResult(cmc, float(ap_sum.item()) / valid, float(inp_sum.item()) / valid, valid, len(q),
+                           float(chance_r1_sum.item()) / valid, float(chance_ap_sum.item()) / valid)
 
 
 @dataclass
@@ -402,7 +432,7 @@ class _GroupGallery:
 def _chunk_metrics(dist: torch.Tensor, q_idx: torch.Tensor, q_code: torch.Tensor, q_lab: dict[str, torch.Tensor],
                    group: _GroupGallery, rule: RemovalRule, max_rank: int, pool: ThreadPoolExecutor | None,
                    workers: int) -> _ChunkSums | None:
-    """Metric sums of one chunk: (hits per first-positive rank, AP sum, INP sum, valid count)."""
+    """Metric sums of one chunk (see :data:`_ChunkSums`)."""
     device = dist.device
     num_b, num_g = dist.shape
     # Same-person pairs (row in chunk, column in group gallery), by row then column.
@@ -461,6 +491,10 @@ def _chunk_metrics(dist: torch.Tensor, q_idx: torch.Tensor, q_code: torch.Tensor
     ranks = torch.sort(ranks, dim=1).values
 
     valid = npos > 0
+    # Entries left per row: the group gallery less this row's removed same-person ones
+    # (rows[remove] is sorted, so the per-row counts come from a search, as for npos).
+    removed = torch.diff(torch.searchsorted(rows[remove], torch.arange(num_b + 1, device=device)))
+    chance_r1, chance_ap = chance_levels(npos[valid], (num_g - removed)[valid])
     ranks = ranks[valid]
     npos = npos[valid].to(torch.float64)
     k = torch.arange(1, width + 1, dtype=torch.float64, device=device)
@@ -472,7 +506,7 @@ def _chunk_metrics(dist: torch.Tensor, q_idx: torch.Tensor, q_code: torch.Tensor
     inp = npos / last.to(torch.float64)
     first = ranks[:, 0].clamp(max=max_rank + 1) - 1  # index max_rank = "beyond the curve"
     chunk_hits = (first[:, None] == torch.arange(max_rank + 1, device=device)).sum(0).to(torch.float64)
-    return chunk_hits, ap.sum(), inp.sum(), valid.sum()
+    return chunk_hits, ap.sum(), inp.sum(), valid.sum(), chance_r1.sum(), chance_ap.sum()
 
 
 def _count_lower_index_ties(dist: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,

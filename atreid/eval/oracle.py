@@ -65,7 +65,7 @@ def oracle_evaluate(distmat: np.ndarray | torch.Tensor, q: Labels, g: Labels, ru
     if isinstance(distmat, torch.Tensor):
         distmat = distmat.detach().cpu().numpy()
     queries = np.arange(len(q)) if queries is None else np.asarray(queries)
-    all_cmc, all_ap, all_inp = [], [], []
+    all_cmc, all_ap, all_inp, chance_r1, chance_ap = [], [], [], [], []
     for i in queries:
         order = np.argsort(distmat[i], kind="stable")
         keep = ~removal_mask(int(i), q, g, rule)[order]
@@ -82,8 +82,16 @@ def oracle_evaluate(distmat: np.ndarray | torch.Tensor, q: Labels, g: Labels, ru
         all_ap.append((precision * matches).sum() / num_rel)
         last = np.flatnonzero(matches)[-1]
         all_inp.append(num_rel / (last + 1.0))
+        # A random ranking: rank r holds a positive with probability R / n, and then
+        # (r - 1)(R - 1) / (n - 1) positives before it on average.
+        n = len(matches)
+        r = np.arange(1, n + 1)
+        before = (r - 1) * (num_rel - 1) / (n - 1) if n > 1 else np.zeros(1)
+        chance_r1.append(num_rel / n)
+        chance_ap.append(float(np.sum((1 + before) / r)) / n)
     if not all_cmc:
         nan = float("nan")
         return RetrievalResult(np.full(max_rank, nan), nan, nan, 0, len(queries))
     return RetrievalResult(np.mean(np.asarray(all_cmc, dtype=np.float64), axis=0), float(np.mean(all_ap)),
-                           float(np.mean(all_inp)), len(all_cmc), len(queries))
+                           float(np.mean(all_inp)), len(all_cmc), len(queries), float(np.mean(chance_r1)),
+                           float(np.mean(chance_ap)))

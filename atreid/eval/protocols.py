@@ -172,7 +172,8 @@ def result_to_dict(result: RetrievalResult) -> dict[str, Any]:
     for k in REPORTED_RANKS:
         out[f"R{k}"] = cmc[k - 1] if k <= len(cmc) else None
     out.update({"mAP": _percent(result.mAP), "mINP": _percent(result.mINP), "num_valid": int(result.num_valid),
-                "num_queries": int(result.num_queries)})
+                "num_queries": int(result.num_queries),
+                "chance": {"R1": _percent(result.chance_R1), "mAP": _percent(result.chance_mAP)}})
     return out
 
 
@@ -188,7 +189,10 @@ def weighted_average(results: Sequence[RetrievalResult]) -> RetrievalResult:
     cmc = sum(r.cmc * r.num_valid for r in used) / valid
     m_ap = sum(r.mAP * r.num_valid for r in used) / valid
     m_inp = sum(r.mINP * r.num_valid for r in used) / valid
-    return RetrievalResult(np.asarray(cmc, dtype=np.float64), float(m_ap), float(m_inp), valid, queries)
+    chance_r1 = sum(r.chance_R1 * r.num_valid for r in used) / valid
+    chance_ap = sum(r.chance_mAP * r.num_valid for r in used) / valid
+    return RetrievalResult(np.asarray(cmc, dtype=np.float64), float(m_ap), float(m_inp), valid, queries,
+                           float(chance_r1), float(chance_ap))
 
 
 def plain_mean(values: Sequence[float | None]) -> float | None:
@@ -231,6 +235,8 @@ def evaluate_atustc(features: torch.Tensor, index: pd.DataFrame, *, chunk_size: 
     for protocol in scenarios:
         out[protocol.name] = result_to_dict(run(protocol))
     out["Any-Time"] = {metric: plain_mean([out[p.name][metric] for p in scenarios]) for metric in ("R1", "mAP")}
+    out["Any-Time"]["chance"] = {metric: plain_mean([out[p.name]["chance"][metric] for p in scenarios])
+                                 for metric in ("R1", "mAP")}
     cases = {protocol.name: run(protocol) for protocol in mixed_cases}
     out["mixed"] = {
         "cases": {name: result_to_dict(result) for name, result in cases.items()},

@@ -51,12 +51,14 @@ def _evaluate_atustc(model: torch.nn.Module, model_path: Path, data_dir: Path, s
 
     features, test, _ = atustc_test_features(model, model_path, data_dir, settings, image_size, device, cache_dir)
     results = evaluate_atustc(features, test, chunk_size=settings["chunk_size"], device=device)
-    summary = {"Any-Time_R1": results["Any-Time"]["R1"], "Any-Time_mAP": results["Any-Time"]["mAP"]}
-    for name in SCENARIOS:
-        summary[f"{name}_R1"] = results[name]["R1"]
-        summary[f"{name}_mAP"] = results[name]["mAP"]
+    summary, chance = {}, {}
+    for name in ("Any-Time", *SCENARIOS):
+        for metric in ("R1", "mAP"):
+            summary[f"{name}_{metric}"] = results[name][metric]
+            chance[f"{name}_{metric}"] = results[name]["chance"][metric]
     synthetic = (data_dir / "atustc" / "images" / "synthetic_counts.json").is_file()
-    return {"protocols": results, "summary": summary, "synthetic": synthetic, "num_images": len(test)}
+    return {"protocols": results, "summary": summary, "chance_summary": chance, "synthetic": synthetic,
+            "num_images": len(test)}
 
 
 EVALUATORS: dict[str, Evaluator] = {"atustc": _evaluate_atustc}

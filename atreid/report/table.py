@@ -8,6 +8,10 @@ over the paper's five cross-dataset benchmarks (:data:`PAPER_FIVE`) when a varia
 all five. All metrics are percentages. With ``paper=True`` the published numbers of the
 same method (matched by its SAID/MoAE/HDW switches) are added as ``paper:<column>`` and
 ``diff:<column>``.
+
+A last row, ``chance``, holds what a uniformly random ranking scores in expectation on
+each protocol (``chance_summary`` of the metrics files: it depends only on the test
+lists and removal rules, not on the model). "Well above chance" is measured against it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from atreid.errors import AtreidError
 # columns of paper_cross_dataset.csv they correspond to.
 PAPER_FIVE: tuple[str, ...] = ("market1501", "cuhk03", "sysu_mm01", "prcc", "ltcc")
 AVERAGE = "avg5"
+CHANCE_ROW = "chance"  # the random-ranking row (a reserved variant name)
 PAPER_CROSS_COLUMNS: dict[str, str] = {"Market1501": "market1501", "CUHK03": "cuhk03", "SYSU-MM01": "sysu_mm01",
                                        "PRCC": "prcc", "LTCC": "ltcc", "Avg": AVERAGE}
 
@@ -89,9 +94,13 @@ def build_table(metric_files: list[Path], *, paper: bool = False) -> pd.DataFram
     rows: dict[str, dict[str, Any]] = {}
     published: dict[str, dict[str, float]] = {}
     order: list[str] = []
+    chance: dict[str, Any] = {"variant": CHANCE_ROW, "synthetic": False}
     for path in metric_files:
         metrics = load_metrics(path)
         variant = metrics["variant"]
+        for key, value in metrics.get("chance_summary", {}).items():
+            chance[_column(metrics["benchmark"], key)] = _number(value)
+        chance["synthetic"] = bool(chance["synthetic"] or metrics.get("synthetic", False))
         if variant not in rows:
             rows[variant] = {"variant": variant, "synthetic": False}
             order.append(variant)
@@ -110,7 +119,11 @@ def build_table(metric_files: list[Path], *, paper: bool = False) -> pd.DataFram
                 if column in published[variant]:
                     row[f"paper:{column}"] = published[variant][column]
                     row[f"diff:{column}"] = round(row[column] - published[variant][column], 2)
-    return pd.DataFrame([rows[v] for v in order])
+    table = [rows[v] for v in order]
+    if len(chance) > 2:
+        add_average(chance)
+        table.append(chance)
+    return pd.DataFrame(table)
 
 
 def table_markdown(table: pd.DataFrame) -> str:
