@@ -274,12 +274,15 @@ def _rank1(index, features: dict[str, np.ndarray], scenario: str) -> tuple[float
 
 
 def test_difficulty_ordering_of_a_colour_histogram(small):
-    """Same-clothes RGB retrieval must be clearly easier than clothes-changed and cross-modality."""
+    """Same-clothes RGB retrieval must be clearly easier than clothes-changed and cross-modality.
+
+    (The margin is 0.1: clothes are deliberately muted, see atreid.data.synthetic.render,
+    so a colour histogram separates outfits less than it would with saturated clothes.)"""
     out, _, index = small
     test = index[index["flag"] >= 2]
     features = {p: _histogram(out / "AT-USTC" / p) for p in test["path"]}
     r1 = {s: _rank1(test, features, s)[0] for s in ("DT-ST", "DT-LT", "AD-ST")}
     chance = 1 / SMALL["test_persons"]
     assert r1["DT-ST"] > 2.5 * chance, r1
-    assert r1["DT-ST"] > r1["DT-LT"] + 0.15, r1
-    assert r1["DT-ST"] > r1["AD-ST"] + 0.15, r1
+    assert r1["DT-ST"] > r1["DT-LT"] + 0.1, r1
+    assert r1["DT-ST"] > r1["AD-ST"] + 0.1, r1
