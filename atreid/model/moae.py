@@ -111,9 +111,10 @@ class _GroupedLinear(torch.autograd.Function):
         grad_x = torch.empty_like(x) if ctx.needs_input_grad[0] else None
         grad_w = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
         grad_b = grad_y.new_empty(weight.shape[0], weight.shape[2]) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        for k, (rows, g) in enumerate(zip(x.split(sizes), grad_y.split(sizes))):
-            if grad_x is not None:
-                torch.mm(g, weight[k].t(), out=grad_x.narrow(0, sum(sizes[:k]), sizes[k]))
+        grad_x_parts = grad_x.split(sizes) if grad_x is not None else (None,) * len(sizes)
+        for k, (rows, g, gx) in enumerate(zip(x.split(sizes), grad_y.split(sizes), grad_x_parts)):
+            if gx is not None:
+                torch.mm(g, weight[k].t(), out=gx)
             if grad_w is not None:
                 torch.mm(rows.t(), g, out=grad_w[k])  # an empty group gives zeros
             if grad_b is not None:
@@ -153,8 +154,9 @@ class MoAE(nn.Module):
             expert's weight is exactly 1 and the gate gets no gradient) or ``"soft"``
             (both experts weighted by the softmax, differentiable gate).
         dispatch: how the hard gate's experts run (the same outputs and gradients, up to
-            the rounding of differently blocked matmuls): ``"dense"`` evaluates both allowed experts of every token with
-            fixed-shape batched matmuls and weights them by the one-hot gate;
+            the rounding of differently blocked matmuls): ``"dense"`` evaluates both
+            allowed experts of every token with fixed-shape batched matmuls and weights
+            them by the one-hot gate;
             ``"routed"`` evaluates only the expert each (token, sample) chose - half the
             arithmetic - with rows grouped per atom, which needs the group sizes on the
             host; ``"auto"`` (default) routes on CPU and stays dense on accelerators,
