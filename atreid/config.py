@@ -18,6 +18,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from atreid.constants import CHANCE_ROW
 from atreid.errors import AtreidError
 
 SCHEMA_RESOURCE = "schema/params.schema.yaml"
@@ -101,9 +102,9 @@ def validate_params(params: dict[str, Any], *, source: str = "params.yaml") -> d
 
     if not isinstance(params, dict):
         raise AtreidError(f"{source}: expected a mapping of settings at the top level")
-    if isinstance(params.get("variants"), dict) and "chance" in params["variants"]:
-        raise AtreidError(f"{source}: variants.chance: the name 'chance' is reserved for the result table's "
-                          "random-ranking row; rename the variant")
+    if isinstance(params.get("variants"), dict) and CHANCE_ROW in params["variants"]:
+        raise AtreidError(f"{source}: variants.{CHANCE_ROW}: the name '{CHANCE_ROW}' is reserved for the result "
+                          "table's random-ranking row; rename the variant")
     schema = load_schema()
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(params), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))

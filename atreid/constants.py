@@ -30,3 +30,6 @@ FLAG_NAMES: dict[int, str] = {
 }
 RGB_CAMERAS = range(1, 9)
 IR_CAMERAS = range(9, 17)
+
+# The result table's random-ranking row (atreid.report.table); no variant may take the name.
+CHANCE_ROW = "chance"

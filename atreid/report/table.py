@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from atreid.constants import CHANCE_ROW
 from atreid.errors import AtreidError
 
 
@@ -31,7 +32,6 @@ from atreid.errors import AtreidError
 # columns of paper_cross_dataset.csv they correspond to.
 PAPER_FIVE: tuple[str, ...] = ("market1501", "cuhk03", "sysu_mm01", "prcc", "ltcc")
 AVERAGE = "avg5"
-CHANCE_ROW = "chance"  # the random-ranking row (a reserved variant name)
 PAPER_CROSS_COLUMNS: dict[str, str] = {"Market1501": "market1501", "CUHK03": "cuhk03", "SYSU-MM01": "sysu_mm01",
                                        "PRCC": "prcc", "LTCC": "ltcc", "Avg": AVERAGE}
 
@@ -120,7 +120,7 @@ def build_table(metric_files: list[Path], *, paper: bool = False) -> pd.DataFram
                     row[f"paper:{column}"] = published[variant][column]
                     row[f"diff:{column}"] = round(row[column] - published[variant][column], 2)
     table = [rows[v] for v in order]
-    if len(chance) > 2:
+    if any(key not in ("variant", "synthetic") for key in chance):  # some file had chance levels
         add_average(chance)
         table.append(chance)
     return pd.DataFrame(table)
