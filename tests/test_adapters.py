@@ -308,11 +308,21 @@ def test_deepchange_timestamp_is_the_clothes_proxy(tmp_path):
           "val-set-query/p0800_c01_20200101_080000_000001_bbox.jpg",
           "val-set-gallery/p0800_c02_20200101_090000_000002_bbox.jpg",
           "test-set-query/p0900_c05_20190720_141623_000010_bbox.jpg",
-          "test-set-gallery/p0900_c05_20190721_101010_000011_bbox.jpg")
+          "test-set-gallery/p0900_c05_20190721_101010_000011_bbox.jpg",
+          "test-set-gallery/p0900_c06_20200720_141623_000012_bbox.jpg")
     index = index_of("deepchange", tmp_path)
+    assert list(index.columns[-3:]) == ["clothes_with_year", "date", "time"]
     query = row(index, "test-set-query/p0900_c05_20190720_141623_000010_bbox.jpg")
     assert (query["person"], query["camera"], query["split"]) == (900, 5, "query")
-    assert (query["clothes"], query["date"], query["time"]) == (20190720141623, 20190720, 141623)
+    # clothes: the reference's proxy, (YYYYMMDD mod 10000) * 1,000,000 + hhmmss (no year);
+    # clothes_with_year: the full timestamp.
+    assert (query["clothes"], query["clothes_with_year"], query["date"], query["time"]) == (
+        720141623, 20190720141623, 20190720, 141623)
+    # Two captures that differ only by the year share the clothes id, not the year-aware one.
+    year_later = row(index, "test-set-gallery/p0900_c06_20200720_141623_000012_bbox.jpg")
+    assert year_later["clothes"] == query["clothes"]
+    assert year_later["clothes_with_year"] == 20200720141623 != query["clothes_with_year"]
+    assert row(index, "test-set-gallery/p0900_c05_20190721_101010_000011_bbox.jpg")["clothes"] == 721101010
     assert set(index["split"]) == {"train", "val_query", "val_gallery", "query", "gallery"}
 
 

@@ -65,16 +65,18 @@ def test_every_adapter_has_protocols_with_the_published_heads():
     heads = {(b, p.name): p.head for b, spec in PROTOCOLS.items() for p in spec.protocols}
     for b in ("market1501", "cuhk03", "cuhk03_labeled", "msmt17"):
         assert heads[(b, "standard")] == 0
-    for name in ("all-search-single-shot", "all-search-multi-shot", "indoor-single-shot", "indoor-multi-shot"):
+    for name in ("all-search-single-shot", "all-search-multi-shot-10x10", "all-search-multi-shot-all",
+                 "indoor-single-shot", "indoor-multi-shot-10x10", "indoor-multi-shot-all"):
         assert heads[("sysu_mm01", name)] == 4
     for b in ("regdb", "llcm"):
         assert heads[(b, "IR->RGB")] == heads[(b, "RGB->IR")] == 4
     assert (heads[("prcc", "cc")], heads[("prcc", "sc")]) == (1, 0)
     assert heads[("ltcc", "general")] == heads[("ltcc", "cc")] == heads[("ltcc", "cc-query-only")] == 1
-    assert heads[("deepchange", "cc")] == 1
+    assert heads[("deepchange", "cc")] == heads[("deepchange", "cc-year-aware")] == heads[("deepchange", "cc-date")] == 1
     assert (heads[("vc_clothes", "cc")], heads[("vc_clothes", "sc")]) == (1, 0)
     mains = {b: spec.main for b, spec in PROTOCOLS.items()}
     assert mains["sysu_mm01"] == "all-search-single-shot" and mains["prcc"] == "cc" and mains["ltcc"] == "cc"
+    assert mains["deepchange"] == "cc"
     assert mains["regdb"] == mains["llcm"] == "both-directions"
     trials = {(b, p.name): p.trials for b, spec in PROTOCOLS.items() for p in spec.protocols}
     assert trials[("sysu_mm01", "all-search-single-shot")] == trials[("regdb", "IR->RGB")] == 10
@@ -113,8 +115,9 @@ def test_sysu_camera_rule_in_single_shot_all_search_only():
     # query does not (R1 0); person 2's camera-3 query loses its only positive (skipped).
     assert single["num_valid"] == 2 and single["R1"] == pytest.approx(50.0)
     # Without the rule every query is valid and only person 2's query ranks its positive first.
-    multi = res["all-search-multi-shot"]["trials"][0]
-    assert multi["num_valid"] == 3 and multi["R1"] == pytest.approx(100 / 3)
+    for name in ("all-search-multi-shot-10x10", "all-search-multi-shot-all"):
+        multi = res[name]["trials"][0]
+        assert multi["num_valid"] == 3 and multi["R1"] == pytest.approx(100 / 3)
     indoor = res["indoor-single-shot"]["trials"][0]
     assert indoor["num_valid"] == 3 and indoor["R1"] == pytest.approx(100 / 3)
     assert len(res["all-search-single-shot"]["trials"]) == 10
@@ -129,6 +132,57 @@ def test_sysu_uses_head_4():
     bad = run("sysu_mm01", index, noise, heads=[4], other=vectors)["indoor-single-shot"]["trials"][0]
     assert good["R1"] == pytest.approx(100 / 3)
     assert (bad["R1"], bad["mAP"]) != (good["R1"], good["mAP"])
+
+
+def sysu_multi_shot_case():
+    """One IR query (person 1, camera 3); gallery: person 1 has 12 images on camera 1 (more
+    than the 10 shots) at cos 0.89, person 2 three nearer images on camera 2 (cos 0.995) and
+    two far ones on camera 4 (cos 0.45)."""
+    rows = [("cam3/0001/0001.jpg", 1, 3, "ir", -1, "query")]
+    vectors = {"cam3/0001/0001.jpg": e(0)}
+    for k in range(12):
+        rows.append((f"cam1/0001/{k:04d}.jpg", 1, 1, "rgb", -1, "gallery"))
+        vectors[rows[-1][0]] = e(0, {1: 0.5})
+    for k in range(3):
+        rows.append((f"cam2/0002/{k:04d}.jpg", 2, 2, "rgb", -1, "gallery"))
+        vectors[rows[-1][0]] = e(0, {2: 0.1})
+    for k in range(2):
+        rows.append((f"cam4/0002/{k:04d}.jpg", 2, 4, "rgb", -1, "gallery"))
+        vectors[rows[-1][0]] = e(0, {3: 2.0})
+    return index_frame(rows), vectors
+
+
+def test_sysu_multi_shot_both_definitions():
+    index, vectors = sysu_multi_shot_case()
+    res = run("sysu_mm01", index, vectors)
+
+    def ap(positives: int, impostors_before: int) -> float:  # every positive right after the impostors
+        return 100 * sum(k / (k + impostors_before) for k in range(1, positives + 1)) / positives
+
+    # The SYSU authors' multi-shot: 10 images per (person, camera), 10 seeded trials.
+    # All search: 10 of person 1's 12 + 3 + 2 = 15 gallery images per trial; indoor
+    # (cameras 1, 2): 10 + 3 = 13. The 10 positives rank 4..13 behind the 3 camera-2
+    # impostors (multi-shot keeps camera 2 for camera-3 queries).
+    for name, size in (("all-search-multi-shot-10x10", 15), ("indoor-multi-shot-10x10", 13)):
+        trials = res[name]["trials"]
+        assert [t["trial"] for t in trials] == list(range(10)) and [t["seed"] for t in trials] == list(range(10))
+        assert [t["num_gallery"] for t in trials] == [size] * 10
+        assert res[name]["mean"]["R1"] == 0.0 and res[name]["mean"]["R5"] == 100.0
+        assert res[name]["mean"]["mAP"] == pytest.approx(ap(10, 3))
+    # Different trials draw different subsets of person 1's camera-1 images.
+    spec = get_protocols("sysu_mm01")
+    draws = {tuple(trial_sets(index, spec.get("all-search-multi-shot-10x10"), t)[1]["path"]) for t in range(10)}
+    assert len(draws) > 1
+    # The reference's multi-shot: every gallery image of the cameras, one evaluation.
+    for name, size in (("all-search-multi-shot-all", 17), ("indoor-multi-shot-all", 15)):
+        trials = res[name]["trials"]
+        assert len(trials) == 1 and "seed" not in trials[0] and trials[0]["num_gallery"] == size
+        assert res[name]["mean"]["R1"] == 0.0 and res[name]["mean"]["R5"] == 100.0
+        assert res[name]["mean"]["mAP"] == pytest.approx(ap(12, 3))  # 12 positives at ranks 4..15
+    # By hand: (1/4 + 2/5 + ... + 12/15) / 12 = 62.8776 %; (1/4 + ... + 10/13) / 10 = 59.5960 %.
+    assert ap(12, 3) == pytest.approx(62.8776, abs=1e-4) and ap(10, 3) == pytest.approx(59.5960, abs=1e-4)
+    _, gallery, info = trial_sets(index, spec.get("all-search-multi-shot-all"), 0)
+    assert info == {"trial": 0} and gallery["path"].tolist() == sorted(index["path"][1:])
 
 
 # ---- seeded trials -----------------------------------------------------------------------------
@@ -161,7 +215,8 @@ def test_trial_t_is_seeded_with_t_in_every_sampled_protocol():
     query = index_frame([("cam3/0001/q.jpg", 1, 3, "ir", -1, "query")])
     index = pd.concat([pool, query], ignore_index=True)
     spec = get_protocols("sysu_mm01")
-    for name in ("all-search-single-shot", "indoor-single-shot", "indoor-multi-shot"):
+    for name in ("all-search-single-shot", "all-search-multi-shot-10x10", "indoor-single-shot",
+                 "indoor-multi-shot-10x10"):
         protocol = spec.get(name)
         for trial in (0, 7):
             _, gallery, info = trial_sets(index, protocol, trial)
@@ -280,25 +335,51 @@ def test_ltcc_general_and_both_clothes_changing_settings():
 
 # ---- DeepChange -------------------------------------------------------------------------------
 def test_deepchange_keeps_same_camera_positives_and_uses_timestamps():
-    rows = [("test-set-query/q.jpg", 1, 5, "rgb", 20190720141623, "query", 20190720),
-            ("test-set-gallery/same_moment.jpg", 1, 6, "rgb", 20190720141623, "gallery", 20190720),
-            ("test-set-gallery/same_cam_later.jpg", 1, 5, "rgb", 20190720170000, "gallery", 20190720),
-            ("test-set-gallery/next_day.jpg", 1, 7, "rgb", 20190721090000, "gallery", 20190721),
-            ("test-set-gallery/other.jpg", 2, 5, "rgb", 20190720141623, "gallery", 20190720)]
-    index = index_frame(rows, ("date",))
+    # clothes = MMDDhhmmss (the reference's, year dropped); clothes_with_year = YYYYMMDDhhmmss.
+    rows = [("test-set-query/q.jpg", 1, 5, "rgb", 720141623, "query", 20190720141623, 20190720),
+            ("test-set-gallery/same_moment.jpg", 1, 6, "rgb", 720141623, "gallery", 20190720141623, 20190720),
+            ("test-set-gallery/same_cam_later.jpg", 1, 5, "rgb", 720170000, "gallery", 20190720170000, 20190720),
+            ("test-set-gallery/next_day.jpg", 1, 7, "rgb", 721090000, "gallery", 20190721090000, 20190721),
+            ("test-set-gallery/other.jpg", 2, 5, "rgb", 720141623, "gallery", 20190720141623, 20190720)]
+    index = index_frame(rows, ("clothes_with_year", "date"))
     vectors = {"test-set-query/q.jpg": e(0), "test-set-gallery/same_moment.jpg": e(0),
                "test-set-gallery/same_cam_later.jpg": e(0, {1: 0.2}),
                "test-set-gallery/other.jpg": e(0, {1: 0.5}), "test-set-gallery/next_day.jpg": e(0, {1: 0.9})}
     res = run("deepchange", index, vectors)
     # cc: the same-moment image is removed; the same-camera image later that day is the
     # top positive (no camera rule) -> R1 100, positives at ranks 1 and 3.
-    assert res["cc"]["mean"]["R1"] == 100.0
-    assert res["cc"]["mean"]["mAP"] == pytest.approx((1 + 2 / 3) / 2 * 100)
+    for name in ("cc", "cc-year-aware"):  # no two captures here differ by the year only
+        assert res[name]["mean"]["R1"] == 100.0
+        assert res[name]["mean"]["mAP"] == pytest.approx((1 + 2 / 3) / 2 * 100)
     # cc-date: every same-day image is removed; the next-day one ranks after the impostor.
     assert res["cc-date"]["mean"]["R1"] == 0.0 and res["cc-date"]["mean"]["mAP"] == pytest.approx(50.0)
 
 
-# ---- Market-1501 ------------------------------------------------------------------------------
+def test_deepchange_clothes_proxy_ignores_the_year_by_default():
+    # A query of 2019-07-20 14:16:23; the person's capture of 2020-07-20 14:16:23 (same
+    # month-day-time, another year) is nearest, then another person, then the person's
+    # capture of 2019-08-01.
+    rows = [("test-set-query/q.jpg", 1, 5, "rgb", 720141623, "query", 20190720141623, 20190720),
+            ("test-set-gallery/year_later.jpg", 1, 6, "rgb", 720141623, "gallery", 20200720141623, 20200720),
+            ("test-set-gallery/other.jpg", 2, 5, "rgb", 801100000, "gallery", 20190801100000, 20190801),
+            ("test-set-gallery/august.jpg", 1, 7, "rgb", 801100000, "gallery", 20190801100000, 20190801)]
+    index = index_frame(rows, ("clothes_with_year", "date"))
+    vectors = {"test-set-query/q.jpg": e(0), "test-set-gallery/year_later.jpg": e(0, {1: 0.1}),
+               "test-set-gallery/other.jpg": e(0, {1: 0.5}), "test-set-gallery/august.jpg": e(0, {1: 0.9})}
+    res = run("deepchange", index, vectors)
+    # cc (main, the reference's): the year-later capture has the query's clothes id and is
+    # removed; the August positive ranks 2nd behind the impostor.
+    assert (res["cc"]["mean"]["R1"], res["cc"]["mean"]["mAP"]) == (0.0, pytest.approx(50.0))
+    assert res["cc"]["clothes_column"] == "clothes"
+    # cc-year-aware: it is another clothes id, a positive at rank 1; August at rank 3.
+    year_aware = res["cc-year-aware"]
+    assert year_aware["clothes_column"] == "clothes_with_year"
+    assert (year_aware["mean"]["R1"], year_aware["mean"]["mAP"]) == (100.0, pytest.approx((1 + 2 / 3) / 2 * 100))
+    # cc-date: another date too.
+    assert res["cc-date"]["mean"]["mAP"] == pytest.approx(year_aware["mean"]["mAP"])
+    assert summary_of(res, get_protocols("deepchange")) == {"R1": 0.0, "mAP": pytest.approx(50.0)}
+
+
 def test_market_distractors_are_gallery_negatives_and_same_camera_is_removed():
     index = index_frame([
         ("query/0002_c1s1_000001_00.jpg", 2, 1, "rgb", -1, "query"),

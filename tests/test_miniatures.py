@@ -98,6 +98,10 @@ def test_conventions_of_the_real_releases(miniatures):
     assert (image[..., 0] == image[..., 1]).all()  # infrared cameras render grey images
     cuhk = miniatures["cuhk03"] / "cuhk03-np"
     assert (cuhk / "detected").is_dir() and (cuhk / "labeled").is_dir()
+    deepchange = get_adapter("deepchange").build_index(miniatures["deepchange"])[0]
+    # Clothes proxies: the reference's year-less MMDDhhmmss and the full timestamp.
+    assert (deepchange["clothes_with_year"] == deepchange["date"] * 1_000_000 + deepchange["time"]).all()
+    assert (deepchange["clothes"] == deepchange["clothes_with_year"] % 10**10).all()
 
 
 def test_same_seed_same_bytes_other_seed_other_images(tmp_path):

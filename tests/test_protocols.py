@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from atreid.constants import SCENARIOS
+from atreid.constants import IR, RGB, SCENARIOS
 from atreid.errors import AtreidError
-from atreid.eval.metrics import RemovalRule, RetrievalResult
-from atreid.eval.oracle import oracle_distance, oracle_evaluate
+from atreid.eval.metrics import Labels, RemovalRule, RetrievalResult, evaluate_retrieval
+from atreid.eval.oracle import oracle_distance, oracle_evaluate, removal_mask
 from atreid.eval.protocols import (
     ATUSTC_SCENARIOS,
     MIXED_CASES,
@@ -87,9 +87,13 @@ def test_mixed_cases_are_head_5_with_same_person_rules() -> None:
         assert case.head == 5
         assert (case.query_flags, case.gallery_flags) == lists[case.name]
         assert case.query_modality is None and case.gallery_modality is None
-        assert case.rule == RemovalRule(same_camera=True, modality="any",
-                                        same_person_modality="cross" if case.name.startswith("AD") else "same",
-                                        clothes="same" if case.name.endswith("ST") else "changed")
+        clothes = "same" if case.name.endswith("ST") else "changed"
+        if case.name.startswith("AD"):  # the person's images of the query's own modality
+            expected = RemovalRule(same_camera=True, modality="any", same_person_modality="cross", clothes=clothes)
+        else:  # a FIXED modality of the person's images: DT removes IR, NT removes RGB
+            expected = RemovalRule(same_camera=True, modality="any", same_person_modality="any", clothes=clothes,
+                                   same_person_removed_modality=IR if case.name.startswith("DT") else RGB)
+        assert case.rule == expected
     assert MIXED_GROUPS == {"Daytime": ("DT-ST", "DT-LT"), "Nighttime": ("NT-ST", "NT-LT"),
                             "All-day": ("AD-ST", "AD-LT"), "Short-term": ("DT-ST", "NT-ST", "AD-ST"),
                             "Long-term": ("DT-LT", "NT-LT", "AD-LT"), "Anytime": SCENARIOS}
@@ -165,6 +169,132 @@ def test_mixed_test_keeps_other_persons_of_any_modality() -> None:
     assert out["DT-LT"]["mAP"] is None and out["DT-LT"]["num_queries"] == 0
     assert out["Any-Time"] == {"R1": None, "mAP": None, "chance": {"R1": None, "mAP": None}}
     json.dumps(out, allow_nan=False)
+
+
+def mixed_flag_index() -> pd.DataFrame:
+    """Hand-built: a DT-flagged query that is IR and an NT-flagged query that is RGB.
+
+    Rows (person, camera, modality, clothes, flag):
+      0 person 1, IR camera 9, DT-ST query (flag 2)
+      1 person 1, RGB camera 1, gallery flag 6     -> its positive under the documented rule
+      2 person 1, IR camera 10, gallery flag 8     -> its positive under "the query's modality"
+      3 person 2, IR camera 11, gallery flag 8     (another person)
+      4 person 3, RGB camera 2, NT-ST query (flag 4)
+      5 person 3, RGB camera 3, gallery flag 6     -> its positive under "the query's modality"
+      6 person 3, IR camera 12, gallery flag 8     -> its positive under the documented rule
+      7 person 4, IR camera 13, gallery flag 8     (another person)
+    """
+    return pd.DataFrame(
+        [(1, 9, "ir", 1, 2), (1, 1, "rgb", 1, 6), (1, 10, "ir", 1, 8), (2, 11, "ir", 1, 8),
+         (3, 2, "rgb", 1, 4), (3, 3, "rgb", 1, 6), (3, 12, "ir", 1, 8), (4, 13, "ir", 1, 8)],
+        columns=["person", "camera", "modality", "clothes", "flag"])
+
+
+def mixed_flag_features() -> torch.Tensor:
+    """Head features: for each query, the person's same-modality image is nearest (cos 0.995),
+    then the other person's (cos 0.958), then the person's other-modality image (cos 0.857);
+    the two query groups are orthogonal (cos 0)."""
+    eye = np.eye(8)
+    vectors = np.stack([eye[0], eye[0] + 0.6 * eye[3], eye[0] + 0.1 * eye[1], eye[0] + 0.3 * eye[2],
+                        eye[4], eye[4] + 0.1 * eye[5], eye[4] + 0.6 * eye[7], eye[4] + 0.3 * eye[6]])
+    return torch.from_numpy(np.repeat(vectors[:, None], 6, axis=1))
+
+
+def test_mixed_dt_nt_remove_a_fixed_modality_whatever_the_query_modality() -> None:
+    index, features = mixed_flag_index(), mixed_flag_features()
+    out = evaluate_atustc(features, index)
+    cases = out["mixed"]["cases"]
+    # DT-ST: the IR query (person 1) loses the person's IR image (row 2), keeps its RGB image
+    # (row 1) as the only positive, ranked 2nd behind person 2 (row 3): R1 0, AP 1/2.
+    dt = cases["DT-ST"]
+    assert (dt["num_valid"], dt["num_queries"]) == (1, 1)
+    assert (dt["R1"], dt["R5"], dt["mAP"], dt["mINP"]) == (0.0, 100.0, pytest.approx(50.0), pytest.approx(50.0))
+    # NT-ST: the RGB query (person 3) loses the person's RGB image (row 5); row 6 ranks 2nd.
+    nt = cases["NT-ST"]
+    assert (nt["num_valid"], nt["num_queries"]) == (1, 1)
+    assert (nt["R1"], nt["R5"], nt["mAP"]) == (0.0, 100.0, pytest.approx(50.0))
+    # AD-ST (both queries): the person's images of the query's own modality are removed,
+    # the same rows as above here -> each query's positive ranks 2nd.
+    ad = cases["AD-ST"]
+    assert (ad["num_valid"], ad["R1"], ad["mAP"]) == (2, 0.0, pytest.approx(50.0))
+    assert out["mixed"]["groups"]["Daytime"]["R1"] == 0.0
+    assert out["mixed"]["groups"]["Short-term"]["num_valid"] == 4
+    # The oracle applies the same rule; the old rule ("remove the person's images of the
+    # modality other than the query's") would keep the nearest same-modality image: R1 100.
+    labels = index_labels(index)
+    for name in ("DT-ST", "NT-ST"):
+        case, = [c for c in MIXED_CASES if c.name == name]
+        q_rows, g_rows = protocol_rows(index, case)
+        head = features[:, case.head].numpy()
+        dist = oracle_distance(head[q_rows], head[g_rows])
+        ref = oracle_evaluate(dist, labels.take(q_rows), labels.take(g_rows), case.rule)
+        assert (100 * ref.cmc[0], 100 * ref.mAP) == (0.0, pytest.approx(50.0))
+        old = oracle_evaluate(dist, labels.take(q_rows), labels.take(g_rows),
+                              RemovalRule(same_person_modality="same", clothes="same"))
+        assert (100 * old.cmc[0], 100 * old.mAP) == (100.0, 100.0)
+
+
+def test_mixed_cases_match_oracle_with_queries_of_either_modality() -> None:
+    rng = np.random.default_rng(1005)  # not tiny_index's seed: its stream would correlate with the clothes
+    index = tiny_index(seed=5, persons=6, images=4)
+    ir = rng.random(len(index)) < 0.5  # any flag, any modality: the rule must not depend on the flag's usual one
+    index["modality"] = np.where(ir, "ir", "rgb")
+    index["camera"] = np.where(ir, rng.integers(9, 17, len(index)), rng.integers(1, 9, len(index)))
+    features = identity_features(index, seed=5)
+    out = evaluate_atustc(features, index, chunk_size=5)
+    labels = index_labels(index)
+    differs = 0
+    for case in MIXED_CASES:
+        q_rows, g_rows = protocol_rows(index, case)
+        head = features[:, case.head].numpy()
+        dist = oracle_distance(head[q_rows], head[g_rows])
+        ref = oracle_evaluate(dist, labels.take(q_rows), labels.take(g_rows), case.rule)
+        got = out["mixed"]["cases"][case.name]
+        assert (got["num_valid"], got["num_queries"]) == (ref.num_valid, ref.num_queries) and ref.num_valid > 0
+        np.testing.assert_allclose(got["cmc"], 100 * ref.cmc, atol=1e-4)
+        assert got["mAP"] == pytest.approx(100 * ref.mAP, abs=1e-4)
+        assert got["mINP"] == pytest.approx(100 * ref.mINP, abs=1e-4)
+        if case.rule.same_person_removed_modality is not None:
+            # The data exercise the difference: some queries of every DT/NT case see other
+            # entries than under "remove the person's images of the other modality".
+            q, g = labels.take(q_rows), labels.take(g_rows)
+            old = RemovalRule(same_person_modality="same", clothes=case.rule.clothes)
+            differs += any((removal_mask(i, q, g, case.rule) != removal_mask(i, q, g, old)).any()
+                           for i in range(len(q)))
+    assert differs == 4
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fixed_same_person_modality_rule_fast_path_matches_oracle(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    q = Labels(rng.integers(0, 5, 40), rng.integers(1, 5, 40), rng.integers(0, 2, 40), rng.integers(0, 3, 40))
+    g = Labels(rng.integers(0, 5, 90), rng.integers(1, 5, 90), rng.integers(0, 2, 90), rng.integers(0, 3, 90))
+    # Few distinct unit vectors (four entries 0.5 of 16: dot products exact in any order),
+    # so exact distance ties are frequent and must be resolved by gallery index alike.
+    pool = np.zeros((6, 16))
+    for row in pool:
+        row[rng.choice(16, 4, replace=False)] = 0.5
+    q_feat, g_feat = pool[rng.integers(0, 6, 40)], pool[rng.integers(0, 6, 90)]
+    for removed in (RGB, IR):
+        # (all-person modality rule, same-person modality rule): every combination that can
+        # leave a positive ("same" with "cross" leaves none).
+        modality, same_person = (("any", "any"), ("any", "cross"), ("cross", "any"), ("cross", "cross"),
+                                 ("same", "any"), ("same", "same"))[seed]
+        rule = RemovalRule(same_camera=bool(seed % 2), modality=modality, same_person_modality=same_person,
+                           clothes=("any", "same", "changed")[seed % 3], same_person_removed_modality=removed)
+        got = evaluate_retrieval(torch.from_numpy(q_feat), torch.from_numpy(g_feat), q, g, rule, chunk_size=7)
+        ref = oracle_evaluate(oracle_distance(q_feat, g_feat), q, g, rule)
+        assert (got.num_valid, got.num_queries) == (ref.num_valid, ref.num_queries) and ref.num_valid > 0
+        np.testing.assert_allclose(got.cmc, ref.cmc, atol=1e-9)
+        assert got.mAP == pytest.approx(ref.mAP, abs=1e-9) and got.mINP == pytest.approx(ref.mINP, abs=1e-9)
+        assert got.chance_mAP == pytest.approx(ref.chance_mAP, abs=1e-9)
+
+
+def test_fixed_same_person_modality_must_be_a_modality_code() -> None:
+    assert RemovalRule(same_person_removed_modality=np.int64(1)).same_person_removed_modality == IR
+    for bad in (2, -1, "ir", True, 0.0):
+        with pytest.raises(ValueError, match="same_person_removed_modality"):
+            RemovalRule(same_person_removed_modality=bad)
 
 
 def test_weighted_average_by_valid_count() -> None:

@@ -18,6 +18,13 @@ Facts (protocols.md) and the reference's defects that are deliberately NOT repro
 * cross-modality directions are named by what the query is: ``IR->RGB`` = infrared
   queries against an RGB gallery (the reference calls that "v2i"), ``RGB->IR`` the other.
 
+Where the reference and a dataset's own protocol differ, both are offered by name:
+SYSU-MM01 multi-shot ``*-multi-shot-all`` (the reference: every gallery image, one
+evaluation) and ``*-multi-shot-10x10`` (the SYSU authors: 10 images per (person,
+camera), 10 seeded trials); DeepChange ``cc`` (the reference's year-less timestamp as
+clothes proxy, the main protocol) and ``cc-year-aware``; LTCC ``cc`` (the reference's)
+and ``cc-query-only``.
+
 Adding a benchmark = its adapter (``atreid/data/adapters/<name>.py``), its entry in
 :data:`PROTOCOLS` (a few lines of data) and its ``data.benchmarks`` entry in params.yaml.
 """
@@ -131,6 +138,7 @@ CM_ALL_SYSU = RemovalRule(modality="cross", excluded_camera_pairs=((3, 2),))
 QUERY = {"split": ("query",), "modality": RGB_ONLY}
 GALLERY = {"split": ("gallery",), "modality": RGB_ONLY}
 TRIALS = 10
+MULTI_SHOTS = 10  # SYSU-MM01 authors' multi-shot: gallery images per (person, camera) per trial
 
 
 def _standard(benchmark: str, title: str) -> BenchmarkProtocols:
@@ -142,6 +150,19 @@ def _standard(benchmark: str, title: str) -> BenchmarkProtocols:
 
 
 def _sysu() -> BenchmarkProtocols:
+    """SYSU-MM01: IR queries (cameras 3, 6) against an RGB gallery, head 4 (AD-ST).
+
+    Multi-shot comes in two definitions, both offered by name:
+
+    * ``*-multi-shot-10x10``: the SYSU-MM01 authors' original protocol, 10 random
+      gallery images per (person, camera), 10 seeded trials (trial ``t`` seeds ``t``);
+    * ``*-multi-shot-all``: the released AT-ReID reference code's ``sysu_multi``, EVERY
+      gallery image of the chosen cameras in one evaluation (1 trial, no draw).
+
+    The paper's table reports single-shot all-search only (the main protocol). The
+    camera-3 -> camera-2 exclusion applies to single-shot all-search only, as in the
+    reference.
+    """
     query = {"split": ("query",)}                  # every IR image of the test persons (cameras 3, 6)
     all_search = {"split": ("gallery",)}           # RGB cameras 1, 2, 4, 5
     indoor = {"split": ("gallery",), "camera": (1, 2)}
@@ -149,15 +170,20 @@ def _sysu() -> BenchmarkProtocols:
         CrossProtocol("all-search-single-shot", HEAD_AD_ST, query, all_search, CM_ALL_SYSU,
                  "IR queries x 1 random RGB image per (person, camera), 10 seeded trials; "
                  "camera-3 queries drop camera-2 gallery images", trials=TRIALS, gallery_shots=1),
-        CrossProtocol("all-search-multi-shot", HEAD_AD_ST, query, all_search, CM_ALL,
-                 "IR queries x 10 random RGB images per (person, camera), 10 seeded trials",
-                 trials=TRIALS, gallery_shots=10),
+        CrossProtocol("all-search-multi-shot-10x10", HEAD_AD_ST, query, all_search, CM_ALL,
+                 "IR queries x 10 random RGB images per (person, camera), 10 seeded trials "
+                 "(the SYSU-MM01 authors' multi-shot)", trials=TRIALS, gallery_shots=MULTI_SHOTS),
+        CrossProtocol("all-search-multi-shot-all", HEAD_AD_ST, query, all_search, CM_ALL,
+                 "IR queries x every RGB gallery image, one evaluation (the AT-ReID reference's multi-shot)"),
         CrossProtocol("indoor-single-shot", HEAD_AD_ST, query, indoor, CM_ALL,
                  "IR queries x 1 random image per (person, camera) of cameras 1-2, 10 seeded trials",
                  trials=TRIALS, gallery_shots=1),
-        CrossProtocol("indoor-multi-shot", HEAD_AD_ST, query, indoor, CM_ALL,
-                 "IR queries x 10 random images per (person, camera) of cameras 1-2, 10 seeded trials",
-                 trials=TRIALS, gallery_shots=10),
+        CrossProtocol("indoor-multi-shot-10x10", HEAD_AD_ST, query, indoor, CM_ALL,
+                 "IR queries x 10 random images per (person, camera) of cameras 1-2, 10 seeded trials "
+                 "(the SYSU-MM01 authors' multi-shot)", trials=TRIALS, gallery_shots=MULTI_SHOTS),
+        CrossProtocol("indoor-multi-shot-all", HEAD_AD_ST, query, indoor, CM_ALL,
+                 "IR queries x every gallery image of cameras 1-2, one evaluation "
+                 "(the AT-ReID reference's multi-shot)"),
     ), main="all-search-single-shot")
 
 
@@ -208,11 +234,25 @@ def _ltcc() -> BenchmarkProtocols:
 
 
 def _deepchange() -> BenchmarkProtocols:
+    """DeepChange: test query x test gallery, changed-clothes positives, no camera rule, head 1.
+
+    No clothes labels exist; the capture time is the clothes proxy (index columns of
+    :mod:`atreid.data.adapters.deepchange`):
+
+    * ``cc`` (main, the reference's): ``clothes`` = (YYYYMMDD mod 10000) * 1,000,000 +
+      hhmmss, the time WITHOUT the year, so captures of one person at the same
+      month-day-time in different years count as the same clothes (and are removed);
+    * ``cc-year-aware``: ``clothes_with_year`` = YYYYMMDDhhmmss, the full timestamp;
+    * ``cc-date``: the capture date, a coarser proxy (every same-day image removed).
+    """
     no_camera = RemovalRule(clothes="changed", same_camera=False)
     return BenchmarkProtocols("deepchange", (
         CrossProtocol("cc", HEAD_DT_LT, QUERY, GALLERY, no_camera,
-                 "test query x test gallery; clothes proxy = capture timestamp (same-moment positives "
-                 "removed); no camera rule"),
+                 "test query x test gallery; clothes proxy = capture month-day-time without the year "
+                 "(the reference's; same-moment positives removed); no camera rule"),
+        CrossProtocol("cc-year-aware", HEAD_DT_LT, QUERY, GALLERY, no_camera,
+                 "as cc with the full capture timestamp, year included, as the clothes proxy",
+                 clothes_column="clothes_with_year"),
         CrossProtocol("cc-date", HEAD_DT_LT, QUERY, GALLERY, no_camera,
                  "as cc with the capture date as the clothes proxy (same-day positives removed)",
                  clothes_column="date"),

@@ -49,6 +49,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from atreid.constants import MODALITY_NAMES
+
 ArrayLike = Union[np.ndarray, torch.Tensor, list, tuple]
 ModalityRule = Literal["any", "same", "cross"]
 ClothesRule = Literal["any", "same", "changed"]
@@ -127,7 +129,12 @@ class RemovalRule:
             same-modality entries (cross-modality pairs only), ``"any"`` removes nothing.
         same_person_modality: applies to the query person's entries only: ``"same"``
             removes those of the other modality, ``"cross"`` those of the query's own
-            modality (the mixed AT-USTC test).
+            modality (the mixed AT-USTC test's AD cases).
+        same_person_removed_modality: a fixed modality code (``atreid.constants.RGB``
+            = 0 or ``IR`` = 1) or None: the query person's entries of THAT modality are
+            removed, whatever the query's own modality (the mixed AT-USTC test's DT
+            cases remove the person's IR images, NT cases its RGB images). Other
+            persons' entries stay.
         clothes: ``"same"`` (same-clothes positives) removes the query person's entries
             in other clothes; ``"changed"`` (changed-clothes positives) removes those in
             the query's clothes; ``"any"`` removes nothing.
@@ -141,6 +148,7 @@ class RemovalRule:
     same_person_modality: ModalityRule = "any"
     clothes: ClothesRule = "any"
     excluded_camera_pairs: tuple[tuple[int, int], ...] = field(default_factory=tuple)
+    same_person_removed_modality: int | None = None
 
     def __post_init__(self) -> None:
         if self.modality not in _MODALITY_RULES:
@@ -150,6 +158,13 @@ class RemovalRule:
                              f"valid: {', '.join(_MODALITY_RULES)}")
         if self.clothes not in _CLOTHES_RULES:
             raise ValueError(f"RemovalRule.clothes={self.clothes!r}; valid: {', '.join(_CLOTHES_RULES)}")
+        removed = self.same_person_removed_modality
+        if removed is not None:
+            if isinstance(removed, bool) or not isinstance(removed, (int, np.integer)) \
+                    or not 0 <= int(removed) < len(MODALITY_NAMES):
+                codes = ", ".join(f"{code} ({name})" for code, name in enumerate(MODALITY_NAMES))
+                raise ValueError(f"RemovalRule.same_person_removed_modality={removed!r}; valid: {codes} or None")
+            object.__setattr__(self, "same_person_removed_modality", int(removed))
         # Normalise to a hashable tuple of int pairs so equal rules compare equal.
         pairs = tuple((int(a), int(b)) for a, b in self.excluded_camera_pairs)
         object.__setattr__(self, "excluded_camera_pairs", pairs)
@@ -456,6 +471,8 @@ def _chunk_metrics(dist: torch.Tensor, q_idx: torch.Tensor, q_code: torch.Tensor
         remove |= g_mod != q_mod
     elif rule.same_person_modality == "cross":
         remove |= g_mod == q_mod
+    if rule.same_person_removed_modality is not None:
+        remove |= g_mod == rule.same_person_removed_modality
     if rule.clothes == "same":
         remove |= g_clo != q_clo
     elif rule.clothes == "changed":

@@ -40,6 +40,8 @@ def removal_mask(i: int, q: Labels, g: Labels, rule: RemovalRule) -> np.ndarray:
         remove |= same_person & (g.modality != q.modality[i])
     elif rule.same_person_modality == "cross":
         remove |= same_person & (g.modality == q.modality[i])
+    if rule.same_person_removed_modality is not None:
+        remove |= same_person & (g.modality == rule.same_person_removed_modality)
     if rule.clothes == "same":
         remove |= same_person & (g.clothes != q.clothes[i])
     elif rule.clothes == "changed":

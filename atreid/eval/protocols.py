@@ -13,8 +13,11 @@ Same person & same camera is always removed. Head ``i`` serves ``SCENARIOS[i]``.
 Any-Time is the plain mean of the six R1 and of the six mAP.
 
 The scenario-agnostic mixed test (the reference's extra protocol) always uses head 5
-and filters only same-person entries; its groups average the cases weighted by their
-valid-query counts (equivalently: pooling the groups' valid queries).
+and filters only same-person entries: same camera; DT cases the person's IR images and
+NT cases its RGB images (a fixed modality, whatever the query's modality), AD cases the
+person's images of the query's own modality; ST/LT clothes as above. Its groups average
+the cases weighted by their valid-query counts (equivalently: pooling the groups' valid
+queries).
 
 Returned dicts give R-k, mAP and mINP in PERCENT (0-100, like the paper tables);
 :class:`~atreid.eval.metrics.RetrievalResult` itself holds fractions. A protocol with
@@ -31,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from atreid.constants import MODALITY_CODES, SCENARIOS
+from atreid.constants import IR, MODALITY_CODES, RGB, SCENARIOS
 from atreid.errors import AtreidError
 from atreid.eval.metrics import Labels, RemovalRule, RetrievalResult, evaluate_retrieval
 
@@ -88,18 +91,24 @@ ATUSTC_SCENARIOS: tuple[Protocol, ...] = (
 )
 
 # The mixed (scenario-agnostic) test: head 5 throughout, only same-person entries are
-# filtered. DT queries are RGB, so "same" removes the person's IR gallery images; NT
-# queries are IR, so "same" removes the person's RGB ones; AD keeps only the person's
-# other-modality images ("cross"). Other persons' images of any modality stay.
+# filtered (other persons' images of any modality stay). The reference's rule, as data:
+# DT cases remove the query person's IR gallery images and NT cases its RGB ones, by a
+# FIXED modality whatever the query's own modality (``same_person_removed_modality``);
+# AD cases remove the person's images of the query's own modality (``"cross"``).
+# (A rule "remove the modality other than the query's" would agree only while every
+# DT-flagged query is RGB and every NT-flagged one IR; the fixed rule is the reference's.)
 _MIXED_HEAD = SCENARIOS.index("AD-LT")
+_DROP_IR = IR  # DT: the person's IR gallery images are removed
+_DROP_RGB = RGB  # NT: the person's RGB gallery images are removed
 MIXED_CASES: tuple[Protocol, ...] = (
-    Protocol("DT-ST", (2,), (6, 8), rule=RemovalRule(same_person_modality="same", clothes=_SAME_CLOTHES),
+    Protocol("DT-ST", (2,), (6, 8), rule=RemovalRule(same_person_removed_modality=_DROP_IR, clothes=_SAME_CLOTHES),
              head=_MIXED_HEAD),
-    Protocol("DT-LT", (3,), (7, 9), rule=RemovalRule(same_person_modality="same", clothes=_CHANGED_CLOTHES),
+    Protocol("DT-LT", (3,), (7, 9), rule=RemovalRule(same_person_removed_modality=_DROP_IR, clothes=_CHANGED_CLOTHES),
              head=_MIXED_HEAD),
-    Protocol("NT-ST", (4,), (6, 8), rule=RemovalRule(same_person_modality="same", clothes=_SAME_CLOTHES),
+    Protocol("NT-ST", (4,), (6, 8), rule=RemovalRule(same_person_removed_modality=_DROP_RGB, clothes=_SAME_CLOTHES),
              head=_MIXED_HEAD),
-    Protocol("NT-LT", (5,), (7, 9), rule=RemovalRule(same_person_modality="same", clothes=_CHANGED_CLOTHES),
+    Protocol("NT-LT", (5,), (7, 9), rule=RemovalRule(same_person_removed_modality=_DROP_RGB,
+                                                     clothes=_CHANGED_CLOTHES),
              head=_MIXED_HEAD),
     Protocol("AD-ST", (2, 4), (6, 8), rule=RemovalRule(same_person_modality="cross", clothes=_SAME_CLOTHES),
              head=_MIXED_HEAD),

@@ -15,7 +15,8 @@ the synthetic AT-USTC meets new identities of the same kind, learnable in the sa
 Clothes follow each benchmark's story: one outfit per person where the benchmark has no
 clothes change (Market-1501, CUHK03, MSMT17, SYSU-MM01, RegDB, LLCM), PRCC's camera C
 in other clothes, LTCC's clothes-changing persons, DeepChange's outfit per capture
-date, VC-Clothes' outfits per camera.
+date (its ``clothes`` / ``clothes_with_year`` columns are the adapter's timestamp
+proxies), VC-Clothes' outfits per camera.
 
 Deterministic per seed: every identity, outfit, camera and plan decision comes from a
 generator seeded by ``(seed, benchmark code, kind, keys...)`` (the benchmark code is a
@@ -363,6 +364,8 @@ def plan_ltcc(ctx: Context) -> Plan:
 
 
 def plan_deepchange(ctx: Context) -> Plan:
+    from atreid.data.adapters.deepchange import clothes_proxy, clothes_proxy_with_year
+
     plan = Plan("DeepChangeDataset")
     rng = ctx.rng(_PLAN)
     ids = sorted(_pick(rng, range(1, 1122), 6 + 12))
@@ -395,7 +398,8 @@ def plan_deepchange(ctx: Context) -> Plan:
                     rel = f"{folder}/{file}"
                     bbox_lists.setdefault(f"{folder}-bbox.txt", []).append(f"{file},{track}")
                     plan.shots.append(Shot(rel, pid, outfit, cam, False,
-                                           _row(rel, pid, cam, split, clothes=date * 1_000_000 + time, date=date,
+                                           _row(rel, pid, cam, split, clothes=clothes_proxy(date, time),
+                                                clothes_with_year=clothes_proxy_with_year(date, time), date=date,
                                                 time=time)))
     plan.texts = {n: "\n".join(lines) + "\n" for n, lines in bbox_lists.items()}
     return plan
