@@ -174,3 +174,25 @@ def resolve_variant(params: dict[str, Any], name: str) -> dict[str, Any]:
 def settings_digest(obj: Any) -> str:
     """A short stable hash of JSON-able settings (used to detect stale checkpoints)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def typed_command_line_values(overrides: Any) -> Any:
+    """Give ``--config`` values the types they would have in params.yaml.
+
+    Snakemake parses a nested ``--config train='{"epochs": 2}'`` with YAML's base
+    loader, so every value inside arrives as a string ("2", "true", "null") and the
+    schema would refuse it. Each string inside a mapping or list is read again as a
+    YAML scalar; a string that is not an int, float, bool or null stays a string.
+    """
+    if isinstance(overrides, dict):
+        return {key: typed_command_line_values(value) for key, value in overrides.items()}
+    if isinstance(overrides, list):
+        return [typed_command_line_values(value) for value in overrides]
+    if isinstance(overrides, str):
+        try:
+            value = yaml.safe_load(overrides)
+        except yaml.YAMLError:
+            return overrides
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+    return overrides

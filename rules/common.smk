@@ -5,10 +5,12 @@ import re
 import sys
 from types import SimpleNamespace
 
-from atreid.config import validate_params
+from atreid.config import deep_merge, typed_command_line_values, validate_params
 from atreid.errors import AtreidError
 
 try:
+    # Nested --config values arrive as strings from Snakemake's parser: type them first.
+    config = deep_merge(config, typed_command_line_values(dict(workflow.config_settings.config)))
     # Validates against atreid/schema/params.schema.yaml and fills defaults, so unknown
     # keys and wrong types stop the workflow with one line naming the key.
     config = validate_params(config, source="params.yaml (+ --configfile/--config)")

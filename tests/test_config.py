@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from atreid.config import deep_merge, load_params, resolve_variant, validate_params
+from atreid.config import deep_merge, load_params, resolve_variant, typed_command_line_values, validate_params
 from atreid.errors import AtreidError
 from tests.conftest import REPO
 
@@ -119,3 +119,16 @@ def test_chance_is_a_reserved_variant_name(params):
     params["variants"]["chance"] = {"ncls": 1, "said": False, "moae": False, "hdw": False}
     with pytest.raises(AtreidError, match=r"variants\.chance: the name 'chance' is reserved.*rename"):
         validate_params(params)
+
+
+def test_nested_command_line_values_get_their_yaml_types(params):
+    # What Snakemake's --config parser hands over for
+    # --config 'train={"epochs": 2, "amp": none}' 'eval={"benchmarks": [atustc], "flip": true}'
+    raw = {"train": {"epochs": "2", "lr": "0.5", "amp": "none", "clip_grad_norm": "null"},
+           "eval": {"benchmarks": ["atustc"], "flip": "true"}, "model": {"image_size": ["256", "128"]}, "seed": 3}
+    typed = typed_command_line_values(raw)
+    assert typed == {"train": {"epochs": 2, "lr": 0.5, "amp": "none", "clip_grad_norm": None},
+                     "eval": {"benchmarks": ["atustc"], "flip": True}, "model": {"image_size": [256, 128]}, "seed": 3}
+    validate_params(deep_merge(params, typed))
+    with pytest.raises(AtreidError, match="train.epochs"):
+        validate_params(deep_merge(params, typed_command_line_values({"train": {"epochs": "two"}})))
