@@ -113,7 +113,9 @@ def timed(fn, device: torch.device, repeats: int = 1):
     return result, best
 
 
-def speed(args: argparse.Namespace, device: torch.device) -> None:
+def speed(args: argparse.Namespace, device: torch.device) -> dict:
+    """Run the comparison, print it, and return the numbers (``scenarios``: one dict per
+    scenario; ``total_*`` in seconds; ``max_diff``: the largest |difference| to the oracle)."""
     features, index = synthetic_atustc(args.scale, args.dim, args.seed)
     labels = index_labels(index)
     print(f"synthetic AT-USTC: {len(index)} images, {NUM_PERSONS} ids, dim {args.dim}, scale {args.scale}")
@@ -167,6 +169,11 @@ def speed(args: argparse.Namespace, device: torch.device) -> None:
     print(f"speed-up, whole evaluation: {total[2] / total[0]:.1f}x; metrics only (loop vs ours-dm): "
           f"{total[3] / total[1]:.1f}x")
     print(f"all numbers agree to {TOLERANCE:g}: {'yes' if worst <= TOLERANCE else 'NO'} (max |diff| {worst:.1e})")
+    keys = ("scenario", "queries", "gallery", "ours_s", "ours_distmat_s", "oracle_s", "oracle_loop_s", "r1", "mAP",
+            "max_diff")
+    return {"scenarios": [dict(zip(keys, row)) for row in rows], "total_ours_s": total[0],
+            "total_ours_distmat_s": total[1], "total_oracle_s": total[2], "total_oracle_loop_s": total[3],
+            "max_diff": worst, "agree": worst <= TOLERANCE, "images": len(index)}
 
 
 def memory_case(args: argparse.Namespace, device: torch.device) -> None:

@@ -42,12 +42,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def variant_settings(variant: str, device: str, args: argparse.Namespace) -> dict:
+    import yaml
+
     from atreid.config import load_params, resolve_variant
 
     files = [REPO / "params.yaml"] + ([REPO / "presets" / "paper.yaml"] if device == "cuda" else [])
     params = load_params(*files)
     if variant not in params["variants"]:
-        params["variants"][variant] = {"ncls": 6, "said": True, "moae": True, "hdw": True}
+        # The ablations (said, said_moae, said_hdw) are defined in the paper preset only;
+        # any other unknown name gets full Uni-AT's switches.
+        paper = yaml.safe_load((REPO / "presets" / "paper.yaml").read_text())["variants"]
+        params["variants"][variant] = paper.get(variant, {"ncls": 6, "said": True, "moae": True, "hdw": True})
     settings = resolve_variant(params, variant)
     settings["model"]["pretrained"] = "none"
     if args.arch:
@@ -77,6 +82,8 @@ def measure_one(variant: str, mode: str, args: argparse.Namespace) -> dict:
     from atreid.engine.trainer import build_criterion, build_training_model, configure_backend, train_step
 
     device = torch.device(args.device)
+    if device.type == "cuda" and device.index is None:  # torch.cuda.set_device needs an index
+        device = torch.device("cuda", torch.cuda.current_device())
     configure_backend(device, args.threads, 1)
     if device.type == "cuda" and mode == "naive":
         torch.backends.cuda.matmul.allow_tf32 = False
