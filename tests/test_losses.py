@@ -193,11 +193,59 @@ def test_criterion_triplet_switch() -> None:
 
 def test_criterion_checks_classifier_sizes() -> None:
     person, outfit, modality = torch.tensor([1]), torch.tensor([3]), torch.tensor([0])
-    said_logits = _logits(1)
-    with pytest.raises(AtreidError, match="said=False"):
-        UniATCriterion(said=False, hdw=False)(torch.zeros(1, 6, 2), said_logits, person, outfit, modality)
-    with pytest.raises(AtreidError, match="said=True"):
+    tokens = torch.zeros(1, 6, 2)
+    outfit_sized, person_sized = _logits(1), [torch.zeros(1, 2)] * 6
+    with pytest.raises(AtreidError, match="short-term heads must have 5 outfit classes with SAID"):
         UniATCriterion(said=True, hdw=False, outfit_to_person=OUTFIT_TO_PERSON)(
-            torch.zeros(1, 6, 2), [torch.zeros(1, 2)] * 6, person, outfit, modality)
+            tokens, person_sized, person, outfit, modality)
     with pytest.raises(AtreidError, match="outfit_to_person"):
         UniATCriterion(said=True, hdw=False)
+    # Without SAID: outfit-sized short-term heads (the reference) or person-sized (by_loss).
+    for sizing, logits in ((None, outfit_sized), (None, person_sized), ("reference", outfit_sized),
+                           ("by_loss", person_sized)):
+        crit = UniATCriterion(said=False, hdw=False, outfit_to_person=OUTFIT_TO_PERSON, classifier_sizing=sizing)
+        crit(tokens, logits, person, outfit, modality)
+    with pytest.raises(AtreidError, match=r"heads \[0, 2, 4\]\): reference sizing: short-term heads must have 5"):
+        UniATCriterion(said=False, hdw=False, outfit_to_person=OUTFIT_TO_PERSON, classifier_sizing="reference")(
+            tokens, person_sized, person, outfit, modality)
+    with pytest.raises(AtreidError, match="by_loss sizing without SAID: short-term heads must have 2 person ids"):
+        UniATCriterion(said=False, hdw=False, classifier_sizing="by_loss")(
+            tokens, outfit_sized, person, outfit, modality)
+    with pytest.raises(AtreidError, match=r"heads \[0, 2, 4\]"):  # 3 is neither 5 outfits nor 2 persons
+        UniATCriterion(said=False, hdw=False, outfit_to_person=OUTFIT_TO_PERSON)(
+            tokens, [torch.zeros(1, 3 if h % 2 == 0 else 2) for h in range(6)], person, outfit, modality)
+    with pytest.raises(AtreidError, match=r"heads \[5\]"):  # long-term heads: one size (head 1's)
+        UniATCriterion(said=False, hdw=False)(
+            tokens, [torch.zeros(1, 3 if h == 5 else 2) for h in range(6)], person, outfit, modality)
+    with pytest.raises(AtreidError, match="classifier_sizing must be one of"):
+        UniATCriterion(said=False, hdw=False, classifier_sizing="loss")
+
+
+def test_baseline_loss_at_zero_logits_has_reference_sizes() -> None:
+    """Reference sizing, 71 outfits / 20 persons, no SAID, no HDW, zero logits: the short-term
+    heads' person-id CE runs over 71 outputs, so loss = 3 ln 71 + 3 ln 20 = 21.78 (by_loss: 6 ln 20)."""
+    from atreid.model import head_classes
+
+    persons, outfits, batch = 20, 71, 4
+    outfit_to_person = [min(o // 3, persons - 1) for o in range(outfits)]  # every person has outfits
+    person = torch.tensor([0, 5, 19, 7])
+    outfit = torch.tensor([0, 15, 70, 21])
+    modality = torch.tensor([0, 1, 0, 1])
+    expected = {"reference": 3 * math.log(71) + 3 * math.log(20), "by_loss": 6 * math.log(20)}
+    assert expected["reference"] == pytest.approx(21.78, abs=5e-3)
+    assert expected["by_loss"] == pytest.approx(17.97, abs=5e-3)
+    for sizing in ("reference", "by_loss"):
+        sizes = head_classes(False, persons, outfits, sizing)
+        assert sizes == ([71, 20] * 3 if sizing == "reference" else [20] * 6)
+        crit = UniATCriterion(said=False, hdw=False, outfit_to_person=outfit_to_person, classifier_sizing=sizing)
+        loss, stats = crit(torch.zeros(batch, 6, 3), [torch.zeros(batch, c) for c in sizes], person, outfit,
+                           modality)
+        assert loss.item() == pytest.approx(expected[sizing], rel=1e-6)
+        assert stats["loss_h0"] == pytest.approx(math.log(sizes[0]), rel=1e-6)
+    # A person id target over the outfit-sized logits: the extra outputs act as negatives.
+    logits = torch.zeros(1, 71)
+    logits[0, 5] = 2.0
+    losses, _, correct = identity_losses([logits, torch.zeros(1, 20)] * 3, torch.tensor([5]), torch.tensor([60]),
+                                         torch.tensor([0]), None, said=False)
+    assert losses[0, 0].item() == pytest.approx(-2.0 + math.log(math.exp(2.0) + 70), rel=1e-6)
+    assert correct[0, 0] and not correct[1, 0]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from atreid.errors import AtreidError
-from atreid.model import build_model, list_archs
+from atreid.model import build_model, head_classes, list_archs
 from atreid.model.moae import MoAE
 
 P, C = 7, 11  # persons, outfits
@@ -92,11 +94,26 @@ def test_forward_train_and_eval(ncls: int, moae: bool) -> None:
         torch.testing.assert_close(feats[:, h], model.bottleneck[h](token))
 
 
-def test_classifier_sizes_follow_said() -> None:
-    assert tiny(said=True).head_classes == [C, P, C, P, C, P]
-    model = tiny(said=False, moae=False)
-    assert model.head_classes == [P] * 6
-    assert [fc.weight.shape[0] for fc in model.classifier] == [P] * 6
+@pytest.mark.parametrize("ncls, said, moae", [(6, True, True), (6, False, False), (1, False, False)])
+def test_classifier_sizes_are_the_references_whatever_the_loss(ncls: int, said: bool, moae: bool) -> None:
+    """Full, baseline and ncls1: heads 0, 2, 4 one output per outfit, 1, 3, 5 one per person."""
+    model = tiny(ncls=ncls, said=said, moae=moae)
+    assert model.classifier_sizing == "reference"
+    assert model.head_classes == [C, P, C, P, C, P]
+    assert [fc.weight.shape[0] for fc in model.classifier] == [C, P, C, P, C, P]
+    assert head_classes(said, P, C) == [C, P, C, P, C, P]
+
+
+def test_classifier_sizing_by_loss_is_opt_in() -> None:
+    assert tiny(said=True, classifier_sizing="by_loss").head_classes == [C, P, C, P, C, P]
+    model = tiny(said=False, moae=False, classifier_sizing="by_loss")
+    assert model.head_classes == [P] * 6 and [fc.weight.shape[0] for fc in model.classifier] == [P] * 6
+    with pytest.raises(AtreidError, match="classifier_sizing must be one of reference, by_loss"):
+        tiny(classifier_sizing="loss")
+    # Without SAID the short-term heads take person ids as targets: C >= P is needed.
+    with pytest.raises(AtreidError, match="3 outfit classes for 7 persons"):
+        tiny(said=False, num_outfits=3)
+    assert tiny(said=False, num_outfits=3, classifier_sizing="by_loss").head_classes == [P] * 6
 
 
 def test_heads_init() -> None:

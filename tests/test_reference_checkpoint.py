@@ -80,8 +80,10 @@ def test_round_trip_is_bit_identical(case: str, tmp_path: Path, image_folder) ->
     ref_file = save_reference(tmp_path / "epoch_best.t", reference)
 
     out = tmp_path / "models" / case / "model.pt"
+    # The variant's own flags (a baseline: said false), as the import rule passes them.
+    settings_json = {**TINY_SETTINGS, "said": options["said"]}
     assert cli("import-checkpoint", ref_file, "--variant", case, "--out", out,
-               "--settings-json", json.dumps(TINY_SETTINGS)) == 0
+               "--settings-json", json.dumps(settings_json)) == 0
     loaded, payload = load_trained_model(out)
     ours, theirs = model.state_dict(), loaded.state_dict()
     assert list(theirs) == list(ours)
@@ -94,7 +96,11 @@ def test_round_trip_is_bit_identical(case: str, tmp_path: Path, image_folder) ->
     info = settings["reference_import"]
     assert info["epoch"] == 37 and payload["epoch"] == 37 and info["patch_stride"] == 16
     assert info["arch"] == payload["arch"] == "vit_tiny_uniat"
-    assert payload["num_persons"] == 5 and payload["num_outfits"] == (7 if options["said"] else 5)
+    # The reference sizing in every variant: heads 0, 2, 4 have the 7 outfit classes.
+    assert payload["num_persons"] == 5 and payload["num_outfits"] == 7
+    assert loaded.head_classes == [7, 5, 7, 5, 7, 5] and settings["model"]["classifier_sizing"] == "reference"
+    assert info["assumed"] == ["hdw", "model.pretrained", "model.drop_path_rate", "model.gate",
+                               "model.classifier_sizing"]
     assert payload["labels"]["source"] == PLACEHOLDER_LABELS == info["labels"]
     assert len(payload["labels"]["persons"]) == 5
 
@@ -193,10 +199,11 @@ def test_vit_base_layout_matches_the_documented_checkpoint(vit_base_reference) -
     # Counted once (each atom one tensor shared by five keys), the file holds exactly our weights.
     unique = {(v.data_ptr(), tuple(v.shape)): v.numel() for v in state.values()}
     assert sum(unique.values()) == sum(v.numel() for v in ours.values())
-    assert {k: config[k] for k in ("arch", "ncls", "moae", "said", "image_size", "patch_stride", "grid",
-                                   "num_persons", "num_outfits")} == {
-        "arch": "vit_base_uniat", "ncls": 6, "moae": True, "said": True, "image_size": [256, 128],
-        "patch_stride": 16, "grid": [16, 8], "num_persons": 300, "num_outfits": 900}
+    # SAID is a loss switch, not in the weights: absent, it is recorded as false.
+    assert {k: config[k] for k in ("arch", "ncls", "moae", "said", "classifier_sizing", "image_size",
+                                   "patch_stride", "grid", "num_persons", "num_outfits")} == {
+        "arch": "vit_base_uniat", "ncls": 6, "moae": True, "said": False, "classifier_sizing": "reference",
+        "image_size": [256, 128], "patch_stride": 16, "grid": [16, 8], "num_persons": 300, "num_outfits": 900}
     assert ours["base.blocks.11.mlp.in_w"].shape == (5, d, h) and ours["base.blocks.0.mlp.gate"].shape == (6, 2, d)
     assert len(ours) == 4 + 12 * 17 + 2 + 30 + 6  # our layout: 17 tensors per block
 
@@ -268,7 +275,7 @@ def _hand_built(moae: bool, gate_sign: float) -> dict[str, torch.Tensor]:
 
 def test_expert_numbering_and_gate_columns_map_to_the_documented_places() -> None:
     ref = hand_built_reference()
-    ours, config = reference_to_atreid(ref, image_size=TINY_SIZE, patch_stride=16)
+    ours, config = reference_to_atreid(ref, image_size=TINY_SIZE, patch_stride=16, said=True)
     assert config["said"] and (config["num_persons"], config["num_outfits"]) == (5, 11)
     for i in range(4):
         blk = f"base.blocks.{i}.mlp"
@@ -320,6 +327,130 @@ def test_token_uses_the_expert_its_gate_column_names(gate_sign: float) -> None:
     torch.testing.assert_close(y[:, 6:], shared, rtol=1e-5, atol=1e-5)
 
 
+# ---- baseline and ncls1 (no MoAE, said false) ------------------------------------------------
+def hand_built_plain_reference(ncls: int, persons: int = 5, outfits: int = 11, seed: int = 0) -> dict:
+    """A baseline (ncls 6) or ncls1 reference state_dict of vit_tiny_uniat shape, key by key
+    from the doc: ffn.0 only, a 1-column gate per CLS token, classifiers C (0, 2, 4) / P."""
+    d, hid = 192, 768
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *shape: torch.randn(*shape, generator=g) * 0.02  # noqa: E731
+    s = {"base.cls_token": rand(1, ncls, d), "base.pos_embed": rand(1, ncls + 32, d),
+         "base.patch_embed.proj.weight": rand(d, 3, 16, 16), "base.patch_embed.proj.bias": rand(d)}
+    for i in range(4):
+        blk = f"base.blocks.{i}"
+        s.update({f"{blk}.norm1.weight": 1 + rand(d), f"{blk}.norm1.bias": rand(d),
+                  f"{blk}.attn.qkv.weight": rand(3 * d, d), f"{blk}.attn.qkv.bias": rand(3 * d),
+                  f"{blk}.attn.proj.weight": rand(d, d), f"{blk}.attn.proj.bias": rand(d),
+                  f"{blk}.norm2.weight": 1 + rand(d), f"{blk}.norm2.bias": rand(d),
+                  f"{blk}.mlp.ffn.0.0.weight": rand(hid, d), f"{blk}.mlp.ffn.0.0.bias": rand(hid),
+                  f"{blk}.mlp.ffn.0.2.weight": rand(d, hid), f"{blk}.mlp.ffn.0.2.bias": rand(d)})
+        s.update({f"{blk}.mlp.gate.{t}.weight": rand(1, d) for t in range(ncls)})
+    s.update({"base.norm.weight": 1 + rand(d), "base.norm.bias": rand(d)})
+    for h in range(6):
+        s.update({f"bottleneck.{h}.weight": 1 + rand(d), f"bottleneck.{h}.bias": rand(d),
+                  f"bottleneck.{h}.running_mean": rand(d), f"bottleneck.{h}.running_var": 1 + rand(d).abs(),
+                  f"bottleneck.{h}.num_batches_tracked": torch.tensor(700 + h)})
+    s.update({f"classifier.{h}.weight": rand(outfits if h % 2 == 0 else persons, d) for h in range(6)})
+    return s
+
+
+def directly_loaded(reference: dict, ncls: int) -> torch.nn.Module:
+    """Our model built with the variant's own flags (said false, default sizing), the reference
+    tensors put in by name: ffn.0.0 / ffn.0.2 are fc1 / fc2, the unused gates dropped."""
+    model = build_model("vit_tiny_uniat", ncls=ncls, moae=False, num_persons=5, num_outfits=11, img_size=TINY_SIZE,
+                        said=False, drop_path_rate=0.0)
+    renamed = {k.replace(".mlp.ffn.0.0.", ".mlp.fc1.").replace(".mlp.ffn.0.2.", ".mlp.fc2."): v
+               for k, v in reference.items() if ".mlp.gate." not in k}
+    model.load_state_dict(renamed)  # strict: the reference sizes fit without any change
+    return model.eval()
+
+
+@pytest.mark.parametrize("ncls", [6, 1])
+def test_reference_baseline_and_ncls1_import_with_said_false(ncls: int, tmp_path: Path, image_folder) -> None:
+    reference = hand_built_plain_reference(ncls)
+    path = save_reference(tmp_path / "epoch_best.t", reference, epoch=120)
+    variant = {**TINY_SETTINGS, "ncls": ncls, "said": False, "moae": False, "hdw": False}
+    out = tmp_path / "model.pt"
+    assert cli("import-checkpoint", path, "--variant", "baseline", "--out", out,
+               "--settings-json", json.dumps(variant)) == 0
+    imported, payload = load_trained_model(out)
+    settings = payload["settings"]
+    assert (settings["ncls"], settings["said"], settings["moae"], settings["hdw"]) == (ncls, False, False, False)
+    assert settings["model"]["classifier_sizing"] == "reference" and "said" not in settings["reference_import"][
+        "assumed"]
+    assert (payload["num_persons"], payload["num_outfits"]) == (5, 11)
+    assert imported.head_classes == [11, 5, 11, 5, 11, 5]
+
+    direct = directly_loaded(reference, ncls)
+    root, paths = image_folder
+    expected = extract_features(direct, root, paths, image_size=TINY_SIZE, batch_size=2)
+    got = extract_features(imported, root, paths, image_size=TINY_SIZE, batch_size=2)
+    assert expected.shape == (5, 6, 192) and torch.equal(got, expected)
+    if ncls == 1:  # one token feeds the six necks
+        with torch.no_grad():
+            token = direct.base(torch.zeros(1, 3, *TINY_SIZE))
+        assert token.shape == (1, 1, 192)
+
+    # ... the training criterion takes the imported classifiers with the variant's flags
+    from atreid.losses import UniATCriterion
+
+    imported.train()
+    tokens, logits = imported(torch.zeros(2, 3, *TINY_SIZE))
+    crit = UniATCriterion(said=False, hdw=False, outfit_to_person=[i // 3 for i in range(11)],
+                          classifier_sizing="reference")
+    crit(tokens, logits, torch.tensor([0, 4]), torch.tensor([0, 10]), torch.tensor([0, 1]))
+
+    # ... and it exports back to the same file, bit for bit.
+    assert cli("export-checkpoint", out, "--out", tmp_path / "back.t") == 0
+    back = torch.load(tmp_path / "back.t", weights_only=True)
+    assert back["epoch"] == 120 and list(back["model"]) == list(reference)
+    assert all(same(back["model"][k], reference[k]) for k in reference)
+
+
+def test_by_loss_sizing_is_opt_in_for_import(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # A by_loss baseline (every head the 5 person ids), e.g. one of ours exported.
+    by_loss = hand_built_plain_reference(6, outfits=5)
+    path = save_reference(tmp_path / "by_loss.t", by_loss)
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"persons": [1, 2, 3, 4, 5], "outfits": [[1 + i // 2, i] for i in range(9)][:9],
+                                  "outfit_to_person": [i // 2 for i in range(9)]}))
+    variant = {"said": False, "model": {**TINY_SETTINGS["model"], "classifier_sizing": "by_loss"}}
+    out = tmp_path / "m.pt"
+    assert cli("import-checkpoint", path, "--variant", "b", "--out", out, "--labels", labels,
+               "--settings-json", json.dumps(variant)) == 0
+    model, payload = load_trained_model(out)
+    assert model.head_classes == [5] * 6 and payload["num_outfits"] == 9
+    assert payload["settings"]["model"]["classifier_sizing"] == "by_loss"
+    # With the reference sizing the same weights say C = 5 outfits, which the labels contradict.
+    variant["model"]["classifier_sizing"] = "reference"
+    assert cli("import-checkpoint", path, "--variant", "b", "--out", tmp_path / "n.pt", "--labels", labels,
+               "--settings-json", json.dumps(variant)) == 2
+    assert "9 outfits, the short-term classifiers have 5" in capsys.readouterr().err
+    # A reference baseline (C != P) is not a by_loss one.
+    reference = save_reference(tmp_path / "ref.t", hand_built_plain_reference(6))
+    variant["model"]["classifier_sizing"] = "by_loss"
+    assert cli("import-checkpoint", reference, "--variant", "b", "--out", tmp_path / "o.pt",
+               "--settings-json", json.dumps(variant)) == 2
+    assert "classifier_sizing by_loss with said false (classifiers 0, 2, 4 have 11" in capsys.readouterr().err
+
+
+def test_model_file_without_classifier_sizing_loads_as_by_loss(tmp_path: Path) -> None:
+    """model.pt files written before the option existed sized a baseline by the loss."""
+    from atreid.config import load_params, resolve_variant
+    from atreid.engine.checkpoint import save_trained_model
+
+    settings = resolve_variant(load_params(REPO / "params.yaml"), "baseline")
+    settings["model"].update({"image_size": list(TINY_SIZE)})
+    del settings["model"]["classifier_sizing"]
+    old = build_model("vit_tiny_uniat", ncls=6, moae=False, num_persons=5, num_outfits=7, img_size=TINY_SIZE,
+                      said=False, classifier_sizing="by_loss")
+    labels = {"persons": list(range(5)), "outfits": [[p, c] for p in range(5) for c in range(2)][:7],
+              "outfit_to_person": [0, 0, 1, 1, 2, 2, 3]}
+    save_trained_model(tmp_path / "old.pt", model=old, settings=settings, labels=labels, epoch=3)
+    model, _ = load_trained_model(tmp_path / "old.pt")
+    assert model.head_classes == [5] * 6
+
+
 # ---- strict errors ---------------------------------------------------------------------
 @pytest.mark.parametrize("edit, expected", [
     (lambda s: s.pop("base.blocks.1.norm1.weight"), r"1 missing keys: base\.blocks\.1\.norm1\.weight"),
@@ -359,12 +490,18 @@ def test_settings_that_disagree_with_the_weights_fail() -> None:
         reference_to_atreid(no_moae, image_size=TINY_SIZE, patch_stride=16, moae=True)
     with pytest.raises(AtreidError, match="ncls 1 .the checkpoint has 6 CLS tokens"):
         reference_to_atreid(no_moae, image_size=TINY_SIZE, patch_stride=16, ncls=1)
-    with pytest.raises(AtreidError, match="said false .classifiers 0, 2, 4 have 11 classes"):
-        reference_to_atreid(no_moae, image_size=TINY_SIZE, patch_stride=16, said=False)
+    # by_loss sizing without SAID would give every head the 5 person ids, not 11 outfits.
+    with pytest.raises(AtreidError, match="classifier_sizing by_loss with said false .classifiers 0, 2, 4 have 11"):
+        reference_to_atreid(no_moae, image_size=TINY_SIZE, patch_stride=16, said=False, classifier_sizing="by_loss")
     with pytest.raises(AtreidError, match="not a vit_base_uniat .depth 4, embed_dim 192"):
         reference_to_atreid(no_moae, arch="vit_base_uniat")
+    # SAID is never inferred from the classifier sizes: the caller's flag is taken as it is.
+    for said in (False, True):
+        _, config = reference_to_atreid(no_moae, image_size=TINY_SIZE, patch_stride=16, said=said)
+        assert (config["moae"], config["said"], config["arch"]) == (False, said, "vit_tiny_uniat")
+        assert (config["num_persons"], config["num_outfits"], config["classifier_sizing"]) == (5, 11, "reference")
     _, config = reference_to_atreid(no_moae, image_size=TINY_SIZE, patch_stride=16)
-    assert (config["moae"], config["said"], config["arch"]) == (False, True, "vit_tiny_uniat")
+    assert config["said"] is False
 
 
 def test_non_weights_only_pickle_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

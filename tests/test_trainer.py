@@ -359,3 +359,46 @@ def test_background_checkpoint_writer(stand_ins, data, tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "save_checkpoint", save_checkpoint)
     assert run(settings, data, tmp_path / "b")["resumed_from"] == 2
     assert_same_weights(tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt")
+
+
+@pytest.mark.parametrize("variant, sizing", [("full", "reference"), ("baseline", "reference"),
+                                             ("ncls1", "reference"), ("baseline", "by_loss")])
+def test_model_and_criterion_agree_on_classifier_sizes(generated, variant, sizing):
+    """Train, eval (model_from_settings) and the criterion size the heads alike: the reference
+    gives heads 0, 2, 4 the outfit classes in every variant; by_loss is opt-in."""
+    from atreid.engine.checkpoint import model_from_settings
+
+    settings = real_settings(variant)
+    settings["model"]["classifier_sizing"] = sizing
+    labels = json.loads(generated["labels_json"].read_text())
+    persons, outfits = len(labels["persons"]), len(labels["outfits"])
+    assert outfits > persons
+    torch.manual_seed(0)
+    model = trainer.build_training_model(settings, persons, outfits)
+    by_persons = sizing == "by_loss" and not settings["said"]
+    assert model.head_classes == ([persons] * 6 if by_persons else [outfits, persons] * 3)
+    assert model_from_settings(settings, persons, outfits).head_classes == model.head_classes
+    criterion = trainer.build_criterion(settings, labels)
+    model.train()
+    tokens, logits = model(torch.randn(4, 3, 64, 32))
+    person = torch.tensor([0, 1, 2, 3])
+    outfit = torch.tensor([labels["outfit_to_person"].index(p) for p in range(4)])
+    loss, _ = criterion(tokens, logits, person, outfit, torch.tensor([0, 1, 0, 1]))
+    assert torch.isfinite(loss)
+    other = {"reference": "by_loss", "by_loss": "reference"}[sizing]
+    if not settings["said"]:  # the other sizing's criterion refuses these logits
+        settings["model"]["classifier_sizing"] = other
+        with pytest.raises(AtreidError, match="do not fit the loss"):
+            trainer.build_criterion(settings, labels)(tokens, logits, person, outfit, torch.tensor([0, 1, 0, 1]))
+
+
+def test_baseline_trains_and_loads_with_the_reference_sizes(generated, tmp_path):
+    settings = real_settings("baseline", epochs=1, iters_per_epoch=1, num_workers=0)
+    assert settings["model"]["classifier_sizing"] == "reference" and not settings["said"]
+    run(settings, generated, tmp_path)
+    model, payload = load_trained_model(tmp_path / "model.pt")
+    assert model.head_classes == [payload["num_outfits"], payload["num_persons"]] * 3
+    history = pd.read_csv(tmp_path / "history.csv")
+    # The first step's loss at near-zero logits: 3 ln C + 3 ln P (the classifiers start at N(0, 0.001)).
+    expected = 3 * np.log(payload["num_outfits"]) + 3 * np.log(payload["num_persons"])
+    assert history["loss"].iloc[0] == pytest.approx(expected, rel=0.02)

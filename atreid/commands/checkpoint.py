@@ -59,7 +59,7 @@ def load_reference_checkpoint(path: str | Path) -> tuple[dict[str, Any], Optiona
                       f"(top level: {top})")
 
 
-def _read_labels(path: str | Path, num_persons: int, num_outfits: Optional[int], said: bool) -> dict[str, Any]:
+def _read_labels(path: str | Path, num_persons: int, num_outfits: Optional[int]) -> dict[str, Any]:
     path = Path(path)
     try:
         labels = json.loads(path.read_text())
@@ -72,7 +72,7 @@ def _read_labels(path: str | Path, num_persons: int, num_outfits: Optional[int],
     wrong = []
     if sizes["persons"] != num_persons:
         wrong.append(f"{sizes['persons']} persons, the long-term classifiers have {num_persons}")
-    if said and sizes["outfits"] != num_outfits:
+    if num_outfits is not None and sizes["outfits"] != num_outfits:
         wrong.append(f"{sizes['outfits']} outfits, the short-term classifiers have {num_outfits}")
     if sizes["outfit_to_person"] != sizes["outfits"]:
         wrong.append(f"outfit_to_person has {sizes['outfit_to_person']} entries for {sizes['outfits']} outfits")
@@ -97,9 +97,12 @@ def import_checkpoint(checkpoint: str | Path, *, variant: str, out: str | Path,
         variant: the variant name recorded in the settings.
         out: the model file to write.
         settings: the variant's settings (:func:`atreid.config.resolve_variant`, or any
-            part of them): ``ncls``, ``moae``, ``said``, ``model.arch``,
-            ``model.image_size`` and ``model.patch_stride`` are checked against the
-            weights; what is absent is inferred (image size: the arch's default).
+            part of them): ``ncls``, ``moae``, ``model.arch``, ``model.image_size``,
+            ``model.patch_stride`` and ``model.classifier_sizing`` are checked against
+            the weights; what is absent is inferred (image size: the arch's default;
+            classifier sizing: the reference's). The loss switches ``said`` and ``hdw``
+            are not in the weights: they are taken from the settings (absent: false,
+            listed as assumed), never inferred from the classifier sizes.
         labels: a ``labels.json`` whose sizes fit the classifiers; default placeholders.
 
     Returns:
@@ -123,13 +126,13 @@ def import_checkpoint(checkpoint: str | Path, *, variant: str, out: str | Path,
         state, config = reference_to_atreid(
             raw, arch=model_settings.get("arch"), image_size=model_settings.get("image_size"),
             patch_stride=model_settings.get("patch_stride"), ncls=settings.get("ncls"), moae=settings.get("moae"),
-            said=settings.get("said"))
+            said=settings.get("said"), classifier_sizing=model_settings.get("classifier_sizing"))
     except AtreidError as exc:
         raise AtreidError(f"{checkpoint}: {exc}") from None
 
     num_persons = config["num_persons"]
     if labels is not None:
-        label_maps = _read_labels(labels, num_persons, config["num_outfits"], config["said"])
+        label_maps = _read_labels(labels, num_persons, config["num_outfits"])
     else:
         label_maps = placeholder_labels(num_persons, config["num_outfits"] or num_persons)
     num_outfits = len(label_maps["outfits"])
@@ -137,22 +140,26 @@ def import_checkpoint(checkpoint: str | Path, *, variant: str, out: str | Path,
     resolved = {**settings, "name": variant, "seed": settings.get("seed", 0), "ncls": config["ncls"],
                 "said": config["said"], "moae": config["moae"], "hdw": bool(settings.get("hdw", False)),
                 "model": {**FALLBACK_MODEL, **model_settings, "arch": config["arch"],
-                          "image_size": config["image_size"], "patch_stride": config["patch_stride"]},
+                          "image_size": config["image_size"], "patch_stride": config["patch_stride"],
+                          "classifier_sizing": config["classifier_sizing"]},
                 "train": settings.get("train", {})}
     resolved["imported_from"] = str(checkpoint)
     resolved["reference_import"] = {
         **{k: v for k, v in config.items() if k != "unused_keys"},
         "epoch": epoch, "labels": str(labels) if labels is not None else PLACEHOLDER_LABELS,
         # Defaults taken for what neither the weights nor the settings say.
-        "assumed": (["said"] if "said" not in settings and num_persons == config["head_classes"][0] else [])
-                   + (["hdw"] if "hdw" not in settings else [])
-                   + [f"model.{k}" for k in FALLBACK_MODEL if k not in model_settings],
+        "assumed": [k for k in ("said", "hdw") if k not in settings]
+                   + [f"model.{k}" for k in (*FALLBACK_MODEL, "classifier_sizing") if k not in model_settings],
         "unused_reference_tensors": len(config["unused_keys"]),
     }
 
     # What load_trained_model will do: build from the settings and load strictly.
     model = model_from_settings(resolved, num_persons, num_outfits)
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that the settings' model does not have
+        raise AtreidError(f"{checkpoint}: converted weights do not fit the model its settings describe "
+                          f"({' '.join(str(exc).split())[:400]})") from None
     if result.missing_keys or result.unexpected_keys:
         raise AtreidError(f"{checkpoint}: converted weights do not fit the model (missing: "
                           f"{listing(result.missing_keys)}; unexpected: {listing(result.unexpected_keys)})")
@@ -170,9 +177,9 @@ def import_checkpoint(checkpoint: str | Path, *, variant: str, out: str | Path,
         "reference_unused": {k: raw[k] for k in config["unused_keys"]},
     }
     atomic_torch_save(out, payload)
-    log.info("imported %s (epoch %s, %s, ncls %d, MoAE %s, SAID %s, stride %d, %d persons, %d outfits) -> %s",
-             checkpoint, epoch, config["arch"], config["ncls"], config["moae"], config["said"],
-             config["patch_stride"], num_persons, num_outfits, out)
+    log.info("imported %s (epoch %s, %s, ncls %d, MoAE %s, SAID %s, stride %d, %d persons, %d outfits, "
+             "classifier sizing %s) -> %s", checkpoint, epoch, config["arch"], config["ncls"], config["moae"],
+             config["said"], config["patch_stride"], num_persons, num_outfits, config["classifier_sizing"], out)
     return resolved
 
 

@@ -131,11 +131,14 @@ def build_training_model(settings: dict[str, Any], num_persons: int, num_outfits
 
 
 def build_criterion(settings: dict[str, Any], labels: dict[str, Any]) -> nn.Module:
+    from atreid.engine.checkpoint import DEFAULT_CLASSIFIER_SIZING
     from atreid.losses import UniATCriterion
 
+    # The same classifier sizing the model was built with (model_from_settings).
     return UniATCriterion(said=settings["said"], hdw=settings["hdw"],
                           triplet_margin=settings["train"]["triplet_margin"],
-                          outfit_to_person=labels["outfit_to_person"])
+                          outfit_to_person=labels["outfit_to_person"],
+                          classifier_sizing=settings["model"].get("classifier_sizing", DEFAULT_CLASSIFIER_SIZING))
 
 
 def load_pretrained_weights(model: nn.Module, source: str) -> Any:

@@ -2,7 +2,9 @@
 
 Switches only on flags (``said``, ``hdw``, ``use_triplet``), never on a variant name:
 
-- identity: per-sample cross-entropy of each head (:mod:`atreid.losses.said`);
+- identity: per-sample cross-entropy of each head (:mod:`atreid.losses.said`); without
+  SAID the short-term heads keep their outfit-sized classifiers (the reference sizing)
+  and take person ids as targets, the other outputs acting as extra negatives;
 - without HDW: total = sum over heads of each head's mean loss over its subset;
 - with HDW: total = sum of HDW-weighted per-sample losses / batch size
   (:mod:`atreid.losses.hdw`);
@@ -22,6 +24,7 @@ from atreid.errors import AtreidError
 from atreid.losses.hdw import hdw_loss
 from atreid.losses.said import head_masks, identity_losses
 from atreid.losses.triplet import batch_hard_triplet
+from atreid.model.uniat import CLASSIFIER_SIZINGS
 
 NUM_HEADS = len(SCENARIOS)
 
@@ -36,13 +39,22 @@ class UniATCriterion(nn.Module):
         triplet_margin: margin of the batch-hard triplet loss (used only when
             ``forward(..., use_triplet=True)``).
         outfit_to_person: person label of every outfit class (``labels.json``); required
-            with SAID.
+            with SAID. Without SAID it is optional and, when given, fixes the outfit
+            count the short-term classifiers may have.
+        classifier_sizing: the model's classifier sizing (``"reference"`` or
+            ``"by_loss"``, :func:`atreid.model.head_classes`), checked against the
+            logits; None accepts either.
     """
 
     def __init__(self, said: bool, hdw: bool, triplet_margin: float = 0.3,
-                 outfit_to_person: Sequence[int] | torch.Tensor | None = None) -> None:
+                 outfit_to_person: Sequence[int] | torch.Tensor | None = None,
+                 classifier_sizing: str | None = None) -> None:
         super().__init__()
         self.said, self.hdw, self.triplet_margin = bool(said), bool(hdw), float(triplet_margin)
+        if classifier_sizing not in (None, *CLASSIFIER_SIZINGS):
+            raise AtreidError(f"classifier_sizing must be one of {', '.join(CLASSIFIER_SIZINGS)}, "
+                              f"got {classifier_sizing!r}")
+        self.classifier_sizing = classifier_sizing
         if self.said and outfit_to_person is None:
             raise AtreidError("the SAID loss needs outfit_to_person (labels.json) to mask a person's other outfits")
         table = torch.as_tensor(outfit_to_person if outfit_to_person is not None else [], dtype=torch.long)
@@ -50,20 +62,40 @@ class UniATCriterion(nn.Module):
         self.register_buffer("outfit_to_person", table, persistent=False)
 
     def _check(self, logits: Sequence[torch.Tensor]) -> None:
+        """Classifier sizes that fit the loss (and the classifier sizing, when given).
+
+        Long-term heads classify person ids (P outputs). Short-term heads have one
+        output per person-outfit class (C, the reference sizing, in every variant);
+        with SAID they must, since their targets are outfit classes. Without SAID their
+        targets are person ids, so C outputs (``reference``) and P outputs (the opt-in
+        ``by_loss`` sizing) both fit; ``classifier_sizing`` picks one of them.
+        """
         if len(logits) != NUM_HEADS:
             raise AtreidError(f"the criterion needs {NUM_HEADS} heads' logits, got {len(logits)}")
-        persons = logits[LONG_TERM_HEADS[0]].shape[1]
+        sizes = [lg.shape[1] for lg in logits]
+        persons = sizes[LONG_TERM_HEADS[0]]
+        outfits = self.outfit_to_person.numel()
+        bad = [h for h in LONG_TERM_HEADS if sizes[h] != persons]
         if self.said:
-            outfits = self.outfit_to_person.numel()
-            bad = [h for h in range(NUM_HEADS)
-                   if logits[h].shape[1] != (outfits if h in SHORT_TERM_HEADS else persons)]
-            fix = f"short-term heads must have {outfits} outfit classes (build_model(..., said=True))"
+            allowed = {outfits}
+            fix = f"short-term heads must have {outfits} outfit classes with SAID"
+        elif self.classifier_sizing == "by_loss":
+            allowed = {persons}
+            fix = f"by_loss sizing without SAID: short-term heads must have {persons} person ids"
+        elif self.classifier_sizing == "reference":
+            allowed = {outfits} if outfits else None
+            fix = f"reference sizing: short-term heads must have {outfits or 'C'} outfit classes"
         else:
-            bad = [h for h in range(NUM_HEADS) if logits[h].shape[1] != persons]
-            fix = "without SAID every head classifies person ids (build_model(..., said=False))"
+            allowed = {persons, outfits} if outfits else None
+            fix = (f"without SAID short-term heads must have {outfits or 'C'} outfit classes (classifier_sizing "
+                   f"reference) or {persons} person ids (by_loss)")
+        short = [sizes[h] for h in SHORT_TERM_HEADS]
+        if allowed is None:  # outfit count unknown: equal sizes, room for the person-id targets
+            allowed = {short[0]} if short[0] >= persons else set()
+            fix += f" (the same number, >= the {persons} persons)"
+        bad += [h for h in SHORT_TERM_HEADS if sizes[h] not in allowed]
         if bad:
-            raise AtreidError(f"classifier sizes {[lg.shape[1] for lg in logits]} do not fit the loss "
-                              f"(heads {bad}): {fix}")
+            raise AtreidError(f"classifier sizes {sizes} do not fit the loss (heads {sorted(bad)}): {fix}")
 
     def forward(self, tokens: torch.Tensor, logits: Sequence[torch.Tensor], person: torch.Tensor,
                 outfit: torch.Tensor, modality: torch.Tensor, use_triplet: bool = False

@@ -8,7 +8,10 @@ Per head ``h`` (scenario order DT-ST, DT-LT, NT-ST, NT-LT, AD-ST, AD-LT):
   SAME person's OTHER outfits set to -10, so a person's other clothes are not pushed
   away as negatives (they are the same identity).
 
-Without SAID (the baseline) every head uses person-id cross-entropy on all samples.
+Without SAID (the baseline) every head uses person-id cross-entropy on all samples. The
+short-term classifiers keep one output per person-outfit class even then (the reference
+sizing, :func:`atreid.model.head_classes`): person ids 0..P-1 are the targets and the
+other outputs only act as extra negatives.
 Losses are returned per sample as dense (6, B) tensors with a (6, B) subset mask, so the
 caller reduces them without boolean indexing (no host sync on GPU).
 """
@@ -62,7 +65,8 @@ def identity_losses(logits: Sequence[torch.Tensor], person: torch.Tensor, outfit
         outfit: (B,) person-outfit labels.
         modality: (B,) 0 = RGB, 1 = IR.
         outfit_to_person: (C,) person label of each outfit class (needed with SAID).
-        said: SAID subsets and targets; otherwise person-id CE on all samples.
+        said: SAID subsets and targets; otherwise person-id CE on all samples (over each
+            head's logits, whatever their number, as long as it is >= the person count).
 
     Returns:
         ``(losses, mask, correct)``, each (6, B): per-sample cross-entropy (0 outside the

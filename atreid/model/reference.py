@@ -22,8 +22,11 @@ Paper: "Towards Anytime Retrieval: A Benchmark for Anytime Person Re-Identificat
 
 Nothing is cast, resampled or re-initialised: every tensor is copied bit for bit, and
 any missing, unexpected or mis-shaped key, or repeated expert copies that differ, raise
-:class:`AtreidError` listing the keys. What the weights cannot tell (image size when
-ambiguous, SAID when all six classifiers have the same size) comes from the caller.
+:class:`AtreidError` listing the keys. The shapes give the architecture (ncls, MoAE,
+patch stride, classifier sizes); the loss switches (SAID, HDW) are not in the weights
+and come from the caller's variant: the reference sizes the short-term classifiers by
+the outfit classes in every variant (:func:`atreid.model.head_classes`), so the sizes
+say nothing about SAID. The image size comes from the caller when ambiguous.
 """
 
 from __future__ import annotations
@@ -38,10 +41,12 @@ from torch import nn
 from atreid.constants import LONG_TERM_HEADS, SCENARIOS, SHORT_TERM_HEADS
 from atreid.errors import AtreidError
 from atreid.model.moae import ATOMS
-from atreid.model.uniat import get_arch, list_archs
+from atreid.model.uniat import CLASSIFIER_SIZINGS, get_arch, list_archs
 
 NUM_HEADS = len(SCENARIOS)
 NUM_ATOMS = len(ATOMS)
+# The released code sizes the classifiers this way (atreid.model.head_classes).
+DEFAULT_SIZING = "reference"
 IN_CHANS = 3
 DDP_PREFIX = "module."
 # (reference suffix, our suffix) of the tensors whose names differ only in the FFN.
@@ -224,7 +229,7 @@ def _check_layout(state: Mapping[str, torch.Tensor], layout: ReferenceLayout) ->
 def infer_reference_config(state_dict: Mapping[str, Any], *, arch: Optional[str] = None,
                            image_size: Optional[tuple[int, int]] = None, patch_stride: Optional[int] = None,
                            ncls: Optional[int] = None, moae: Optional[bool] = None,
-                           said: Optional[bool] = None) -> dict[str, Any]:
+                           said: Optional[bool] = None, classifier_sizing: Optional[str] = None) -> dict[str, Any]:
     """What a reference state_dict describes, checked against what the caller expects.
 
     Every keyword left ``None`` is inferred; a given one must agree with the weights.
@@ -236,13 +241,18 @@ def infer_reference_config(state_dict: Mapping[str, Any], *, arch: Optional[str]
         patch_stride: inferred from the position embedding's rows at ``image_size``.
         ncls: CLS tokens (the ``base.cls_token`` shape).
         moae: attribute experts (``ffn.{j>=1}`` keys and 2-column gates).
-        said: not in the weights; short-term classifiers (heads 0, 2, 4) with another
-            size than the long-term ones imply SAID, equal sizes default to no SAID.
+        said: the variant's loss switch (not in the weights, never inferred from them);
+            None records False. It constrains the classifier sizes only with the
+            ``by_loss`` sizing.
+        classifier_sizing: how the classifiers were sized (:func:`atreid.model.head_classes`);
+            default ``"reference"``, the released code's: heads 0, 2, 4 have one output
+            per outfit class (C >= P) and 1, 3, 5 one per person (P), in every variant.
+            With ``"by_loss"`` and no SAID all six heads must have P outputs.
 
     Returns:
-        A JSON-able dict: arch, ncls, moae, said, image_size, patch_stride, grid,
-        num_persons, num_outfits (None when the weights cannot tell), head_classes,
-        depth, embed_dim, mlp_hidden, patch_size.
+        A JSON-able dict: arch, ncls, moae, said, classifier_sizing, image_size,
+        patch_stride, grid, num_persons, num_outfits (None when the weights cannot tell:
+        by_loss without SAID), head_classes, depth, embed_dim, mlp_hidden, patch_size.
 
     Raises:
         AtreidError: missing core tensors, inconsistent MoAE keys, or a disagreement
@@ -286,12 +296,20 @@ def infer_reference_config(state_dict: Mapping[str, Any], *, arch: Optional[str]
         raise AtreidError(f"classifier sizes {heads}: heads 0, 2, 4 (outfit classes) and 1, 3, 5 (person ids) "
                           "must each agree")
     num_persons, num_classes_short = long.pop(), short.pop()
-    found_said = num_classes_short != num_persons
-    if said is None:
-        said = found_said
-    elif not said and found_said:
-        disagree.append(f"said false (classifiers 0, 2, 4 have {num_classes_short} classes and 1, 3, 5 "
-                        f"{num_persons}: only SAID sizes them apart)")
+    said = bool(said)
+    sizing = classifier_sizing or DEFAULT_SIZING
+    if sizing not in CLASSIFIER_SIZINGS:
+        raise AtreidError(f"classifier_sizing must be one of {', '.join(CLASSIFIER_SIZINGS)}, got {sizing!r}")
+    num_outfits: Optional[int] = num_classes_short
+    if sizing == "by_loss" and not said:
+        num_outfits = None  # every head classifies person ids: the outfit count is not in the weights
+        if num_classes_short != num_persons:
+            disagree.append(f"classifier_sizing by_loss with said false (classifiers 0, 2, 4 have "
+                            f"{num_classes_short} classes and 1, 3, 5 {num_persons}; by_loss without SAID gives "
+                            "every head the person ids, the reference sizing outfit classes to 0, 2, 4)")
+    elif num_classes_short < num_persons:
+        raise AtreidError(f"classifier sizes {heads}: heads 0, 2, 4 (outfit classes) have fewer outputs than "
+                          "1, 3, 5 (person ids), but every person has at least one outfit")
     if disagree:
         raise AtreidError(f"the settings disagree with the checkpoint: {'; '.join(disagree)}; fix the variant")
 
@@ -305,10 +323,10 @@ def infer_reference_config(state_dict: Mapping[str, Any], *, arch: Optional[str]
     image_size = tuple(int(s) for s in (image_size or config.default_img_size))
     rows = int(state_dict["base.pos_embed"].shape[1]) - found_ncls
     stride = _resolve_stride(rows, image_size, config.patch_size, patch_stride)
-    return {"arch": arch, "ncls": found_ncls, "moae": found_moae, "said": bool(said),
+    return {"arch": arch, "ncls": found_ncls, "moae": found_moae, "said": said, "classifier_sizing": sizing,
             "image_size": list(image_size), "patch_stride": stride,
             "grid": list(patch_grid(image_size, config.patch_size, stride)),
-            "num_persons": num_persons, "num_outfits": num_classes_short if said else None,
+            "num_persons": num_persons, "num_outfits": num_outfits,
             "head_classes": heads, "depth": depth, "embed_dim": dim, "mlp_hidden": hidden,
             "patch_size": config.patch_size}
 
@@ -331,8 +349,9 @@ def reference_to_atreid(state_dict: Mapping[str, Any], **expected: Any
 
     Args:
         state_dict: the reference's ``checkpoint['model']`` (a ``module.`` prefix is dropped).
-        **expected: ``arch``, ``image_size``, ``patch_stride``, ``ncls``, ``moae``, ``said``
-            as in :func:`infer_reference_config` (None or absent: inferred).
+        **expected: ``arch``, ``image_size``, ``patch_stride``, ``ncls``, ``moae``, ``said``,
+            ``classifier_sizing`` as in :func:`infer_reference_config` (None or absent:
+            inferred from the shapes, or the defaults for what the shapes cannot tell).
 
     Returns:
         ``(ours, config)``: a state_dict that ``build_model(config['arch'], ...)`` loads

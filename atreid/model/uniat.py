@@ -62,14 +62,25 @@ def get_arch(name: str) -> ArchConfig:
     return _ARCHS[name]
 
 
-def head_classes(said: bool, num_persons: int, num_outfits: int) -> list[int]:
+# How the classifiers are sized: "reference" (the released code, default) or "by_loss".
+CLASSIFIER_SIZINGS: tuple[str, ...] = ("reference", "by_loss")
+
+
+def head_classes(said: bool, num_persons: int, num_outfits: int, sizing: str = "reference") -> list[int]:
     """Classifier sizes of the six heads.
 
-    With SAID the short-term heads (0, 2, 4) classify person-outfit classes and the
-    long-term heads person ids; without SAID every head is a person-id classifier (the
-    baseline trains all six with person-id cross-entropy).
+    ``"reference"`` (the released code, which produced the published numbers): the
+    short-term heads (0, 2, 4) always have one output per person-outfit class and the
+    long-term heads one per person id, whatever the loss. Without SAID (baseline,
+    ncls1) the short-term heads are then trained with person-id targets (0..P-1) over
+    their outfit-sized logits; the other outputs only act as extra negatives.
+
+    ``"by_loss"`` (an opt-in deviation): the sizes follow the loss -- as above with
+    SAID, but every head classifies person ids without it.
     """
-    if not said:
+    if sizing not in CLASSIFIER_SIZINGS:
+        raise AtreidError(f"model classifier_sizing must be one of {', '.join(CLASSIFIER_SIZINGS)}, got {sizing!r}")
+    if sizing == "by_loss" and not said:
         return [num_persons] * NUM_HEADS
     return [num_outfits if h in SHORT_TERM_HEADS else num_persons for h in range(NUM_HEADS)]
 
@@ -94,13 +105,15 @@ class UniAT(nn.Module):
         patch_stride: patch stride (16 = non-overlapping for patch 16).
         drop_path_rate: stochastic depth of the last block (linear from 0).
         gate: MoAE gate, ``"hard"`` (published) or ``"soft"``.
+        classifier_sizing: how ``classes`` was chosen (recorded; see :func:`head_classes`).
     """
 
     def __init__(self, arch: str, config: ArchConfig, *, ncls: int, moae: bool, classes: list[int],
                  num_persons: int, num_outfits: int, img_size: tuple[int, int], patch_stride: int,
-                 drop_path_rate: float, gate: str) -> None:
+                 drop_path_rate: float, gate: str, classifier_sizing: str = "reference") -> None:
         super().__init__()
         self.arch, self.ncls, self.gate = arch, ncls, gate
+        self.classifier_sizing = classifier_sizing
         self.embed_dim = config.embed_dim
         self.num_persons, self.num_outfits = num_persons, num_outfits
         self.head_classes = list(classes)
@@ -150,12 +163,12 @@ class UniAT(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"arch={self.arch!r}, ncls={self.ncls}, moae={self.moae}, gate={self.gate!r}, "
-                f"head_classes={self.head_classes}")
+                f"head_classes={self.head_classes}, classifier_sizing={self.classifier_sizing!r}")
 
 
 def build_model(arch: str, *, ncls: int, moae: bool, num_persons: int, num_outfits: int,
                 img_size: tuple[int, int] = (256, 128), patch_stride: int = 16, drop_path_rate: float = 0.1,
-                gate: str = "hard", said: bool = True) -> UniAT:
+                gate: str = "hard", said: bool = True, classifier_sizing: str = "reference") -> UniAT:
     """Build an (untrained, randomly initialised) Uni-AT model.
 
     Args:
@@ -164,13 +177,17 @@ def build_model(arch: str, *, ncls: int, moae: bool, num_persons: int, num_outfi
         moae: attribute experts in every block (used only with ``ncls == 6``; with
             ``ncls == 1`` the model is a plain ViT and ``model.moae`` is False).
         num_persons: person ids in training (long-term heads' classes).
-        num_outfits: person-outfit classes in training (short-term heads' classes with SAID).
+        num_outfits: person-outfit classes in training (short-term heads' classes).
         img_size: input (height, width).
         patch_stride: patch stride, 1 .. patch size.
         drop_path_rate: stochastic depth, linear 0 -> rate over the blocks.
         gate: ``"hard"`` (top-1, published) or ``"soft"``.
-        said: classifier sizes follow the loss: with SAID heads 0, 2, 4 classify
-            ``num_outfits`` classes, without it all six heads classify ``num_persons``.
+        said: the loss switch; it sizes the classifiers only with
+            ``classifier_sizing="by_loss"`` (then all six heads classify ``num_persons``
+            without SAID).
+        classifier_sizing: ``"reference"`` (default, the released code: heads 0, 2, 4
+            always classify ``num_outfits`` classes, heads 1, 3, 5 ``num_persons``) or
+            ``"by_loss"`` (see :func:`head_classes`).
 
     Raises:
         AtreidError: unknown arch or an invalid option.
@@ -190,9 +207,15 @@ def build_model(arch: str, *, ncls: int, moae: bool, num_persons: int, num_outfi
         raise AtreidError(f"patch_stride must be in 1..{config.patch_size} for {arch}, got {patch_stride}")
     if not 0.0 <= drop_path_rate < 1.0:
         raise AtreidError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
-    return UniAT(arch, config, ncls=ncls, moae=moae, classes=head_classes(said, num_persons, num_outfits),
-                 num_persons=num_persons, num_outfits=num_outfits, img_size=img_size, patch_stride=patch_stride,
-                 drop_path_rate=drop_path_rate, gate=gate)
+    classes = head_classes(said, num_persons, num_outfits, classifier_sizing)
+    if num_outfits < num_persons and not (classifier_sizing == "by_loss" and not said):
+        # Short-term heads take person ids 0..P-1 as targets without SAID (and every
+        # person owns at least one outfit), so they need at least P outputs.
+        raise AtreidError(f"{num_outfits} outfit classes for {num_persons} persons: every person has at least one "
+                          "outfit; check the label maps")
+    return UniAT(arch, config, ncls=ncls, moae=moae, classes=classes, num_persons=num_persons,
+                 num_outfits=num_outfits, img_size=img_size, patch_stride=patch_stride,
+                 drop_path_rate=drop_path_rate, gate=gate, classifier_sizing=classifier_sizing)
 
 
 # ---- registry ------------------------------------------------------------------------------
