@@ -94,8 +94,9 @@ def test_parameter_shapes_stacked() -> None:
     assert set(layer.state_dict()) == set(PARAMS)
 
 
-def test_hard_gate_weight_exactly_one_and_no_gate_gradient() -> None:
-    layer = make_layer(6, True, "hard", dispatch="dense")
+@pytest.mark.parametrize("dispatch", ["dense", "routed"])
+def test_hard_gate_weight_exactly_one_and_zero_gate_gradient(dispatch: str) -> None:
+    layer = make_layer(6, True, "hard", dispatch=dispatch)
     x = torch.randn(BATCH, 6 + PATCHES, DIM, dtype=torch.float64, requires_grad=True)
     cls = x[:, :6].transpose(0, 1)
     weights = layer.gate_weights(cls)
@@ -103,14 +104,69 @@ def test_hard_gate_weight_exactly_one_and_no_gate_gradient() -> None:
     chosen = probs.argmax(dim=-1)
     assert torch.equal(weights.gather(-1, chosen.unsqueeze(-1)).squeeze(-1), torch.ones_like(chosen, dtype=x.dtype))
     assert torch.equal(weights.sum(-1), torch.ones(6, BATCH, dtype=x.dtype))
-    # The output IS the chosen expert's output, bit for bit.
+    # The output IS the chosen expert's output (bit for bit on the dense path; the routed
+    # one runs other matmul shapes).
     y_ab, y_ba = layer.experts(cls)  # (6, B, D) each
     picked = torch.where((chosen == 0).unsqueeze(-1), y_ab, y_ba).transpose(0, 1)
     y = layer(x)
-    assert torch.equal(y[:, :6], picked)
+    if dispatch == "dense":
+        assert torch.equal(y[:, :6], picked)
+    torch.testing.assert_close(y[:, :6], picked, rtol=1e-12, atol=1e-12)
     y.sum().backward()
-    assert layer.gate.grad is None or torch.count_nonzero(layer.gate.grad) == 0
+    # An exact-zero gradient, not None: the optimiser still applies weight decay to the
+    # gate, as it does to the reference's (whose gradient is rounding noise).
+    assert layer.gate.grad is not None and torch.count_nonzero(layer.gate.grad) == 0
     assert x.grad is not None and layer.in_w.grad is not None
+    with torch.no_grad():  # and nothing extra in inference
+        assert torch.equal(layer(x), y.detach())
+
+
+@pytest.mark.parametrize("dispatch", ["dense", "routed"])
+def test_hard_gate_exact_tie_keeps_neither_expert(dispatch: str) -> None:
+    """The released top-1 keeps an expert only when its softmax weight is strictly greater
+    than the other's: equal gate scores zero the token's MoAE output (both experts dropped)."""
+    layer = make_layer(6, True, "hard", dispatch=dispatch)
+    with torch.no_grad():
+        layer.gate[:, 0] = layer.gate[:, 1]  # tokens 0, 2 and 4 below: equal scores
+        layer.gate[1::2, 0, 0] += 1.0  # tokens 1, 3, 5: column 0 wins when x0 > 0
+    x = torch.randn(BATCH, 6 + PATCHES, DIM, dtype=torch.float64)
+    x[:, :6, 0] = x[:, :6, 0].abs() + 1
+    x.requires_grad_(True)
+    cls = x[:, :6].transpose(0, 1)
+    probs = layer.gate_probs(cls)
+    assert torch.equal(probs[0::2, :, 0], probs[0::2, :, 1]) and (probs[1::2, :, 0] > probs[1::2, :, 1]).all()
+    weights = layer.gate_weights(cls)
+    assert torch.count_nonzero(weights[0::2]) == 0 and torch.equal(weights[1::2, :, 0], torch.ones(3, BATCH,
+                                                                                                 dtype=x.dtype))
+    y = layer(x)
+    assert torch.count_nonzero(y[:, 0:6:2]) == 0  # tied tokens: zero output
+    y_ab, _ = layer.experts(cls.detach())
+    torch.testing.assert_close(y[:, 1:6:2], y_ab[1::2].transpose(0, 1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y[:, 6:], layer.ffn(x[:, 6:]), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y, oracle_strict(layer, x), rtol=1e-12, atol=1e-12)
+    y.pow(2).sum().backward()
+    assert torch.count_nonzero(x.grad[:, 0:6:2]) == 0  # dropped experts: no gradient through them
+    assert torch.count_nonzero(x.grad[:, 1:6:2]) > 0
+    assert torch.count_nonzero(layer.gate.grad) == 0
+
+
+def oracle_strict(layer: MoAE, x: torch.Tensor) -> torch.Tensor:
+    """The published top-1 written literally: weight w_i kept iff w_i > w_other, renormalised."""
+    p = dict(layer.named_parameters())
+    out = []
+    for t in range(x.shape[1]):
+        xt = x[:, t]
+        if t >= layer.ncls:
+            out.append(F.gelu(xt @ p["fc1.weight"].T + p["fc1.bias"]) @ p["fc2.weight"].T + p["fc2.bias"])
+            continue
+        a, b = SCENARIO_ATOMS[t]
+        probs = torch.softmax(xt @ p["gate"][t].T, dim=-1)
+        kept = probs * (probs > probs.flip(-1))
+        weights = kept / kept.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+        experts = [F.gelu(xt @ p["in_w"][s] + p["in_b"][s]) @ p["out_w"][d] + p["out_b"][d]
+                   for s, d in ((a, b), (b, a))]
+        out.append(weights[:, :1] * experts[0] + weights[:, 1:] * experts[1])
+    return torch.stack(out, dim=1)
 
 
 def test_hard_gate_follows_the_gate_scores() -> None:

@@ -126,3 +126,82 @@ def test_groups_of_the_uniat_model():
     assert decay["base.blocks.0.norm1.bias"] == 0.0 and decay["base.blocks.0.attn.qkv.weight"] == 5e-4
     assert decay["classifier.0.weight"] == 5e-4
     assert not any(n.startswith("bottleneck.") and n.endswith(".bias") for n in scale)  # frozen
+
+
+# ---- MoAE gates under weight decay (hard gate) ---------------------------------------------
+def _train_gates(train: dict, epochs: int = 3, steps: int = 2):
+    """Train a tiny hard-gate Uni-AT with the trainer's own step; return the gates before and
+    after and the lr every step used, per group scale."""
+    from atreid.engine.trainer import train_step
+    from atreid.losses import UniATCriterion
+    from atreid.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model("vit_tiny_uniat", ncls=6, moae=True, num_persons=4, num_outfits=8, img_size=(64, 32),
+                        drop_path_rate=0.0, gate="hard")
+    optimizer = build_optimizer(model, train)
+    outfit_to_person = [0, 0, 1, 1, 2, 2, 3, 3]
+    criterion = UniATCriterion(said=True, hdw=True, outfit_to_person=outfit_to_person)
+    gates = {i: model.base.blocks[i].mlp.gate for i in range(4)}
+    before = {i: g.detach().clone() for i, g in gates.items()}
+    lrs = {1.0: [], float(train["large_lr_factor"]): []}
+    gen = torch.Generator().manual_seed(1)
+    for epoch in range(1, epochs + 1):
+        set_epoch_lr(optimizer, epoch, train)
+        for _ in range(steps):
+            images = torch.randn(8, 3, 64, 32, generator=gen)
+            outfit = torch.randint(0, 8, (8,), generator=gen)
+            person = torch.tensor(outfit_to_person)[outfit]
+            modality = torch.tensor([0, 1] * 4)
+            train_step(model, criterion, optimizer, images, person, outfit, modality, dev=torch.device("cpu"),
+                       use_amp=False, use_triplet=False, clip=train.get("clip_grad_norm", 20.0))
+            for group in optimizer.param_groups:
+                if group["weight_decay"] > 0:
+                    lrs[group["lr_scale"]].append(group["lr"])
+            for g in gates.values():  # exact-zero gradients, present every step
+                assert g.grad is not None and torch.count_nonzero(g.grad) == 0
+    return before, {i: g.detach().clone() for i, g in gates.items()}, lrs, optimizer
+
+
+def _standalone(optimizer_cls, start: torch.Tensor, lrs: list[float], **kwargs) -> torch.Tensor:
+    """What torch.optim does to a lone tensor whose gradient is zero at every step."""
+    p = start.clone().requires_grad_(True)
+    opt = optimizer_cls([p], lr=lrs[0], **kwargs)
+    for lr in lrs:
+        opt.param_groups[0]["lr"] = lr
+        p.grad = torch.zeros_like(p)
+        opt.step()
+    return p.detach()
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_hard_gate_weights_decay_like_the_reference_sgd(momentum: float) -> None:
+    """Under the hard gate the gates' gradient is zero (the reference's: rounding noise), so
+    the recipe's SGD shrinks them by weight decay alone: w * prod(1 - lr_t * wd) without
+    momentum, and what torch.optim.SGD does to a zero-gradient tensor with Nesterov momentum.
+    Block 0 has the base lr, block 3 (last two blocks of 4) the 10x lr."""
+    train = {**PAPER, "momentum": momentum, "lr": 0.5, "epochs": 3, "warmup_epochs": 2, "clip_grad_norm": 20.0}
+    before, after, lrs, optimizer = _train_gates(train)
+    groups = {n: g for g in optimizer.param_groups for n in g["names"]}
+    assert groups["base.blocks.0.mlp.gate"]["lr_scale"] == 1 and groups["base.blocks.3.mlp.gate"]["lr_scale"] == 10
+    assert groups["base.blocks.0.mlp.gate"]["weight_decay"] == groups["base.blocks.3.mlp.gate"]["weight_decay"] == 5e-4
+    assert len(lrs[1.0]) == len(lrs[10.0]) == 6 and lrs[10.0][0] == pytest.approx(10 * lrs[1.0][0])
+    for block, scale in ((0, 1.0), (3, 10.0)):
+        if momentum == 0:
+            factor = math.prod(1 - lr * 5e-4 for lr in lrs[scale])
+            torch.testing.assert_close(after[block], before[block] * factor, rtol=1e-6, atol=0)
+        expected = _standalone(torch.optim.SGD, before[block], lrs[scale], momentum=momentum,
+                               nesterov=momentum > 0, weight_decay=5e-4)
+        assert torch.equal(after[block], expected), block
+        assert (after[block].abs() < before[block].abs()).all()  # it did shrink
+    shrink = [(after[b].norm() / before[b].norm()).item() for b in (0, 3)]
+    assert shrink[1] < shrink[0] < 1  # 10x lr: 10x faster decay
+
+
+def test_hard_gate_weights_decay_under_adamw() -> None:
+    train = {**PAPER, "optimizer": "adamw", "lr": 0.5, "epochs": 2, "warmup_epochs": 1}
+    before, after, lrs, _ = _train_gates(train, epochs=2)
+    for block, scale in ((0, 1.0), (3, 10.0)):
+        expected = _standalone(torch.optim.AdamW, before[block], lrs[scale], weight_decay=5e-4)
+        assert torch.equal(after[block], expected), block
+        torch.testing.assert_close(after[block], before[block] * math.prod(1 - lr * 5e-4 for lr in lrs[scale]))

@@ -281,7 +281,8 @@ def _wrap(model: nn.Module, settings: dict[str, Any], ctx: ddp.DistContext, dev:
     if ctx.enabled:
         if dev.type == "cuda":
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        # Hard top-1 MoAE routing leaves the unchosen experts without gradient in a step.
+        # A safety net for MoAE variants: every parameter normally gets a gradient (atoms through
+        # the stacked matmuls, the hard gate an exact zero), but routing may change.
         net = nn.parallel.DistributedDataParallel(
             net, device_ids=[dev.index] if dev.type == "cuda" else None,
             find_unused_parameters=bool(settings.get("moae")))

@@ -122,6 +122,28 @@ class _GroupedLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
+class _ZeroGradTo(torch.autograd.Function):
+    """Identity on ``y`` that gives ``param`` an exact-zero gradient.
+
+    The hard gate's output does not depend on the gate weights (top-1 renormalised is
+    exactly 1), so autograd would leave the gate's ``.grad`` at None and the optimiser
+    would skip it. The released code computes ``top / top.sum()`` instead, whose
+    gradient is rounding noise: the gate has a gradient, so SGD's (and AdamW's) weight
+    decay shrinks it every step. Attaching a zero gradient reproduces that decay
+    exactly (without the noise) at the cost of one small zero tensor per block.
+    """
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+        ctx.param_meta = (param.shape, param.dtype, param.device)
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        shape, dtype, device = ctx.param_meta
+        return grad_y, torch.zeros(shape, dtype=dtype, device=device)
+
+
 def _routed_linear(x: torch.Tensor, atom: torch.Tensor, weight: torch.Tensor,
                    bias: Optional[torch.Tensor]) -> torch.Tensor:
     """Row ``i`` of ``x`` (N, in) through atom ``atom[i]``'s linear layer: (N, out)."""
@@ -151,8 +173,11 @@ class MoAE(nn.Module):
         moae: route the CLS tokens through attribute experts. Needs ``ncls == 6``;
             with ``moae=False`` (or ``ncls == 1``) every token uses the shared FFN.
         gate: ``"hard"`` (published: top-1 of the softmax, renormalised, so the chosen
-            expert's weight is exactly 1 and the gate gets no gradient) or ``"soft"``
-            (both experts weighted by the softmax, differentiable gate).
+            expert's weight is exactly 1; an exact tie of the two softmax weights keeps
+            neither expert, as the released top-1 does, so the token's MoAE output is 0;
+            the gate gets an exact-zero gradient, which lets weight decay shrink it as in
+            the reference, see :class:`_ZeroGradTo`) or ``"soft"`` (both experts weighted
+            by the softmax, differentiable gate).
         dispatch: how the hard gate's experts run (the same outputs and gradients, up to
             the rounding of differently blocked matmuls): ``"dense"`` evaluates both
             allowed experts of every token with fixed-shape batched matmuls and weights
@@ -251,18 +276,27 @@ class MoAE(nn.Module):
         """Softmax gate (ncls, B, 2) over the two experts, from token-major CLS tokens (ncls, B, D)."""
         return torch.bmm(cls, self.gate.transpose(1, 2)).softmax(dim=-1)
 
-    def gate_choice(self, cls: torch.Tensor) -> torch.Tensor:
-        """The hard gate's top-1 column (ncls, B) (first on ties, like ``argmax``)."""
-        return self.gate_probs(cls).argmax(dim=-1)
+    def gate_choice(self, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The hard gate's decision from token-major CLS tokens (ncls, B, D).
+
+        Returns:
+            ``(choice, keep)``, each (ncls, B): the top-1 column (0 or 1) and whether it
+            is kept. The released top-1 keeps an expert only when its softmax weight is
+            strictly greater than the other's, so an exact tie keeps neither (``keep``
+            False: the token's MoAE output is 0); ``choice`` is then 0 (unused).
+        """
+        probs = self.gate_probs(cls).detach()
+        return probs.argmax(dim=-1), probs[..., 0] != probs[..., 1]
 
     def gate_weights(self, cls: torch.Tensor) -> torch.Tensor:
         """Routing weights (ncls, B, 2) of the two experts, from token-major CLS tokens (ncls, B, D)."""
         if self.gate_mode == "soft":
             return self.gate_probs(cls)
         # Top-1 then renormalise: the kept weight p / p is exactly 1 and its derivative
-        # is 0, so the one-hot of the argmax is the same function with an exact zero
-        # gradient (instead of p/p's rounding noise) for the gate.
-        return F.one_hot(self.gate_choice(cls), 2).to(cls.dtype)
+        # is 0, so the one-hot of the argmax (zero on an exact tie) is the same function
+        # with an exact zero gradient (instead of p/p's rounding noise) for the gate.
+        choice, keep = self.gate_choice(cls)
+        return F.one_hot(choice, 2).to(cls.dtype) * keep.unsqueeze(-1).to(cls.dtype)
 
     def routed_experts(self, cls: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
         """Only the chosen expert of every (token, sample): ``(ncls, B, D)``.
@@ -318,11 +352,14 @@ class MoAE(nn.Module):
         if self.gate_mode == "hard" and self._routes(cls):
             # The top-1 weight is exactly 1 with no gradient (see gate_weights): the
             # output is the chosen expert alone, and the other one is never needed.
-            mixed = self.routed_experts(cls, self.gate_choice(cls))
+            choice, keep = self.gate_choice(cls)
+            mixed = self.routed_experts(cls, choice) * keep.unsqueeze(-1).to(cls.dtype)
         else:
             y_ab, y_ba = self.experts(cls)
             w = self.gate_weights(cls)  # (ncls, B, 2)
             mixed = w[..., :1] * y_ab + w[..., 1:] * y_ba
+        if self.gate_mode == "hard" and torch.is_grad_enabled() and self.gate.requires_grad:
+            mixed = _ZeroGradTo.apply(mixed, self.gate)  # weight decay reaches the gate (see _ZeroGradTo)
         return torch.cat([mixed.transpose(0, 1), self.ffn(patches)], dim=1)
 
     def _routes(self, x: torch.Tensor) -> bool:
