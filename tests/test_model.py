@@ -163,9 +163,98 @@ def test_parameter_layout_maps_to_reference() -> None:
         assert key in keys, key
 
 
-def test_backward_reaches_all_trainable_parameters_soft_gate() -> None:
-    model = tiny(gate="soft", drop_path_rate=0.0)
+@pytest.mark.parametrize("gate", ["soft", "hard"])
+def test_backward_reaches_all_trainable_parameters(gate: str) -> None:
+    """Every trainable parameter gets a gradient; under the hard gate the gates' is exactly 0
+    (so the optimiser still applies weight decay to them, as it does in the reference)."""
+    model = tiny(gate=gate, drop_path_rate=0.0)
     tokens, logits = model(torch.randn(2, 3, 128, 64))
     (tokens.sum() + sum(lg.sum() for lg in logits)).backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
+    gates = [p.grad for n, p in model.named_parameters() if n.endswith(".mlp.gate")]
+    assert len(gates) == 4
+    assert all((torch.count_nonzero(g) == 0) == (gate == "hard") for g in gates)
+
+
+# ---- random initialisation (pretrained: none), as the released code does it ----------------
+def test_random_init_statistics() -> None:
+    torch.manual_seed(0)
+    model = build_model("vit_tiny_uniat", ncls=6, moae=True, num_persons=P, num_outfits=C, img_size=(128, 64))
+    base = model.base
+    assert torch.count_nonzero(base.cls_token) == 0  # CLS tokens start at zero
+    assert base.pos_embed.std().item() == pytest.approx(0.02, rel=0.05)
+    for l, block in enumerate(base.blocks, start=1):
+        mlp = block.mlp
+        std = lambda t: t.std().item()  # noqa: E731
+        assert std(block.attn.qkv.weight) == pytest.approx(0.02, rel=0.03)
+        assert std(mlp.fc1.weight) == pytest.approx(0.02, rel=0.03)
+        assert std(block.attn.proj.weight) == pytest.approx(0.02 / math.sqrt(2 * l), rel=0.03)
+        assert std(mlp.fc2.weight) == pytest.approx(0.02 / math.sqrt(2 * l), rel=0.03)
+        assert std(mlp.gate) == pytest.approx(0.02, rel=0.1)
+        for a in range(5):
+            assert std(mlp.in_w[a]) == pytest.approx(0.02, rel=0.03)
+            # each out-atom: divided by sqrt(2l) once per each of the five experts using it
+            assert std(mlp.out_w[a]) == pytest.approx(0.02 / (2 * l) ** 2.5, rel=0.03)
+            assert std(mlp.out_w[a]) / std(mlp.in_w[a]) == pytest.approx((2 * l) ** -2.5, rel=0.05)
+        for bias in (block.attn.qkv.bias, block.attn.proj.bias, mlp.fc1.bias, mlp.fc2.bias, mlp.in_b, mlp.out_b):
+            assert torch.count_nonzero(bias) == 0
+        for norm in (block.norm1, block.norm2):
+            assert torch.equal(norm.weight, torch.ones_like(norm.weight)) and torch.count_nonzero(norm.bias) == 0
+        # five independent atoms, none a copy of another or of the shared FFN
+        atoms_in = [mlp.in_w[a] for a in range(5)] + [mlp.fc1.weight.t()]
+        atoms_out = [mlp.out_w[a] * (2 * l) ** 2 for a in range(5)] + [mlp.fc2.weight.t()]
+        for atoms in (atoms_in, atoms_out):
+            for i in range(len(atoms)):
+                for j in range(i + 1, len(atoms)):
+                    corr = torch.corrcoef(torch.stack([atoms[i].flatten(), atoms[j].flatten()]))[0, 1]
+                    assert abs(corr.item()) < 0.02
+    assert torch.equal(base.norm.weight, torch.ones_like(base.norm.weight))
+
+
+def test_random_init_rescaling_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same draws with and without the rescaling: block l's attn.proj and fc2 are divided by
+    sqrt(2l) once, each out-atom five times (once per expert), nothing else changes."""
+    from atreid.model.vit import MultiTokenViT
+
+    def build() -> nn.Module:
+        torch.manual_seed(4)
+        return build_model("vit_tiny_uniat", ncls=6, moae=True, num_persons=P, num_outfits=C, img_size=(128, 64))
+
+    scaled = build().state_dict()
+    monkeypatch.setattr(MultiTokenViT, "rescale_output_layers", lambda self: None)
+    raw = build().state_dict()
+    rescaled = set()
+    for l in range(1, 5):
+        s = math.sqrt(2.0 * l)
+        blk = f"base.blocks.{l - 1}"
+        assert torch.equal(scaled[f"{blk}.attn.proj.weight"], raw[f"{blk}.attn.proj.weight"] / s)
+        assert torch.equal(scaled[f"{blk}.mlp.fc2.weight"], raw[f"{blk}.mlp.fc2.weight"] / s)
+        out = raw[f"{blk}.mlp.out_w"].clone()
+        for _ in range(5):
+            out /= s
+        assert torch.equal(scaled[f"{blk}.mlp.out_w"], out)
+        torch.testing.assert_close(scaled[f"{blk}.mlp.out_w"], raw[f"{blk}.mlp.out_w"] / (2 * l) ** 2.5)
+        rescaled |= {f"{blk}.attn.proj.weight", f"{blk}.mlp.fc2.weight", f"{blk}.mlp.out_w"}
+    for key in raw:
+        if key not in rescaled:
+            assert torch.equal(scaled[key], raw[key]), key  # in-atoms, fc1, gates, biases, ... untouched
+
+
+def test_rescaling_without_moae_touches_proj_and_fc2_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from atreid.model.vit import MultiTokenViT
+
+    def build() -> nn.Module:
+        torch.manual_seed(5)
+        return build_model("vit_tiny_uniat", ncls=1, moae=False, num_persons=P, num_outfits=C, img_size=(128, 64))
+
+    scaled = build().state_dict()
+    monkeypatch.setattr(MultiTokenViT, "rescale_output_layers", lambda self: None)
+    raw = build().state_dict()
+    for key in raw:
+        l = int(key.split(".")[2]) + 1 if key.startswith("base.blocks.") else None
+        if l is not None and key.endswith(("attn.proj.weight", "mlp.fc2.weight")):
+            assert torch.equal(scaled[key], raw[key] / math.sqrt(2.0 * l)), key
+        else:
+            assert torch.equal(scaled[key], raw[key]), key
+    assert torch.count_nonzero(scaled["base.cls_token"]) == 0

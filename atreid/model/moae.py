@@ -28,6 +28,7 @@ gradient back).
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import torch
@@ -248,14 +249,41 @@ class MoAE(nn.Module):
 
     @torch.no_grad()
     def reset_expert_parameters(self) -> None:
-        """Independent random init of atoms and gates (as separate ``nn.Linear`` layers get)."""
+        """Random init of atoms and gates as the reference's separate ``nn.Linear`` layers get it.
+
+        Every in-atom, out-atom and gate weight is drawn independently (truncated
+        normal, std 0.02; biases 0): the atoms are not copies of the shared FFN until
+        pretrained weights are loaded (:meth:`copy_ffn_to_atoms`).
+        """
         if not self.moae:
             return
-        for p in (self.in_w, self.out_w, self.gate):
-            trunc_normal_(p, std=.02)
+        for p in (self.in_w, self.out_w):
+            for atom in p:  # one draw per atom, as per separate Linear layers
+                trunc_normal_(atom, std=.02)
+        for gate in self.gate:
+            trunc_normal_(gate, std=.02)
         for p in (self.in_b, self.out_b):
             if p is not None:
                 p.zero_()
+
+    @torch.no_grad()
+    def rescale_output_layers(self, layer_id: int) -> None:
+        """The released code's depth rescaling of block ``layer_id`` (1-based) output layers.
+
+        It divides the output layer of every expert in the block's expert list by
+        ``sqrt(2 * layer_id)``, once per expert: the shared FFN's ``fc2`` (expert 0) once,
+        and each out-atom once for each of the five experts ``a -> b`` that reference
+        it, i.e. by ``(2 * layer_id) ** 2.5`` in all. Biases, ``fc1`` and the in-atoms
+        are not rescaled. Divided step by step in the reference's order, so the
+        rounding is the reference's too.
+        """
+        scale = math.sqrt(2.0 * layer_id)
+        self.fc2.weight.div_(scale)
+        if not self.moae:
+            return
+        for _a in range(len(ATOMS)):  # expert 1 + 5a + b holds out-atom b
+            for b in range(len(ATOMS)):
+                self.out_w[b].div_(scale)
 
     @torch.no_grad()
     def copy_ffn_to_atoms(self) -> None:

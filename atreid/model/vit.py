@@ -13,6 +13,7 @@ timm's ViT (``patch_embed.proj``, ``blocks.{i}.attn.qkv``, ``blocks.{i}.mlp.fc1`
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import torch
@@ -109,9 +110,19 @@ class MultiTokenViT(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """Random init as TransReID-style ViTs do: truncated normal 0.02 for tokens and linears."""
+        """The released code's random init (what ``pretrained: none`` trains from).
+
+        - CLS tokens: zeros (never re-initialised); position embedding: truncated
+          normal, std 0.02;
+        - every Linear (qkv, attention proj, fc1/fc2, each MoAE atom and gate, drawn
+          independently): truncated normal, std 0.02, bias 0; LayerNorm: weight 1,
+          bias 0; the patch convolution keeps PyTorch's default init;
+        - then :meth:`rescale_output_layers`.
+
+        Loading pretrained weights overwrites all of it (the gates excepted).
+        """
+        nn.init.zeros_(self.cls_token)
         trunc_normal_(self.pos_embed, std=.02)
-        trunc_normal_(self.cls_token, std=.02)
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 trunc_normal_(module.weight, std=.02)
@@ -122,6 +133,19 @@ class MultiTokenViT(nn.Module):
                 nn.init.zeros_(module.bias)
             elif isinstance(module, MoAE):
                 module.reset_expert_parameters()
+        self.rescale_output_layers()
+
+    @torch.no_grad()
+    def rescale_output_layers(self) -> None:
+        """Divide block ``l``'s (1-based) output layers by ``sqrt(2 l)``, as the released code does.
+
+        The attention projection once; the FFN output layer of every expert in the
+        block's expert list once per expert (:meth:`MoAE.rescale_output_layers`: the
+        shared ``fc2`` once, each out-atom five times).
+        """
+        for layer_id, block in enumerate(self.blocks, start=1):
+            block.attn.proj.weight.div_(math.sqrt(2.0 * layer_id))
+            block.mlp.rescale_output_layers(layer_id)
 
     def _blocks(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
