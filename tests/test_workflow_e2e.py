@@ -13,22 +13,16 @@ Runs in a copy of the repository (its tracked files) with a tiny params.yaml, th
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.e2e import commit_all, copy_tracked_files, jobs_of_dry_run, run
 
 pytestmark = pytest.mark.slow
-
-BIN = Path(sys.executable).parent
 
 TINY = {
     "data": {
@@ -45,27 +39,6 @@ TINY = {
 }
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", ATREID_QUIET="1")
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
-    return result
-
-
-def jobs_of_dry_run(output: str) -> dict[str, int]:
-    """The 'Job stats' table of `snakemake -n`: rule -> count."""
-    jobs: dict[str, int] = {}
-    block = output.split("Job stats:")[1] if "Job stats:" in output else ""
-    for line in block.splitlines()[3:]:
-        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if not match:
-            break
-        jobs[match[1]] = int(match[2])
-    jobs.pop("total", None)
-    return jobs
-
-
 def stale_dvc_stages(output: str) -> set[str]:
     return {line.strip().rstrip(":") for line in output.splitlines()
             if line and not line.startswith((" ", "\t")) and line.strip().endswith(":")}
@@ -73,14 +46,7 @@ def stale_dvc_stages(output: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("e2e") / "repo"
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    for rel in filter(None, files.split("\0")):
-        src = REPO / rel
-        if src.is_file():
-            dst = work / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
+    work = copy_tracked_files(tmp_path_factory.mktemp("e2e") / "repo")
     params = yaml.safe_load((work / "params.yaml").read_text())
     from atreid.config import deep_merge
 
@@ -89,10 +55,7 @@ def workdir(tmp_path_factory) -> Path:
     params["eval"]["benchmarks"] = TINY["eval"]["benchmarks"]
     params["data"]["benchmarks"] = {"market1501": params["data"]["benchmarks"]["market1501"]}
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (work / "data" / "raw").mkdir(parents=True, exist_ok=True)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "e2e"]):
-        run(cmd, work)
+    commit_all(work)
     return work
 
 
