@@ -235,21 +235,31 @@ def hand_built_reference(moae: bool = True, gate_sign: float = 1.0) -> dict[str,
     return dict(_hand_built(moae, gate_sign))
 
 
+def _reference_stem(rand, ncls: int, d: int) -> dict[str, torch.Tensor]:
+    """CLS tokens, position embedding (ncls + 8x4 patch rows) and patch projection, reference keys."""
+    return {"base.cls_token": rand(1, ncls, d), "base.pos_embed": rand(1, ncls + 32, d),
+            "base.patch_embed.proj.weight": rand(d, 3, 16, 16), "base.patch_embed.proj.bias": rand(d)}
+
+
+def _reference_block(rand, blk: str, d: int, hid: int) -> dict[str, torch.Tensor]:
+    """One block's norms, attention and shared FFN (ffn.0) under the reference's keys."""
+    return {f"{blk}.norm1.weight": 1 + rand(d), f"{blk}.norm1.bias": rand(d),
+            f"{blk}.attn.qkv.weight": rand(3 * d, d), f"{blk}.attn.qkv.bias": rand(3 * d),
+            f"{blk}.attn.proj.weight": rand(d, d), f"{blk}.attn.proj.bias": rand(d),
+            f"{blk}.norm2.weight": 1 + rand(d), f"{blk}.norm2.bias": rand(d),
+            f"{blk}.mlp.ffn.0.0.weight": rand(hid, d), f"{blk}.mlp.ffn.0.0.bias": rand(hid),
+            f"{blk}.mlp.ffn.0.2.weight": rand(d, hid), f"{blk}.mlp.ffn.0.2.bias": rand(d)}
+
+
 @functools.lru_cache(maxsize=None)
 def _hand_built(moae: bool, gate_sign: float) -> dict[str, torch.Tensor]:
     d, hid, depth, ncls = 192, 768, 4, 6
     g = torch.Generator().manual_seed(0)
     rand = lambda *shape: torch.randn(*shape, generator=g) * 0.02  # noqa: E731
-    s = {"base.cls_token": rand(1, ncls, d), "base.pos_embed": rand(1, ncls + 32, d),
-         "base.patch_embed.proj.weight": rand(d, 3, 16, 16), "base.patch_embed.proj.bias": rand(d)}
+    s = _reference_stem(rand, ncls, d)
     for i in range(depth):
         blk = f"base.blocks.{i}"
-        s.update({f"{blk}.norm1.weight": 1 + rand(d), f"{blk}.norm1.bias": rand(d),
-                  f"{blk}.attn.qkv.weight": rand(3 * d, d), f"{blk}.attn.qkv.bias": rand(3 * d),
-                  f"{blk}.attn.proj.weight": rand(d, d), f"{blk}.attn.proj.bias": rand(d),
-                  f"{blk}.norm2.weight": 1 + rand(d), f"{blk}.norm2.bias": rand(d),
-                  f"{blk}.mlp.ffn.0.0.weight": rand(hid, d), f"{blk}.mlp.ffn.0.0.bias": rand(hid),
-                  f"{blk}.mlp.ffn.0.2.weight": rand(d, hid), f"{blk}.mlp.ffn.0.2.bias": rand(d)})
+        s.update(_reference_block(rand, blk, d, hid))
         if moae:
             for a in range(5):
                 for b in range(5):
@@ -334,16 +344,10 @@ def hand_built_plain_reference(ncls: int, persons: int = 5, outfits: int = 11, s
     d, hid = 192, 768
     g = torch.Generator().manual_seed(seed)
     rand = lambda *shape: torch.randn(*shape, generator=g) * 0.02  # noqa: E731
-    s = {"base.cls_token": rand(1, ncls, d), "base.pos_embed": rand(1, ncls + 32, d),
-         "base.patch_embed.proj.weight": rand(d, 3, 16, 16), "base.patch_embed.proj.bias": rand(d)}
+    s = _reference_stem(rand, ncls, d)
     for i in range(4):
         blk = f"base.blocks.{i}"
-        s.update({f"{blk}.norm1.weight": 1 + rand(d), f"{blk}.norm1.bias": rand(d),
-                  f"{blk}.attn.qkv.weight": rand(3 * d, d), f"{blk}.attn.qkv.bias": rand(3 * d),
-                  f"{blk}.attn.proj.weight": rand(d, d), f"{blk}.attn.proj.bias": rand(d),
-                  f"{blk}.norm2.weight": 1 + rand(d), f"{blk}.norm2.bias": rand(d),
-                  f"{blk}.mlp.ffn.0.0.weight": rand(hid, d), f"{blk}.mlp.ffn.0.0.bias": rand(hid),
-                  f"{blk}.mlp.ffn.0.2.weight": rand(d, hid), f"{blk}.mlp.ffn.0.2.bias": rand(d)})
+        s.update(_reference_block(rand, blk, d, hid))
         s.update({f"{blk}.mlp.gate.{t}.weight": rand(1, d) for t in range(ncls)})
     s.update({"base.norm.weight": 1 + rand(d), "base.norm.bias": rand(d)})
     for h in range(6):
