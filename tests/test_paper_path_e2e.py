@@ -1,0 +1,193 @@
+"""End to end: the paper's own path, `--configfile presets/paper.yaml`, through Snakemake on CPU.
+
+Everything the preset says runs as it says: import of an AT-USTC archive at the preset's
+path with ``expected_counts: official``, a timm-format ViT-B/16 weights file at the
+preset's path (``jx_vit_base_p16_224-80ecf9dd.pth``; here a randomly initialised timm
+``vit_base_patch16_224.orig_in21k_ft_in1k`` saved as timm saves it), ``vit_base_uniat``
+at 256x128 with drop-path 0.2, Nesterov SGD with the 10x group, warm-up, random
+erasing, eight DataLoader workers, all six variants including the ablations, and the
+paper columns in the table. Only the sizes that decide the run time are shrunk, and
+only with ``--config`` (as a user would): epochs, iterations, batch, and the benchmark
+list (AT-USTC and Market-1501). A ViT-B/16 feature costs about 0.3 s of one CPU core, so
+the paper's other four cross-dataset benchmarks would add about 15 minutes on two cores
+for no new code path (the five-benchmark average is tested in tests/test_report.py).
+The overlapping-patch option (stride 12, a 21x10 grid) is checked in-process with the
+same weights file and recipe.
+
+The dataset is a small synthetic AT-USTC in the release layout, zipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from atreid.constants import SCENARIOS
+from tests.e2e import copy_tracked_files, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.paper]
+
+PAPER_VARIANTS = ("baseline", "full", "ncls1", "said", "said_hdw", "said_moae")
+SHRINK = [
+    'train={"epochs": 2, "iters_per_epoch": 1, "batch_p": 2, "batch_k": 2}',
+    'eval={"benchmarks": [atustc, market1501]}',
+]
+WEIGHTS = "data/raw/jx_vit_base_p16_224-80ecf9dd.pth"
+ARCHIVE = "data/raw/AT-USTC.zip"
+PERSONS, OUTFITS = 4, 8  # training identities and person-outfit classes of the archive below
+
+
+def paper_snakemake(*args: str) -> list[str]:
+    return ["snakemake", "--cores", "2", "--configfile", "presets/paper.yaml", "--config", *SHRINK, *args]
+
+
+def write_archive(path: Path, scratch: Path) -> None:
+    """A small AT-USTC copy in the release layout, zipped like the signed release."""
+    from atreid.data.synthetic.atustc import generate_atustc
+
+    generate_atustc(scratch, workers=1, seed=0, train_persons=PERSONS, test_persons=3, outfits=[2, 2], dates=2,
+                    train_cameras_per_outfit=2, train_frames_per_clip=3, val_fraction=0.2, image_height=64,
+                    image_width=32, jpeg_quality=90)
+    with zipfile.ZipFile(path, "w") as archive:
+        for member in sorted((scratch / "AT-USTC").rglob("*")):
+            archive.write(member, member.relative_to(scratch).as_posix())
+
+
+def write_timm_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A randomly initialised ViT-B/16 in timm's file layout (head included, as in the real file)."""
+    import timm
+
+    torch.manual_seed(1234)
+    state = timm.create_model("vit_base_patch16_224.orig_in21k_ft_in1k", pretrained=False).state_dict()
+    torch.save(state, path)
+    return state
+
+
+@pytest.fixture(scope="module")
+def paper_run(tmp_path_factory) -> Iterator[tuple[Path, dict[str, torch.Tensor]]]:
+    work = copy_tracked_files(tmp_path_factory.mktemp("paper") / "repo")
+    write_archive(work / ARCHIVE, tmp_path_factory.mktemp("atustc"))
+    weights = write_timm_weights(work / WEIGHTS)
+    run(paper_snakemake(), work)  # the default target: table, plots, galleries
+    yield work, weights
+    shutil.rmtree(work, ignore_errors=True)  # about 5 GB of ViT-B models and feature caches
+
+
+def trained(work: Path, variant: str) -> dict:
+    return torch.load(work / "models" / variant / "model.pt", map_location="cpu", weights_only=True)
+
+
+def test_the_archive_was_imported_checked_and_compared_with_the_official_counts(paper_run):
+    work, _ = paper_run
+    record = json.loads((work / "data" / "atustc" / "source.json").read_text())
+    assert record["sha256"] == hashlib.sha256((work / ARCHIVE).read_bytes()).hexdigest()
+    report = json.loads((work / "data" / "atustc" / "verification.json").read_text())
+    # The official statistics are the yardstick: a miniature differs, and says so.
+    assert any("train images" in w and "286087" in w for w in report["warnings"]), report["warnings"]
+    sampled = pd.read_csv(work / "data" / "atustc" / "train_sampled.csv")
+    assert sampled["person"].nunique() == PERSONS
+
+
+def test_every_paper_variant_was_trained_with_the_recipe_from_the_weights_file(paper_run):
+    work, weights = paper_run
+    for variant in PAPER_VARIANTS:
+        payload = trained(work, variant)
+        settings = payload["settings"]
+        model, recipe = settings["model"], settings["train"]
+        assert model["arch"] == "vit_base_uniat" and model["image_size"] == [256, 128], variant
+        assert model["pretrained"] == WEIGHTS and model["drop_path_rate"] == 0.2 and model["gate"] == "hard"
+        assert model["patch_stride"] == 16
+        assert (recipe["optimizer"], recipe["lr"], recipe["large_lr_factor"], recipe["random_erasing"],
+                recipe["warmup_epochs"], recipe["num_workers"]) == ("sgd", 0.008, 10, 0.5, 10, 8), variant
+        assert (recipe["epochs"], recipe["iters_per_epoch"], recipe["batch_p"], recipe["batch_k"]) == (2, 1, 2, 2)
+        state = payload["state_dict"]
+        # Two warm-up steps at lr <= 0.0016 leave the backbone next to the file it started from;
+        # a random initialisation would be nowhere near it.
+        for ours, theirs in (("base.patch_embed.proj.weight", "patch_embed.proj.weight"),
+                             ("base.blocks.5.attn.qkv.weight", "blocks.5.attn.qkv.weight"),
+                             ("base.blocks.11.mlp.fc2.weight", "blocks.11.mlp.fc2.weight")):
+            assert (state[ours] - weights[theirs]).abs().max() < 0.01, (variant, ours)
+        assert state["base.pos_embed"].shape == (1, settings["ncls"] + 16 * 8, 768), variant
+        # Heads as the reference sizes them: short-term heads per outfit whatever the loss.
+        sizes = [state[f"classifier.{h}.weight"].shape[0] for h in range(6)]
+        assert sizes == [OUTFITS, PERSONS] * 3, (variant, sizes)
+        history = pd.read_csv(work / "models" / variant / "history.csv")
+        # Warm-up from 0.1x to 1x over 10 epochs: 0.0008, then 0.0016.
+        assert history["lr"].round(8).tolist() == [0.0008, 0.0016], variant
+        log = (work / "logs" / "train" / f"{variant}.log").read_text()
+        assert f"pretrained weights {WEIGHTS}" in log and "'target_grid': [16, 8]" in log
+    moae = trained(work, "full")["state_dict"]
+    assert "base.blocks.0.mlp.in_w" in moae and "base.blocks.0.mlp.in_w" not in trained(work, "said")["state_dict"]
+    assert trained(work, "ncls1")["state_dict"]["base.cls_token"].shape == (1, 1, 768)
+
+
+def test_the_table_has_every_variant_with_the_published_numbers_beside_it(paper_run):
+    work, _ = paper_run
+    table = pd.read_csv(work / "results" / "table.csv").set_index("variant")
+    assert sorted(table.index[:-1]) == sorted(PAPER_VARIANTS) and table.index[-1] == "chance"
+    for scenario in (*SCENARIOS, "Any-Time"):
+        for metric in ("R1", "mAP"):
+            assert table[f"{scenario}_{metric}"].between(0, 100).all(), (scenario, metric)
+    assert table["market1501:R1"].between(0, 100).all() and table["market1501:mAP"].between(0, 100).all()
+    published = {"full": 55.80, "baseline": 50.90, "said": 52.03, "said_moae": 53.70, "said_hdw": 53.32}
+    for variant, any_time in published.items():
+        assert table.loc[variant, "paper:Any-Time_R1"] == any_time, variant
+        assert table.loc[variant, "diff:Any-Time_R1"] == pytest.approx(
+            table.loc[variant, "Any-Time_R1"] - any_time, abs=0.011)
+        assert not pd.isna(table.loc[variant, "paper:market1501:R1"]), variant
+    # The unified-embedding model has no row in the paper's ablation tables.
+    assert pd.isna(table.loc["ncls1", "paper:Any-Time_R1"])
+    for figure in ("plots/cmc_atustc.png", "plots/comparison.png", "plots/training_said_moae.png",
+                   "galleries/ncls1/AD-LT.png"):
+        assert (work / "results" / figure).read_bytes().startswith(b"\x89PNG"), figure
+
+
+def test_nothing_left_to_do_and_the_reference_export_has_the_documented_layout(paper_run, tmp_path):
+    work, _ = paper_run
+    dry = run(paper_snakemake("-n"), work)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    # reference_checkpoint.md: ViT-B/16, 256x128, stride 16, ncls 6, MoAE: 1,458 state_dict entries.
+    out = tmp_path / "epoch_best.t"
+    run(["atreid", "export-checkpoint", str(work / "models" / "full" / "model.pt"), "--out", str(out)], work)
+    exported = torch.load(out, map_location="cpu", weights_only=True)
+    assert len(exported["model"]) == 1458
+    assert exported["model"]["base.pos_embed"].shape == (1, 6 + 128, 768)
+    assert exported["model"]["base.blocks.3.mlp.gate.5.weight"].shape == (2, 768)
+    assert exported["model"]["classifier.0.weight"].shape == (OUTFITS, 768)
+
+
+def test_overlapping_patches_stride_12_start_from_the_same_weights_file(tmp_path):
+    """The paper's stride-12 option (21x10 overlapping patches) with the same file and recipe."""
+    from atreid.config import load_params, resolve_variant
+    from atreid.engine.trainer import build_criterion, build_training_model, load_pretrained_weights
+    from tests.conftest import REPO
+
+    weights = write_timm_weights(tmp_path / "jx_vit_base_p16_224-80ecf9dd.pth")
+    params = load_params(REPO / "params.yaml", REPO / "presets" / "paper.yaml")
+    params["model"]["patch_stride"] = 12
+    settings = resolve_variant(params, "full")
+    torch.manual_seed(0)
+    model = build_training_model(settings, PERSONS, OUTFITS)
+    report = load_pretrained_weights(model, str(tmp_path / "jx_vit_base_p16_224-80ecf9dd.pth"))
+    assert report["source_grid"] == [14, 14] and report["target_grid"] == [21, 10]
+    state = model.state_dict()
+    assert torch.equal(state["base.patch_embed.proj.weight"], weights["patch_embed.proj.weight"])
+    # Every CLS token starts as the file's one; the patch rows are a resampled 21x10 grid.
+    assert torch.equal(state["base.pos_embed"][0, :6], weights["pos_embed"][0, :1].expand(6, -1))
+    assert state["base.pos_embed"].shape == (1, 6 + 21 * 10, 768)
+    labels = {"outfit_to_person": [c // 2 for c in range(OUTFITS)]}
+    criterion = build_criterion(settings, labels)
+    model.train()
+    tokens, logits = model(torch.randn(4, 3, 256, 128))
+    loss, _ = criterion(tokens, logits, torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 2, 3]),
+                        torch.tensor([0, 1, 0, 1]), False)
+    loss.backward()
+    assert torch.isfinite(loss) and model.base.patch_embed.proj.weight.grad.abs().sum() > 0
