@@ -3,44 +3,152 @@
 Every file the pipeline writes goes through these helpers: the content is written to a
 temporary sibling and moved into place with ``os.replace``, so a crash (even kill -9)
 never leaves a truncated output that a later step or Snakemake would trust.
+
+Temporary siblings are named ``.{name}.{8 random characters}{suffix}`` (``.tmp`` for
+files, ``.partial`` for folders) and are created with the modes a plain ``open`` or
+``mkdir`` would give (0666 / 0777 less the umask), not ``mkstemp``'s private 0600 / 0700:
+on a shared machine the results stay as readable as the user's umask says. A kill -9
+can still leave a temporary sibling behind; :func:`remove_stale_temporaries` removes a
+target's own leftovers at the start of the next run of the step that writes it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import errno
 import json
+import logging
 import os
+import re
+import secrets
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TypeVar
 
 import torch
 
+from atreid.errors import AtreidError
+
 T = TypeVar("T")
+
+log = logging.getLogger("atreid.io")
+
+# The random part of a temporary sibling's name: 8 characters, as tempfile's names.
+_RANDOM_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789_"
+_RANDOM_LENGTH = 8
+# Suffixes of atreid's temporary siblings: atomic files, atomic folders, downloads.
+TEMP_SUFFIXES = (".tmp", ".partial", ".download")
+
+
+def _temp_name(path: Path, suffix: str) -> Path:
+    random_part = "".join(secrets.choice(_RANDOM_ALPHABET) for _ in range(_RANDOM_LENGTH))
+    return path.parent / f".{path.name}.{random_part}{suffix}"
 
 
 def _temp_sibling(path: Path, suffix: str = ".tmp") -> Path:
+    """Create an empty temporary file beside ``path`` with mode 0666 less the umask."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    return Path(name)
+    for _ in range(100):
+        name = _temp_name(path, suffix)
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return name
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
+
+
+def temp_dir_sibling(path: str | os.PathLike, suffix: str = ".partial") -> Path:
+    """Create an empty temporary folder beside ``path`` with mode 0777 less the umask
+    (``tempfile.mkdtemp`` would make it 0700 whatever the umask)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        name = _temp_name(path, suffix)
+        try:
+            os.mkdir(name, 0o777)
+        except FileExistsError:
+            continue
+        return name
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
+
+
+def stale_temporaries(target: str | os.PathLike, suffixes: Iterable[str] = TEMP_SUFFIXES) -> list[Path]:
+    """The temporary siblings an interrupted atomic write of ``target`` may have left:
+    ``.{target name}.{8 random characters}{suffix}`` in ``target``'s folder, and nothing
+    else (not another target's, not a user's file)."""
+    target = Path(target)
+    folder = target.parent
+    if not folder.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[{_RANDOM_ALPHABET}]{{{_RANDOM_LENGTH}}}"
+                         rf"(?:{'|'.join(re.escape(s) for s in suffixes)})")
+    return sorted(folder / entry.name for entry in os.scandir(folder) if pattern.fullmatch(entry.name))
+
+
+def remove_stale_temporaries(target: str | os.PathLike, suffixes: Iterable[str] = TEMP_SUFFIXES) -> list[Path]:
+    """Remove what an interrupted (killed) atomic write of ``target`` left beside it.
+
+    Call it at the start of the step that writes ``target`` (the only writer of that
+    target, so no live write is disturbed). Only names matching ``target``'s own
+    temporary pattern (:func:`stale_temporaries`) are touched: files and links are
+    unlinked, folders removed with their contents (links inside are not followed).
+    Returns the removed paths; each is logged.
+    """
+    removed = []
+    for leftover in stale_temporaries(target, suffixes):
+        try:
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+        except FileNotFoundError:
+            continue
+        log.info("removed %s, left by an interrupted earlier run", leftover)
+        removed.append(leftover)
+    return removed
+
+
+def write_failure(path: str | os.PathLike, exc: OSError) -> AtreidError:
+    """The one-line error for an ``OSError`` while writing ``path`` (full disk, quota,
+    read-only or forbidden folder), naming the file and the fix."""
+    path = Path(path)
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        fix = f"free space on the disk holding {path.parent} (or point the output elsewhere) and rerun"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = f"make {path.parent} writable and rerun"
+    else:
+        fix = "check the disk and rerun"
+    return AtreidError(f"{path}: could not be written ({reason}); nothing was changed there; {fix}")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary sibling + fsync + rename)."""
+    """Write ``data`` to ``path`` atomically (temporary sibling + fsync + rename).
+
+    An ``OSError`` (full disk, quota, permissions) removes the temporary sibling, leaves
+    ``path`` as it was and is raised as a one-line :class:`AtreidError`.
+    """
     path = Path(path)
-    tmp = _temp_sibling(path)
+    tmp: Path | None = None
     try:
+        tmp = _temp_sibling(path)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+        if isinstance(exc, OSError):
+            raise write_failure(path, exc) from None
         raise
 
 
@@ -77,7 +185,7 @@ def atomic_output_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    tmp = temp_dir_sibling(path)
     try:
         yield tmp
         if path.exists():

@@ -1,0 +1,174 @@
+"""atreid.io: modes under the umask, stale temporaries, full disks (issue 15, items 2, 3, 6)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from atreid import io as aio
+from atreid.errors import AtreidError
+
+
+@contextlib.contextmanager
+def umask(value: int):
+    old = os.umask(value)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@contextlib.contextmanager
+def small_filesystem(where: Path, size: str = "256k"):
+    """A size-limited tmpfs mounted at ``where`` (root only); skips the test where not allowed."""
+    where.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], capture_output=True, timeout=30)
+
+
+# ---- item 6: modes follow the umask ------------------------------------------------------
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_atomic_files_follow_the_umask(tmp_path, mask):
+    with umask(mask):
+        aio.atomic_write_text(tmp_path / "a.txt", "x")
+        aio.atomic_write_json(tmp_path / "sub" / "b.json", {"a": 1})
+        aio.atomic_torch_save(tmp_path / "c.pt", {"a": 1})
+    for name in ("a.txt", "sub/b.json", "c.pt"):
+        assert mode(tmp_path / name) == 0o666 & ~mask, name
+    assert mode(tmp_path / "sub") == 0o777 & ~mask
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_atomic_output_dir_follows_the_umask(tmp_path, mask):
+    with umask(mask):
+        with aio.atomic_output_dir(tmp_path / "images") as tmp:
+            assert mode(tmp) == 0o777 & ~mask
+            (tmp / "inner").mkdir()
+            (tmp / "inner" / "f.jpg").write_bytes(b"1")
+    assert mode(tmp_path / "images") == 0o777 & ~mask
+    assert mode(tmp_path / "images" / "inner") == 0o777 & ~mask
+    assert mode(tmp_path / "images" / "inner" / "f.jpg") == 0o666 & ~mask
+
+
+def test_rewrite_takes_the_umask_not_the_old_mode(tmp_path):
+    target = tmp_path / "a.txt"
+    with umask(0o077):
+        aio.atomic_write_text(target, "old")
+    with umask(0o022):
+        aio.atomic_write_text(target, "new")
+    assert mode(target) == 0o644 and target.read_text() == "new"
+
+
+# ---- item 3: stale temporaries ---------------------------------------------------------
+def test_remove_stale_temporaries_removes_only_the_targets_own(tmp_path):
+    target = tmp_path / "last.pt"
+    own_file = tmp_path / ".last.pt.ab_c12z9.tmp"
+    own_dir = tmp_path / ".last.pt.0123abcd.partial"
+    own_download = tmp_path / ".last.pt.zzzzzzzz.download"
+    own_file.write_bytes(b"partial")
+    (own_dir / "deep").mkdir(parents=True)
+    (own_dir / "deep" / "x").write_bytes(b"1")
+    own_download.write_bytes(b"d")
+    keep = [tmp_path / "last.pt", tmp_path / "previous.pt",
+            tmp_path / ".previous.pt.abcdefgh.tmp",       # another target's
+            tmp_path / ".last.pt.abc.tmp",                # not our random part
+            tmp_path / ".last.pt.ABCDEFGH.tmp",           # not our alphabet
+            tmp_path / ".last.pt.abcdefgh.tmp.keep",      # not our suffix
+            tmp_path / ".x.last.pt.abcdefgh.tmp",         # another target
+            tmp_path / "last.pt.abcdefgh.tmp"]            # not hidden: a user's file
+    for path in keep:
+        path.write_bytes(b"keep")
+    outside = tmp_path / "other"
+    outside.mkdir()
+    (outside / ".last.pt.abcdefgh.tmp").write_bytes(b"other folder")
+
+    removed = aio.remove_stale_temporaries(target)
+
+    assert sorted(removed) == sorted([own_file, own_dir, own_download])
+    assert not own_file.exists() and not own_dir.exists() and not own_download.exists()
+    assert all(path.exists() for path in keep)
+    assert (outside / ".last.pt.abcdefgh.tmp").exists()
+    assert aio.remove_stale_temporaries(target) == []
+    assert aio.remove_stale_temporaries(tmp_path / "missing" / "x") == []
+
+
+def test_remove_stale_temporaries_suffixes_and_links(tmp_path):
+    target = tmp_path / "images"
+    victim = tmp_path / "victim"
+    (victim / "keep").mkdir(parents=True)
+    link = tmp_path / ".images.abcdefgh.partial"
+    link.symlink_to(victim, target_is_directory=True)
+    tmp_file = tmp_path / ".images.abcdefgh.tmp"
+    tmp_file.write_bytes(b"")
+    assert aio.remove_stale_temporaries(target, suffixes=(".partial",)) == [link]
+    assert not link.is_symlink() and (victim / "keep").is_dir()  # the link goes, not what it points at
+    assert tmp_file.exists()
+
+
+def test_temporary_names_match_the_stale_pattern(tmp_path):
+    target = tmp_path / "model.pt"
+    made = [aio._temp_sibling(target), aio.temp_dir_sibling(target)]
+    assert sorted(aio.stale_temporaries(target)) == sorted(made)
+
+
+# ---- item 2: full disks --------------------------------------------------------------------
+def test_enospc_gives_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"previous")
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(aio.os, "fsync", full)
+    with pytest.raises(AtreidError) as info:
+        aio.atomic_torch_save(target, {"a": 1})
+    monkeypatch.setattr(aio.os, "fsync", real_fsync)
+    message = str(info.value)
+    assert "\n" not in message and str(target) in message
+    assert "No space left on device" in message and "free space" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+    assert target.read_bytes() == b"previous"
+
+
+def test_permission_error_is_one_line(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path))
+
+    monkeypatch.setattr(aio.os, "open", refuse)
+    with pytest.raises(AtreidError, match="make .* writable"):
+        aio.atomic_write_text(tmp_path / "a.txt", "x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_real_full_filesystem(tmp_path):
+    with small_filesystem(tmp_path / f"small-{uuid.uuid4().hex[:6]}") as disk:
+        target = disk / "model.pt"
+        aio.atomic_write_bytes(target, b"ok")
+        with pytest.raises(AtreidError) as info:
+            aio.atomic_write_bytes(target, b"\0" * (1 << 20))
+        assert str(target) in str(info.value) and "No space left on device" in str(info.value)
+        assert sorted(p.name for p in disk.iterdir()) == ["model.pt"]
+        assert target.read_bytes() == b"ok"
