@@ -634,3 +634,138 @@ def test_top_name_taken_by_a_file_is_an_error(layout):
     tmp_path, dest, record = layout
     source = make_zip(tmp_path / "src" / "odd.zip", {"AT-USTC": b"not a folder", "x.jpg": b"1"})
     assert_refused(tmp_path, source, dest, record, str(source), "AT-USTC is a file")
+
+
+# ---- expansion limits (issue 15, item 7) ------------------------------------------
+
+BOMB = {"AT-USTC/zeros.bin": bytes(40 << 20), "AT-USTC/p001-d01-c01/cam01-f0-0000.jpg": b"rgb"}
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar.gz"])
+def test_highly_compressible_archive_refused(layout, fmt):
+    """40 MiB of zeros packs into ~40 KiB: far beyond 100x, refused with nothing left."""
+    tmp_path, dest, record = layout
+    source = tmp_path / "src" / f"bomb.{fmt}"
+    if fmt == "zip":
+        make_zip(source, BOMB)
+    else:
+        make_tar(source, BOMB, "w:gz")
+    assert source.stat().st_size < 200 << 10
+    message = assert_refused(tmp_path, source, dest, record, str(source), "data.max_expansion",
+                             "over the limit of 16.0 MiB")
+    assert "params.yaml" in message
+
+
+def test_raised_expansion_limit_accepts_the_archive(layout):
+    tmp_path, dest, record = layout
+    source = make_zip(tmp_path / "src" / "bomb.zip", BOMB)
+    import_dataset(str(source), dest, sha256=None, record=record, expect_top=TOP, max_expansion=5000)
+    assert (dest / "AT-USTC" / "zeros.bin").stat().st_size == 40 << 20
+
+
+def test_extracted_size_cap_refused(layout):
+    tmp_path, dest, record = layout
+    source = make_tar(tmp_path / "src" / "copy.tar", {"AT-USTC/a.jpg": os.urandom(2 << 20)})
+    before = snapshot(tmp_path)
+    with pytest.raises(AtreidError, match=r"data\.max_extracted_gib \(now 0\.001\)") as excinfo:
+        import_dataset(str(source), dest, sha256=None, record=record, expect_top=TOP, max_extracted_gib=0.001)
+    assert "\n" not in str(excinfo.value)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar.gz"])
+def test_declared_sizes_that_lie_are_caught_by_counting(layout, fmt, monkeypatch):
+    """A member that declares 1 byte but holds 40 MiB: the bytes written are counted."""
+    tmp_path, dest, record = layout
+    source = tmp_path / "src" / f"liar.{fmt}"
+    if fmt == "zip":
+        make_zip(source, BOMB)
+    else:
+        make_tar(source, BOMB, "w:gz")
+    original = archive._Extractor.declare
+    monkeypatch.setattr(archive._Extractor, "declare", lambda self, member, size: original(self, member, 1))
+    message = assert_refused(tmp_path, source, dest, record, "more than declared", "data.max_expansion")
+    assert "zeros.bin" in message
+
+
+def test_bad_expansion_setting(layout):
+    tmp_path, dest, record = layout
+    source = make_zip(tmp_path / "src" / "copy.zip", FILES)
+    with pytest.raises(AtreidError, match=r"data\.max_expansion: 0\.5 must be a number at least 1"):
+        import_dataset(str(source), dest, sha256=None, record=record, max_expansion=0.5)
+
+
+# ---- leftovers of a killed import (issue 15, item 3) -------------------------------
+
+def test_stale_partial_of_a_killed_import_is_removed(layout):
+    tmp_path, dest, record = layout
+    dest.parent.mkdir(parents=True)
+    stale = dest.parent / ".images.k1ll3d00.partial"
+    (stale / "AT-USTC").mkdir(parents=True)
+    (stale / "AT-USTC" / "half.jpg").write_bytes(b"x" * 1000)
+    stale_download = dest.parent / ".images.k1ll3d01.download"
+    stale_download.write_bytes(b"half a download")
+    others = [dest.parent / ".index.csv.k1ll3d00.partial", dest.parent / "images.partial",
+              dest.parent / ".images.keep.partial"]  # not this step's pattern: kept
+    for other in others:
+        other.mkdir()
+    run_import(make_zip(tmp_path / "src" / "copy.zip", FILES), dest, record)
+    assert tree(dest) == FILES
+    assert not stale.exists() and not stale_download.exists()
+    assert all(other.is_dir() for other in others)
+
+
+KILL_SCRIPT = """
+import sys, time
+from pathlib import Path
+from atreid.data import archive
+original = archive._Extractor.add_file
+def slow(self, *args, **kwargs):
+    original(self, *args, **kwargs)
+    if self.files == 2:
+        print("extracting", flush=True)
+        time.sleep(60)
+archive._Extractor.add_file = slow
+archive.import_dataset(sys.argv[1], Path(sys.argv[2]), sha256=None, record=Path(sys.argv[3]), expect_top="AT-USTC")
+"""
+
+
+def test_killed_extraction_leftovers_removed_by_the_next_run(layout):
+    import signal
+    import subprocess
+    import sys
+
+    tmp_path, dest, record = layout
+    source = make_zip(tmp_path / "src" / "copy.zip", FILES)
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(source), str(dest), str(record)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "ATREID_QUIET": "1"})
+    try:
+        assert proc.stdout.readline().strip() == "extracting"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    leftovers = [p for p in dest.parent.iterdir() if p.name.endswith(".partial")]
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".images."), leftovers
+    assert not dest.exists() and not record.exists()
+    run_import(source, dest, record)
+    assert tree(dest) == FILES
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["images", "source.json"]
+
+
+def test_cli_passes_the_expansion_limits(layout, capsys):
+    from atreid.cli import main
+
+    tmp_path, dest, record = layout
+    source = make_tar(tmp_path / "src" / "bomb.tar.gz", BOMB, "w:gz")
+    common = ["prepare-atustc", "--source", json.dumps({"source": str(source), "sha256": None}),
+              "--synthetic", "{}", "--out", str(dest), "--record", str(record)]
+    assert main(common) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {source}: ") and "data.max_expansion" in err[-1]
+    assert not dest.exists()
+    assert main(common + ["--max-expansion", "2000"]) == 0
+    assert (dest / "AT-USTC" / "zeros.bin").stat().st_size == 40 << 20
+    assert main(common + ["--max-extracted-gib", "0.01"]) == 2
+    assert "data.max_extracted_gib (now 0.01)" in capsys.readouterr().err
+    assert (dest / "AT-USTC" / "zeros.bin").stat().st_size == 40 << 20  # kept

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from atreid.commands.data import _json_arg
+from atreid.commands.data import _json_arg, add_expansion_arguments, expansion_limits
 from atreid.io import atomic_write_csv, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("atreid.benchmarks")
@@ -29,7 +29,8 @@ def run_prepare(args: argparse.Namespace) -> None:
         from atreid.data.archive import import_dataset
 
         summary = import_dataset(source, out, sha256=args.source.get("sha256"), record=Path(args.record),
-                                 expect_top=adapter.top_folders[0], name=f"benchmarks.{args.benchmark}")
+                                 expect_top=adapter.top_folders[0], name=f"benchmarks.{args.benchmark}",
+                                 **expansion_limits(args))
         log.info("imported %s for %s (sha256 %s)", source, adapter.title, summary.get("sha256"))
 
 
@@ -57,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="miniature settings as JSON ({seed, image_height, image_width, jpeg_quality})")
     p.add_argument("--out", required=True, help="folder that will hold the release's top folder")
     p.add_argument("--record", required=True, help="JSON file recording the source's sha256")
+    add_expansion_arguments(p)
     p.set_defaults(func=run_prepare)
 
     p = subparsers.add_parser("index-benchmark", help="verify a benchmark copy and write its index and report")

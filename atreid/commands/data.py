@@ -23,6 +23,19 @@ def _json_arg(text: str) -> dict:
     return value
 
 
+def expansion_limits(args: argparse.Namespace) -> dict:
+    return {"max_expansion": args.max_expansion, "max_extracted_gib": args.max_extracted_gib}
+
+
+def add_expansion_arguments(p: argparse.ArgumentParser) -> None:
+    from atreid.data.archive import DEFAULT_MAX_EXPANSION, DEFAULT_MAX_EXTRACTED_GIB
+
+    p.add_argument("--max-expansion", type=float, default=DEFAULT_MAX_EXPANSION,
+                   help="an archive may extract to this many times its size (data.max_expansion)")
+    p.add_argument("--max-extracted-gib", type=float, default=DEFAULT_MAX_EXTRACTED_GIB,
+                   help="an archive may extract to at most this many GiB (data.max_extracted_gib)")
+
+
 def run_prepare(args: argparse.Namespace) -> None:
     """Generate the synthetic copy or import the user's copy into ``--out``."""
     source = args.source["source"]
@@ -37,7 +50,7 @@ def run_prepare(args: argparse.Namespace) -> None:
         from atreid.data.archive import import_dataset
 
         summary = import_dataset(source, out, sha256=args.source.get("sha256"),
-                                 record=Path(args.record), expect_top="AT-USTC")
+                                 record=Path(args.record), expect_top="AT-USTC", **expansion_limits(args))
         log.info("imported %s (sha256 %s)", source, summary.get("sha256"))
 
 
@@ -94,6 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder that will hold AT-USTC/")
     p.add_argument("--record", required=True, help="JSON file recording the source's sha256")
     p.add_argument("--threads", type=int, default=1)
+    add_expansion_arguments(p)
     p.set_defaults(func=run_prepare)
 
     p = subparsers.add_parser("index-atustc", help="verify an AT-USTC copy and write its index and report")

@@ -20,11 +20,18 @@ What the import guarantees:
   archive; device files, FIFOs and other special members are refused. Symbolic links
   are created after every regular file, so no member is ever written through a link.
   Permissions, owners and times of the archive are not applied.
+* **Bounded expansion.** What an archive may extract to is capped at
+  ``max_expansion`` times its own size (never below :data:`EXPANSION_FLOOR`) and at
+  ``max_extracted_gib`` GiB (params.yaml ``data.max_expansion``, ``data.max_extracted_gib``).
+  The declared sizes are checked before a member is written (for a zip, all of them
+  before anything is written), and the bytes actually written are counted as they are
+  written, since declared sizes can lie; either over the limit refuses the archive.
 * **Nothing partial.** Extraction and copies go to a temporary sibling of ``dest``
   moved into place only at the end (:func:`atreid.io.atomic_output_dir`); downloads go
   to a temporary file removed afterwards; the record is written, atomically, only after
-  success. Any failure (checksum, unsafe member, corrupt archive, interrupted download,
-  Ctrl-C) leaves ``dest`` and ``record`` as they were.
+  success. Any failure (checksum, unsafe member, corrupt archive, too large an expansion,
+  interrupted download, Ctrl-C) leaves ``dest`` and ``record`` as they were; the
+  temporaries a killed earlier import left beside ``dest`` are removed at the start.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 from atreid.errors import AtreidError
-from atreid.io import atomic_output_dir, atomic_write_json, progress
+from atreid.io import atomic_output_dir, atomic_write_json, progress, remove_stale_temporaries
 
 CHUNK = 1 << 20  # 1 MiB: hashing, copying and download chunk; the progress bars count these
 SUPPORTED_TYPES = ".zip, .tar, .tar.gz/.tgz, .tar.bz2/.tbz2, .tar.xz/.txz (detected by content) or a folder"
@@ -59,6 +66,13 @@ URL_SCHEMES = ("http", "https", "file")
 DOWNLOAD_TIMEOUT_S = 60
 IGNORED_TOP_LEVEL = {"__MACOSX", ".DS_Store"}  # clutter of macOS archivers, ignored when
                                                # looking for a single wrapping folder
+
+# Expansion limits (params.yaml data.max_expansion, data.max_extracted_gib): a real
+# dataset of JPEG images barely compresses (ratio ~1); zip bombs reach ~1000x per layer.
+DEFAULT_MAX_EXPANSION = 100.0
+DEFAULT_MAX_EXTRACTED_GIB = 1024.0
+EXPANSION_FLOOR = 16 << 20  # small archives may always extract this much (16 MiB)
+GIB = 1 << 30
 
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
@@ -126,7 +140,9 @@ def _read_chunks(f: BinaryIO) -> Iterator[bytes]:
 # ---- the import step -------------------------------------------------------------
 
 def import_dataset(source: str | os.PathLike, dest: Path, *, sha256: str | None, record: Path,
-                   expect_top: str | None = None, name: str | None = None) -> dict[str, Any]:
+                   expect_top: str | None = None, name: str | None = None,
+                   max_expansion: float = DEFAULT_MAX_EXPANSION,
+                   max_extracted_gib: float = DEFAULT_MAX_EXTRACTED_GIB) -> dict[str, Any]:
     """Copy or download a dataset, verify its sha256 and extract it into ``dest``.
 
     Args:
@@ -144,6 +160,9 @@ def import_dataset(source: str | os.PathLike, dest: Path, *, sha256: str | None,
             so that ``dest/<expect_top>/`` holds the content.
         name: the dataset's key under ``data:`` in params.yaml, for messages (default:
             the name of the record's folder, e.g. ``atustc`` for data/atustc/source.json).
+        max_expansion: an archive may extract to at most this many times its own size
+            (at least :data:`EXPANSION_FLOOR` bytes); ``data.max_expansion``.
+        max_extracted_gib: and to at most this many GiB; ``data.max_extracted_gib``.
 
     Returns:
         ``{"source", "kind", "sha256", "bytes", "files", "dest"}``: ``kind`` is ``folder``,
@@ -153,7 +172,7 @@ def import_dataset(source: str | os.PathLike, dest: Path, *, sha256: str | None,
 
     Raises:
         AtreidError: missing source, unknown archive type, checksum mismatch, unsafe or
-            corrupt archive, failed download, unexpected layout.
+            corrupt archive, expansion over the limits, failed download, unexpected layout.
     """
     source = os.fspath(source)
     dest = Path(dest)
@@ -162,11 +181,13 @@ def import_dataset(source: str | os.PathLike, dest: Path, *, sha256: str | None,
     expected = _parse_sha256(sha256, name)
     recorded = _read_record(record)
     check = _DigestCheck(expected, recorded, record, name)
+    limits = _ExpansionLimits(max_expansion, max_extracted_gib)
 
     created = _make_dirs(dest.parent)
+    remove_stale_temporaries(dest)  # a killed earlier import's .{dest}.*.partial/.download
     try:
         if _URL_RE.match(source):
-            summary = _import_url(source, dest, check, expect_top, name)
+            summary = _import_url(source, dest, check, expect_top, name, limits)
         else:
             path = Path(source).expanduser()
             if not path.exists():
@@ -175,7 +196,7 @@ def import_dataset(source: str | os.PathLike, dest: Path, *, sha256: str | None,
             if path.is_dir():
                 summary = _import_folder(path, source, dest, check, expect_top, name)
             else:
-                summary = _import_archive(path, source, source, dest, check, expect_top, name)
+                summary = _import_archive(path, source, source, dest, check, expect_top, name, limits)
     except BaseException:
         for folder in reversed(created):  # leave no empty parent folder we made
             try:
@@ -209,6 +230,34 @@ class _DigestCheck:
                 f"{label}: {what} {actual} differs from {self.recorded['sha256']} recorded in "
                 f"{self.record} at the first import ({when}): the source changed since; check "
                 f"your copy, or delete {self.record} (or set data.{self.name}.sha256) to accept it")
+
+
+class _ExpansionLimits:
+    """How much an archive may extract to (see the module docstring, *Bounded expansion*)."""
+
+    def __init__(self, max_expansion: float, max_extracted_gib: float):
+        for key, value, ok, bound in (("max_expansion", max_expansion, lambda v: v >= 1, "at least 1"),
+                                      ("max_extracted_gib", max_extracted_gib, lambda v: v > 0, "above 0")):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+                    or not ok(value):
+                raise AtreidError(f"data.{key}: {value!r} must be a number {bound}; fix it in params.yaml")
+        self.max_expansion = float(max_expansion)
+        self.max_extracted_gib = float(max_extracted_gib)
+
+    def allowed(self, archive_bytes: int) -> tuple[int, str]:
+        """The byte limit for an archive of ``archive_bytes`` and the setting that sets it."""
+        by_ratio = max(int(self.max_expansion * archive_bytes), EXPANSION_FLOOR)
+        by_size = int(self.max_extracted_gib * GIB)
+        if by_ratio <= by_size:
+            return by_ratio, f"data.max_expansion (now {self.max_expansion:g} times the archive's size)"
+        return by_size, f"data.max_extracted_gib (now {self.max_extracted_gib:g})"
+
+
+def _size_text(n: int) -> str:
+    for unit, scale in (("GiB", GIB), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _parse_sha256(value: str | None, name: str) -> str | None:
@@ -331,7 +380,7 @@ def _folder_files(root: Path, label: str) -> list[tuple[str, Path]]:
 
 
 def _import_url(url: str, dest: Path, check: _DigestCheck, expect_top: str | None,
-                name: str) -> dict[str, Any]:
+                name: str, limits: _ExpansionLimits) -> dict[str, Any]:
     parsed = urllib.parse.urlparse(url)
     scheme = parsed.scheme.lower()
     if scheme not in URL_SCHEMES:
@@ -346,7 +395,7 @@ def _import_url(url: str, dest: Path, check: _DigestCheck, expect_top: str | Non
     try:
         digest, size = _download(url, fd, name)
         check(url, digest)
-        return _import_archive(tmp, url, url, dest, check, expect_top, name, digest=digest)
+        return _import_archive(tmp, url, url, dest, check, expect_top, name, limits, digest=digest)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -413,7 +462,8 @@ def detect_archive(path: str | os.PathLike) -> str | None:
 
 
 def _import_archive(path: Path, source: str, label: str, dest: Path, check: _DigestCheck,
-                    expect_top: str | None, name: str, digest: str | None = None) -> dict[str, Any]:
+                    expect_top: str | None, name: str, limits: _ExpansionLimits,
+                    digest: str | None = None) -> dict[str, Any]:
     try:
         kind = detect_archive(path)
         if kind is not None and digest is None:
@@ -428,7 +478,7 @@ def _import_archive(path: Path, source: str, label: str, dest: Path, check: _Dig
     assert digest is not None
     size = path.stat().st_size
     with atomic_output_dir(dest) as tmp:
-        extractor = _Extractor(tmp, label, name)
+        extractor = _Extractor(tmp, label, name, *limits.allowed(size))
         try:
             if kind == "zip":
                 _extract_zip(path, extractor)
@@ -482,14 +532,30 @@ def _within(path: str, root: str) -> bool:
 class _Extractor:
     """Writes validated members under ``root``; symbolic links are created last (``finish``)."""
 
-    def __init__(self, root: Path, archive: str, name: str):
+    def __init__(self, root: Path, archive: str, name: str, limit: int = 1 << 62,
+                 limit_setting: str = "data.max_expansion"):
         self.root = root
+        self.limit, self.limit_setting = limit, limit_setting
+        self.declared = 0  # sum of the sizes the archive declares for its members so far
+        self.written = 0   # bytes actually written
         self.real_root = os.path.realpath(root)
         self.archive = archive
         self.name = name
         self.kinds: dict[str, str] = {}  # relative path -> "dir" | "file" | "symlink"
         self.pending_links: list[tuple[str, str, str]] = []  # (member, relative path, target)
         self.files = 0
+
+    def _too_large(self, what: str) -> AtreidError:
+        return AtreidError(
+            f"{self.archive}: {what}, over the limit of {_size_text(self.limit)}; refusing to extract "
+            f"it (a decompression bomb, or a genuine copy this large: then raise {self.limit_setting} "
+            "in params.yaml)")
+
+    def declare(self, member: str, size: int) -> None:
+        """Count a member's declared size before it is written; refuse past the limit."""
+        self.declared += max(0, int(size))
+        if self.declared > self.limit:
+            raise self._too_large(f"its members up to {member!r} declare {_size_text(self.declared)}")
 
     def path_of(self, member: str) -> str | None:
         return _split_member_name(self.archive, member)
@@ -525,6 +591,10 @@ class _Extractor:
                     raise _corrupt(self.archive, member, exc) from None
                 if not chunk:
                     break
+                self.written += len(chunk)
+                if self.written > self.limit:
+                    raise self._too_large(f"member {member!r} takes the extracted size past "
+                                          f"{_size_text(self.written)} (more than declared)")
                 out.write(chunk)
         self.files += 1
 
@@ -549,7 +619,10 @@ class _Extractor:
         target.unlink(missing_ok=True)
         try:
             os.link(self.root / target_rel, target)
-        except OSError:
+        except OSError:  # no hard links here: a copy, which counts against the limit
+            size = (self.root / target_rel).stat().st_size
+            self.declare(member, size)
+            self.written += size
             shutil.copyfile(self.root / target_rel, target)
         self.files += 1
 
@@ -588,6 +661,10 @@ def _extract_zip(path: Path, ex: _Extractor) -> None:
         raise _corrupt(ex.archive, None, exc) from None
     with zf:
         infos = zf.infolist()
+        for info in infos:  # every declared size, before anything is written
+            if not info.is_dir():
+                ex.declare(info.filename, info.file_size)
+        ex.declared = 0  # counted again below, member by member
         for info in progress(infos, total=len(infos), desc=f"extract {path.name}", unit="file"):
             member = info.filename
             rel = ex.path_of(member)
@@ -613,6 +690,7 @@ def _extract_zip(path: Path, ex: _Extractor) -> None:
                     raise _corrupt(ex.archive, member, exc) from None
                 ex.add_symlink(member, rel, link)
             elif kind in (0, stat.S_IFREG):
+                ex.declare(member, info.file_size)
                 try:
                     src = zf.open(info)
                 except _READ_ERRORS as exc:
@@ -670,6 +748,7 @@ def _extract_tar(path: Path, mode: str, ex: _Extractor) -> None:
             elif link_target is not None:
                 ex.add_hardlink(name, rel, link_target)
             elif member.isreg():
+                ex.declare(name, member.size)
                 try:
                     src = tf.extractfile(member)
                 except _READ_ERRORS as exc:
