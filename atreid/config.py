@@ -18,10 +18,56 @@ from typing import Any, Iterable
 
 import yaml
 
-from atreid.constants import CHANCE_ROW
+from atreid.constants import RESERVED_VARIANT_NAMES
 from atreid.errors import AtreidError
 
 SCHEMA_RESOURCE = "schema/params.schema.yaml"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last)."""
+
+
+def _construct_strict_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *anchor` merges defaults that the mapping's own keys may override
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key: the constructor below reports it
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_strict_mapping)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Read a YAML file strictly: a syntax error or a duplicate key is one line naming the
+    file, the line and (for a duplicate) the key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AtreidError(f"{path}: no such params file; run from the project root or pass --params") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AtreidError(f"{path}: cannot read it ({exc}); fix the file") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or ""
+        if problem.startswith("duplicate key"):
+            raise AtreidError(f"{path}{where}: {problem}; give each key once") from None
+        detail = f": {problem}" if problem else ""
+        raise AtreidError(f"{path}{where}: not valid YAML{detail}; fix the syntax") from None
 
 
 @lru_cache(maxsize=1)
@@ -63,6 +109,8 @@ def _error_message(error: Any) -> str:
         return f"invalid entry {_key_path([*error.absolute_path, extra[0]])!r}: {error.message}"
     if error.validator == "required":
         return f"missing key in {where!r}: {error.message}"
+    if "x-message" in error.schema:  # the schema's own wording (e.g. what a usable path is)
+        return f"invalid value for {where!r}: {error.instance!r} ({error.schema['x-message']})"
     if error.validator in ("type", "enum", "const", "oneOf"):
         expected = error.schema.get("type") or error.schema.get("enum") or error.schema.get("oneOf")
         return f"wrong value for {where!r}: {error.instance!r} (expected {expected})"
@@ -102,9 +150,11 @@ def validate_params(params: dict[str, Any], *, source: str = "params.yaml") -> d
 
     if not isinstance(params, dict):
         raise AtreidError(f"{source}: expected a mapping of settings at the top level")
-    if isinstance(params.get("variants"), dict) and CHANCE_ROW in params["variants"]:
-        raise AtreidError(f"{source}: variants.{CHANCE_ROW}: the name '{CHANCE_ROW}' is reserved for the result "
-                          "table's random-ranking row; rename the variant")
+    if isinstance(params.get("variants"), dict):
+        for name in params["variants"]:
+            if isinstance(name, str) and name.lower() in RESERVED_VARIANT_NAMES:
+                raise AtreidError(f"{source}: variants.{name}: the name {name!r} is reserved (in any letter case:"
+                                  f" {RESERVED_VARIANT_NAMES[name.lower()]}); rename the variant")
     schema = load_schema()
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(params), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
@@ -114,7 +164,24 @@ def validate_params(params: dict[str, Any], *, source: str = "params.yaml") -> d
         raise AtreidError(f"{source}: {_error_message(error)}; fix it in {source}")
     filled = _fill_defaults(schema, copy.deepcopy(params), schema)
     _check_variants(filled, source)
+    _check_benchmarks(filled, source)
     return filled
+
+
+def _check_benchmarks(params: dict[str, Any], source: str) -> None:
+    """Benchmark names must be registered adapters (or atustc): the same check for the CLI
+    and the workflow, before any job runs."""
+    names = {"eval.benchmarks": params["eval"]["benchmarks"], "data.benchmarks": params["data"]["benchmarks"]}
+    if not any(name != "atustc" for listed in names.values() for name in listed):
+        return  # nothing to look up (spares the adapters' import)
+    from atreid.data.adapters import benchmark_names  # imported here: pulls in pandas
+
+    registered = benchmark_names()
+    for key, listed in names.items():
+        unknown = sorted(set(listed) - set(registered) - {"atustc"})
+        if unknown:
+            raise AtreidError(f"{source}: {key}: unknown benchmark {unknown[0]!r};"
+                              f" valid: atustc, {', '.join(registered)}")
 
 
 def _check_variants(params: dict[str, Any], source: str) -> None:
@@ -134,12 +201,7 @@ def load_params(*paths: str | Path) -> dict[str, Any]:
         path = Path(path)
         if not path.is_file():
             raise AtreidError(f"{path}: no such params file; run from the project root or pass --params")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            line = getattr(getattr(exc, "problem_mark", None), "line", None)
-            where = f" (line {line + 1})" if line is not None else ""
-            raise AtreidError(f"{path}{where}: not valid YAML; fix the syntax") from None
+        loaded = read_yaml(path) or {}
         if not isinstance(loaded, dict):
             raise AtreidError(f"{path}: expected a mapping of settings at the top level")
         merged = deep_merge(merged, loaded)

@@ -33,3 +33,8 @@ IR_CAMERAS = range(9, 17)
 
 # The result table's random-ranking row (atreid.report.table); no variant may take the name.
 CHANCE_ROW = "chance"
+# Variant names refused in any letter case (lower-case name -> why), so that no table row,
+# plot label or file name on a case-insensitive filesystem can be confused with them.
+RESERVED_VARIANT_NAMES: dict[str, str] = {
+    CHANCE_ROW: "the result table's random-ranking row",
+}

@@ -132,3 +132,74 @@ def test_nested_command_line_values_get_their_yaml_types(params):
     validate_params(deep_merge(params, typed))
     with pytest.raises(AtreidError, match="train.epochs"):
         validate_params(deep_merge(params, typed_command_line_values({"train": {"epochs": "two"}})))
+
+
+def test_duplicate_keys_are_refused_with_file_line_and_key(tmp_path):
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("train:\n  epochs: 2\n  lr: 0.1\n  epochs: 3\n")
+    with pytest.raises(AtreidError, match=r"dup\.yaml \(line 4\): duplicate key 'epochs'; give each key once"):
+        load_params(REPO / "params.yaml", dup)
+    # YAML merge keys may still be overridden by the mapping's own keys
+    merged = tmp_path / "merge.yaml"
+    merged.write_text("x: &a {epochs: 2}\ntrain:\n  <<: *a\n  epochs: 3\n")
+    from atreid.config import read_yaml
+
+    assert read_yaml(merged)["train"] == {"epochs": 3}
+
+
+def test_bad_yaml_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: 0\ntrain: [unclosed\n")
+    with pytest.raises(AtreidError, match=r"bad\.yaml \(line 3\): not valid YAML"):
+        load_params(bad)
+
+
+def test_unregistered_benchmark_is_refused(params):
+    params["eval"]["benchmarks"] = ["atustc", "market1502"]
+    with pytest.raises(AtreidError, match=r"eval\.benchmarks: unknown benchmark 'market1502'; valid: atustc, "):
+        validate_params(params)
+    params["eval"]["benchmarks"] = ["atustc"]
+    params["data"]["benchmarks"]["nope"] = {"source": "synthetic"}
+    with pytest.raises(AtreidError, match=r"data\.benchmarks: unknown benchmark 'nope'"):
+        validate_params(params)
+
+
+def test_check_params_refuses_an_unregistered_benchmark(tmp_path):
+    import subprocess
+    import sys
+
+    override = tmp_path / "o.yaml"
+    override.write_text("eval:\n  benchmarks: [atustc, market1502]\n")
+    result = subprocess.run([sys.executable, "-m", "atreid", "check-params", str(REPO / "params.yaml"),
+                             str(override)], capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown benchmark 'market1502'" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("name", ["chance", "Chance", "CHANCE"])
+def test_reserved_variant_names_in_any_case(params, name):
+    params["variants"][name] = {"ncls": 1, "said": False, "moae": False, "hdw": False}
+    with pytest.raises(AtreidError, match=rf"variants\.{name}: the name '{name}' is reserved.*rename"):
+        validate_params(params)
+
+
+@pytest.mark.parametrize("key", ["data.dir", "data.atustc.source", "model.pretrained",
+                                 "data.benchmarks.market1501.source", "variants.full.reference_checkpoint"])
+@pytest.mark.parametrize("value", ["", "-rf", "a\nb", "a\x00b", "trailing\n"])
+def test_unusable_paths_are_refused(params, key, value):
+    *parents, last = key.split(".")
+    target = params
+    for part in parents:
+        target = target[part]
+    target[last] = value
+    with pytest.raises(AtreidError, match=rf"'{key}'.*not a usable"):
+        validate_params(params)
+
+
+def test_odd_but_valid_paths_are_kept(params):
+    params["data"]["dir"] = "my data $(touch X) 'q'"
+    params["model"]["pretrained"] = "weights dir/vit b.pth"
+    resolved = validate_params(params)
+    assert resolved["data"]["dir"] == "my data $(touch X) 'q'"
+    params["data"]["dir"] = "data{x}"  # braces would be Snakemake wildcards
+    with pytest.raises(AtreidError, match="not a usable folder"):
+        validate_params(params)
