@@ -8,6 +8,7 @@ argument parsing sits next to nothing else and the rules stay free of logic.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import pkgutil
@@ -42,4 +43,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # Disk full, quota, read-only or forbidden folder outside the atomic writers
+        # (which already say it in one line): still one line, not a traceback.
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        print(f"error: {_os_error_line(exc)}", file=sys.stderr)
+        return 2
     return int(result or 0)
+
+
+_DISK_ERRORS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS, errno.EACCES, errno.EPERM,
+                errno.EIO}
+
+
+def _os_error_line(exc: OSError) -> str:
+    where = exc.filename if exc.filename is not None else "a file"
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        fix = "free space on that disk (or point the output elsewhere) and rerun"
+    elif exc.errno == errno.EIO:
+        fix = "check the disk and rerun"
+    else:
+        fix = "make it writable (or point the output elsewhere) and rerun"
+    return f"{where}: {exc.strerror or exc}; {fix}"

@@ -152,6 +152,34 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def keep_previous(path: str | os.PathLike, previous: str | os.PathLike) -> bool:
+    """Make ``previous`` hold what ``path`` holds now, atomically, before ``path`` is rewritten.
+
+    A hard link under a temporary name is moved over ``previous``, so at every moment both
+    names hold a complete file; where the filesystem has no hard links ``path`` is renamed
+    to ``previous`` (``path`` is then briefly absent). Returns False when ``path`` does not
+    exist. An ``OSError`` is raised as a one-line :class:`AtreidError`.
+    """
+    path, previous = Path(path), Path(previous)
+    if not path.is_file():
+        return False
+    tmp = _temp_name(previous, ".tmp")
+    try:
+        try:
+            os.link(path, tmp)
+        except OSError:
+            os.replace(path, previous)
+        else:
+            os.replace(tmp, previous)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise write_failure(previous, exc) from None
+    return True
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))

@@ -402,3 +402,201 @@ def test_baseline_trains_and_loads_with_the_reference_sizes(generated, tmp_path)
     # The first step's loss at near-zero logits: 3 ln C + 3 ln P (the classifiers start at N(0, 0.001)).
     expected = 3 * np.log(payload["num_outfits"]) + 3 * np.log(payload["num_persons"])
     assert history["loss"].iloc[0] == pytest.approx(expected, rel=0.02)
+
+
+# ---- issue 15: fallback to previous.pt, leftovers, one-line errors, full disks ----------------
+CORRUPTIONS = {"empty": b"", "random": bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8)),
+               "text": b"not a checkpoint"}
+
+
+def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("corruption", ["empty", "random", "truncated"])
+def test_corrupt_last_resumes_from_previous(stand_ins, data, tmp_path, monkeypatch, caplog, corruption):
+    settings = tiny_settings()
+    run(settings, data, tmp_path / "a")
+    interrupt_after(monkeypatch, 1)  # an uninterrupted run's checkpoint after epoch 1
+    with pytest.raises(Interrupt):
+        run(settings, data, tmp_path / "one")
+    monkeypatch.undo()
+    stand_ins_again(monkeypatch)
+    interrupt_after(monkeypatch, 2)
+    with pytest.raises(Interrupt):
+        run(settings, data, tmp_path / "b")
+    ckpt = tmp_path / "b" / "ckpt"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["last.pt", "previous.pt"]
+    assert torch.load(ckpt / "previous.pt", weights_only=True)["epoch"] == 1
+    one = checkpoint_weights(tmp_path / "one" / "ckpt" / "last.pt")
+    previous = checkpoint_weights(ckpt / "previous.pt")
+    assert one.keys() == previous.keys() and all(torch.equal(one[k], previous[k]) for k in one)
+
+    last = ckpt / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000] if corruption == "truncated" else CORRUPTIONS[corruption])
+    monkeypatch.undo()
+    stand_ins_again(monkeypatch)
+    with caplog.at_level("WARNING"):
+        summary = run(settings, data, tmp_path / "b")
+    assert summary["resumed_from"] == 1
+    assert_same_weights(tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt")
+    assert "falling back to the previous checkpoint" in caplog.text and "previous.pt" in caplog.text
+    assert "non-tensor" not in caplog.text
+    assert not ckpt.exists()
+
+
+def test_both_checkpoints_corrupt_start_from_scratch(stand_ins, data, tmp_path, caplog):
+    settings = tiny_settings()
+    run(settings, data, tmp_path / "a")
+    ckpt = tmp_path / "b" / "ckpt"
+    ckpt.mkdir(parents=True)
+    (ckpt / "last.pt").write_bytes(CORRUPTIONS["random"])
+    (ckpt / "previous.pt").write_bytes(b"")
+    with caplog.at_level("WARNING"):
+        summary = run(settings, data, tmp_path / "b")
+    assert summary["resumed_from"] == 0
+    assert "no usable checkpoint" in caplog.text and "training from scratch" in caplog.text
+    assert "empty training checkpoint" in caplog.text and "not a PyTorch file" in caplog.text
+    assert "non-tensor" not in caplog.text
+    assert_same_weights(tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt")
+
+
+def test_random_bytes_are_not_called_python_objects(tmp_path):
+    for name, content in CORRUPTIONS.items():
+        path = tmp_path / f"{name}.pt"
+        path.write_bytes(content)
+        with pytest.raises(AtreidError) as info:
+            safe_load(path, "trained model")
+        message = str(info.value)
+        assert "non-tensor" not in message and "\n" not in message and str(path) in message
+        assert ("empty" if name == "empty" else "not a PyTorch file") in message
+
+
+KILL_DURING_WRITE = """
+import os, signal, sys
+import torch
+from atreid.engine import checkpoint
+os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # killed mid-write, after the data
+checkpoint.save_checkpoint(sys.argv[1], {"epoch": 1, "model": {"w": torch.ones(4)}})
+"""
+
+
+def test_killed_checkpoint_write_leftovers_removed_by_next_run(stand_ins, data, tmp_path):
+    import subprocess
+    import sys
+
+    ckpt = tmp_path / "ckpt"
+    done = subprocess.run([sys.executable, "-c", KILL_DURING_WRITE, str(ckpt)], cwd=REPO, capture_output=True,
+                          timeout=120)
+    assert done.returncode == -9, done.stderr
+    leftovers = sorted(p.name for p in ckpt.iterdir())
+    assert len(leftovers) == 1 and leftovers[0].startswith(".last.pt.") and leftovers[0].endswith(".tmp")
+    (tmp_path / ".model.pt.abcdefgh.tmp").write_bytes(b"partial")
+    foreign = [ckpt / ".notes.abcdefgh.tmp", tmp_path / "mine.tmp"]
+    for path in foreign:
+        path.write_bytes(b"keep")
+    interrupt_after(stand_ins_monkeypatch := pytest.MonkeyPatch(), 1)
+    try:
+        with pytest.raises(Interrupt):
+            run(tiny_settings(), data, tmp_path)
+    finally:
+        stand_ins_monkeypatch.undo()
+    assert sorted(p.name for p in ckpt.iterdir()) == [".notes.abcdefgh.tmp", "last.pt"]
+    assert not (tmp_path / ".model.pt.abcdefgh.tmp").exists()
+    assert all(path.exists() for path in foreign)
+
+
+def test_full_disk_while_checkpointing_is_one_line(stand_ins, data, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from atreid import io as aio
+
+    real_fsync = os.fsync
+    calls = {"n": 0}
+
+    def full_after_first(fd):
+        calls["n"] += 1
+        if calls["n"] > 2:  # epoch 1's checkpoint and history.csv fit; epoch 2's checkpoint does not
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(aio.os, "fsync", full_after_first)
+    with pytest.raises(AtreidError) as info:
+        run(tiny_settings(), data, tmp_path)
+    monkeypatch.setattr(aio.os, "fsync", real_fsync)
+    message = str(info.value)
+    assert "\n" not in message and str(tmp_path / "ckpt" / "last.pt") in message
+    assert "No space left on device" in message and "free space" in message
+    # Nothing partial: epoch 1's checkpoint stays resumable, no temporaries, no model.
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["last.pt", "previous.pt"]
+    assert torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "history.csv"]
+
+
+# ---- the same through the CLI, in a subprocess ------------------------------------------------
+def atreid_cli(*args: str, timeout: int = 300):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ATREID_QUIET": "1"}
+    return subprocess.run([sys.executable, "-m", "atreid", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def assert_one_error_line(done, *needles: str) -> str:
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and done.stderr.rstrip().endswith(errors[0]), done.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.mark.parametrize("content", ["empty", "random"])
+def test_cli_evaluate_unreadable_model_is_one_line(tmp_path, content):
+    model = tmp_path / "models" / "full" / "model.pt"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(CORRUPTIONS[content])
+    out = tmp_path / "metrics.json"
+    done = atreid_cli("evaluate", "--model", str(model), "--benchmark", "atustc", "--data-dir", str(tmp_path),
+                      "--settings", json.dumps({"device": "cpu"}), "--out", str(out), timeout=120)
+    line = assert_one_error_line(done, str(model), "retrain")
+    assert ("empty" if content == "empty" else "not a PyTorch file") in line and "non-tensor" not in line
+    assert not out.exists()
+
+
+def cli_train(settings, data, out: Path, ckpt: Path):
+    return atreid_cli("train", "--variant-json", json.dumps(settings), "--index", str(data["index_csv"]),
+                      "--labels", str(data["labels_json"]), "--images", str(data["images_root"]),
+                      "--out", str(out / "model.pt"), "--history", str(out / "history.csv"),
+                      "--checkpoint-dir", str(ckpt), "--threads", "1", "--device", "cpu")
+
+
+def test_cli_train_empty_last_pt_warns_and_trains(generated, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "last.pt").write_bytes(b"")
+    done = cli_train(real_settings(epochs=1, iters_per_epoch=1), generated, tmp_path, ckpt)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "IndexError" not in done.stderr
+    warning = [line for line in done.stderr.splitlines() if "no usable checkpoint" in line]
+    assert len(warning) == 1 and "training from scratch" in warning[0] and "empty" in warning[0]
+    assert (tmp_path / "model.pt").is_file() and not ckpt.exists()
+
+
+@pytest.mark.parametrize("full", ["checkpoint", "model"])
+def test_cli_train_full_disk_is_one_line(generated, tmp_path, full):
+    """A real small filesystem (tmpfs, root only; skipped elsewhere) fills up while saving."""
+    from tests.test_io import small_filesystem
+
+    with small_filesystem(tmp_path / "small", size="64k") as disk:
+        out = disk if full == "model" else tmp_path / "out"
+        ckpt = disk / "ckpt" if full == "checkpoint" else tmp_path / "ckpt"
+        done = cli_train(real_settings(epochs=1, iters_per_epoch=1), generated, out, ckpt)
+        target = ckpt / "last.pt" if full == "checkpoint" else out / "model.pt"
+        assert_one_error_line(done, str(target), "No space left on device", "free space")
+        leftovers = [p.name for p in target.parent.iterdir() if p.name.endswith(".tmp")]
+        assert leftovers == [] and not target.exists()

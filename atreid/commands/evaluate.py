@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from atreid.commands.data import _json_arg
-from atreid.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from atreid.io import atomic_write_csv, atomic_write_json, atomic_write_text, remove_stale_temporaries
 
 log = logging.getLogger("atreid.evaluate")
 
@@ -20,6 +20,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    remove_stale_temporaries(args.out, suffixes=(".tmp",))  # what a killed earlier run of this step left
     metrics = evaluate_benchmark(args.benchmark, model_path=Path(args.model), data_dir=Path(args.data_dir),
                                  settings=args.settings, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
     atomic_write_json(args.out, metrics)
@@ -30,6 +31,9 @@ def run_evaluate(args: argparse.Namespace) -> None:
 def run_table(args: argparse.Namespace) -> None:
     from atreid.report.table import build_table, table_markdown
 
+    for out in (args.out, args.markdown, args.summary):
+        if out:
+            remove_stale_temporaries(out, suffixes=(".tmp",))
     table = build_table([Path(p) for p in args.metrics], paper=args.paper)
     atomic_write_csv(args.out, table)
     atomic_write_text(args.markdown, table_markdown(table))

@@ -1,10 +1,11 @@
 """Training checkpoints (resume) and the trained-model file.
 
 In-progress checkpoint (``checkpoints/{variant}/last.pt``, written atomically after every
-epoch): model and optimiser state, the completed epoch, the sampler state, the history
+epoch, the one before kept as ``previous.pt`` to fall back to when ``last.pt`` is unreadable): model and optimiser state, the completed epoch, the sampler state, the history
 rows so far, every RNG state (Python ``random``, NumPy, torch CPU, CUDA) and a digest of
 the resolved settings + training index + label maps. A checkpoint whose digest differs
 from the current job's is stale and ignored (training starts fresh and says so).
+Leftover temporaries of a killed write are removed when training starts again.
 
 Trained model (``models/{variant}/model.pt``): a dict of tensors and plain values only
 (``state_dict``, ``settings``, ``labels``, ``arch``, ``num_persons``, ``num_outfits``,
@@ -16,10 +17,12 @@ Both files hold only tensors and plain containers and are read with
 
 from __future__ import annotations
 
+import io
 import logging
 import pickle
 import random
 import threading
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,11 +32,12 @@ from torch import nn
 
 from atreid import __version__
 from atreid.errors import AtreidError
-from atreid.io import atomic_torch_save
+from atreid.io import atomic_torch_save, atomic_write_bytes, keep_previous, remove_stale_temporaries
 
 log = logging.getLogger("atreid.checkpoint")
 
 CHECKPOINT_NAME = "last.pt"
+PREVIOUS_NAME = "previous.pt"  # the checkpoint before last.pt: the fallback when last.pt is unreadable
 CHECKPOINT_FORMAT = 1
 MODEL_KEYS = ("state_dict", "settings", "labels", "arch", "num_persons", "num_outfits", "epoch", "atreid_version")
 
@@ -72,30 +76,61 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 # ---- safe loading ------------------------------------------------------------------
-def safe_load(path: str | Path, what: str) -> Any:
-    """``torch.load(path, weights_only=True)`` on CPU with one-line errors."""
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of ``exc``'s message, or its type name (``EOFError()``)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
+
+
+def safe_load(path: str | Path, what: str, fix: str = "delete it and rerun the step that writes it") -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU with one-line errors naming ``path``
+    and ``fix``: missing, empty, corrupt or truncated, not a PyTorch file, or one that holds
+    non-tensor Python objects (refused: only tensors and plain values are trusted)."""
     path = Path(path)
     if not path.is_file():
         raise AtreidError(f"{path}: {what} not found")
     try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise AtreidError(f"{path}: cannot read the {what} ({exc.strerror or _first_line(exc)}); {fix}") from None
+    if size == 0:
+        raise AtreidError(f"{path}: empty {what} (0 bytes; an interrupted copy or a full disk); {fix}")
+    try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
+        # torch.save writes a zip archive; anything else failing the unpickler is just bytes
+        # (torch's message about weights_only would mislead).
+        if not zipfile.is_zipfile(path):
+            raise AtreidError(f"{path}: not a PyTorch file (corrupt, or not written by atreid); {fix}") from None
         raise AtreidError(f"{path}: holds non-tensor Python objects and will not be loaded (only files saved "
                           f"by atreid with tensors and plain values are trusted); retrain or re-export the "
                           f"{what}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
-        raise AtreidError(f"{path}: corrupt or truncated {what} ({str(exc).splitlines()[0]}); delete it and "
-                          "rerun the step that writes it") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError, zipfile.BadZipFile) as exc:
+        raise AtreidError(f"{path}: corrupt or truncated {what} ({_first_line(exc)[:200]}); {fix}") from None
 
 
 # ---- in-progress checkpoint -----------------------------------------------------------
 def save_checkpoint(checkpoint_dir: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` as ``checkpoint_dir/last.pt`` atomically, adding the format and,
-    unless ``state`` already holds them (``"rng"``), the current RNG states."""
-    path = Path(checkpoint_dir) / CHECKPOINT_NAME
+    unless ``state`` already holds them (``"rng"``), the current RNG states.
+
+    The ``last.pt`` it replaces is kept as ``previous.pt`` first (atomically, see
+    :func:`atreid.io.keep_previous`), so an unreadable ``last.pt`` costs one epoch, not
+    the run. A write error (full disk) is one :class:`AtreidError` line; both files are
+    then left as they were.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    path = checkpoint_dir / CHECKPOINT_NAME
     payload = {"format": CHECKPOINT_FORMAT, **state}
     payload.setdefault("rng", rng_states())
-    atomic_torch_save(path, payload)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    del payload
+    keep_previous(path, checkpoint_dir / PREVIOUS_NAME)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
@@ -155,30 +190,66 @@ class CheckpointWriter:
     close = wait
 
 
-def load_checkpoint(checkpoint_dir: str | Path, digest: str) -> dict[str, Any] | None:
-    """The checkpoint to resume from, or ``None`` (absent, unreadable or stale: logged)."""
-    path = Path(checkpoint_dir) / CHECKPOINT_NAME
+def _usable_checkpoint(path: Path, digest: str) -> tuple[dict[str, Any] | None, str]:
+    """(state, "") when ``path`` can be resumed from, else (None, why not)."""
     if not path.is_file():
-        return None
+        return None, f"{path} absent"
     try:
-        state = safe_load(path, "training checkpoint")
+        state = safe_load(path, "training checkpoint", fix="skipped")
     except AtreidError as exc:
-        log.warning("ignoring unusable checkpoint, training from scratch: %s", exc)
-        return None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        log.warning("%s: unknown checkpoint format, training from scratch", path)
-        return None
+        return None, str(exc).removesuffix("; skipped")
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "epoch" not in state:
+        return None, f"{path}: unknown checkpoint format"
     if state.get("digest") != digest:
-        log.warning("%s: written for different settings or training data (digest %s, now %s): "
-                    "starting fresh instead of resuming a stale run", path, state.get("digest"), digest)
-        return None
-    return state
+        return None, (f"{path}: written for different settings or training data (digest {state.get('digest')}, "
+                      f"now {digest}), so it is stale")
+    return state, ""
+
+
+def find_checkpoint(checkpoint_dir: str | Path, digest: str,
+                    main: bool = True) -> tuple[dict[str, Any] | None, Path | None]:
+    """The checkpoint to resume from and its path: ``last.pt``, else ``previous.pt``, else
+    (None, None). With ``main`` (rank 0), every file passed over is said on the console
+    (logger WARNING), and an unusable ``last.pt`` is deleted when ``previous.pt`` is used."""
+    checkpoint_dir = Path(checkpoint_dir)
+    last, previous = checkpoint_dir / CHECKPOINT_NAME, checkpoint_dir / PREVIOUS_NAME
+    if not last.is_file() and not previous.is_file():
+        return None, None
+    state, why_last = _usable_checkpoint(last, digest)
+    if state is not None:
+        return state, last
+    state, why_previous = _usable_checkpoint(previous, digest)
+    if state is not None:
+        if main:
+            log.warning("falling back to the previous checkpoint %s (after epoch %s), one epoch back, because %s",
+                        previous, state["epoch"], why_last)
+            # The next save would otherwise keep the unusable last.pt as previous.pt, losing this one.
+            last.unlink(missing_ok=True)
+        return state, previous
+    if main:
+        log.warning("no usable checkpoint in %s: starting fresh, training from scratch (%s; %s)", checkpoint_dir,
+                    why_last, why_previous)
+    return None, None
+
+
+def load_checkpoint(checkpoint_dir: str | Path, digest: str) -> dict[str, Any] | None:
+    """The checkpoint state to resume from, or ``None`` (see :func:`find_checkpoint`)."""
+    return find_checkpoint(checkpoint_dir, digest)[0]
+
+
+def remove_stale_checkpoint_temporaries(checkpoint_dir: str | Path) -> list[Path]:
+    """Remove what a killed checkpoint write left (``.last.pt.*.tmp``, ``.previous.pt.*.tmp``)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    return [leftover for name in (CHECKPOINT_NAME, PREVIOUS_NAME)
+            for leftover in remove_stale_temporaries(checkpoint_dir / name, suffixes=(".tmp",))]
 
 
 def remove_checkpoint(checkpoint_dir: str | Path) -> None:
-    """Delete ``last.pt`` (and the directory when that leaves it empty)."""
+    """Delete ``last.pt`` and ``previous.pt`` (and the directory when that leaves it empty)."""
     checkpoint_dir = Path(checkpoint_dir)
-    (checkpoint_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+    for name in (CHECKPOINT_NAME, PREVIOUS_NAME):
+        (checkpoint_dir / name).unlink(missing_ok=True)
+    remove_stale_checkpoint_temporaries(checkpoint_dir)
     try:
         checkpoint_dir.rmdir()
     except OSError:
@@ -257,7 +328,7 @@ def _legacy_sizing(payload: dict[str, Any]) -> dict[str, Any]:
 
 def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Load ``models/{variant}/model.pt`` (``weights_only=True``) -> (eval-mode model, payload)."""
-    payload = safe_load(path, "trained model")
+    payload = safe_load(path, "trained model", fix=f"delete it and retrain (`snakemake {path}`)")
     missing = [k for k in MODEL_KEYS if not isinstance(payload, dict) or k not in payload]
     if missing:
         raise AtreidError(f"{path}: not an atreid model file (missing {', '.join(missing)}); retrain it with "

@@ -31,13 +31,13 @@ from torch import nn
 
 from atreid.config import settings_digest
 from atreid.engine import distributed as ddp
-from atreid.engine.checkpoint import (CheckpointWriter, cpu_copy, cpu_state_dict, load_checkpoint,
-                                      model_from_settings, remove_checkpoint, rng_states, save_checkpoint,
-                                      save_trained_model, set_rng_states, unwrap)
+from atreid.engine.checkpoint import (CheckpointWriter, cpu_copy, cpu_state_dict, find_checkpoint,
+                                      model_from_settings, remove_checkpoint, remove_stale_checkpoint_temporaries,
+                                      rng_states, save_checkpoint, save_trained_model, set_rng_states, unwrap)
 from atreid.engine.dataset import build_train_loader, read_training_index
 from atreid.engine.optim import build_optimizer, set_epoch_lr
 from atreid.errors import AtreidError
-from atreid.io import atomic_write_csv, progress
+from atreid.io import atomic_write_csv, progress, remove_stale_temporaries
 
 log = logging.getLogger("atreid.train")
 
@@ -153,8 +153,10 @@ def train_variant(settings: dict[str, Any], *, index_csv: str | Path, labels_jso
                   checkpoint_dir: str | Path, threads: int = 0, device: str = "auto") -> dict[str, Any]:
     """Train the variant ``settings`` describes and write ``out_path`` and ``history_path``.
 
-    Resumes from ``checkpoint_dir/last.pt`` when it was written for the same settings,
-    training index and label maps; removes it once the final model is written. Under
+    Resumes from ``checkpoint_dir/last.pt`` (or, when that is unreadable, ``previous.pt``,
+    one epoch back) when it was written for the same settings, training index and label
+    maps; removes both once the final model is written. Leftover temporaries of a killed
+    earlier run (``.last.pt.*.tmp``, ``.model.pt.*.tmp``, ...) are removed first. Under
     torchrun (DDP) every rank calls this; only rank 0 writes files.
 
     Returns:
@@ -189,11 +191,17 @@ def _train(settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device, in
                               "labels": file_sha256(labels_json)})
     num_persons, num_outfits = len(labels["persons"]), len(labels["outfits"])
 
+    if ctx.is_main:
+        # This step is the only writer of these files: what a killed earlier run left is stale.
+        remove_stale_checkpoint_temporaries(checkpoint_dir)
+        for output in (out_path, history_path):
+            remove_stale_temporaries(output, suffixes=(".tmp",))
+
     # Model, criterion, optimiser (deterministic initialisation from the seed).
     seed_everything(seed)
     model = build_training_model(settings, num_persons, num_outfits)
     criterion = build_criterion(settings, labels)
-    state = load_checkpoint(checkpoint_dir, digest)
+    state, state_path = find_checkpoint(checkpoint_dir, digest, main=ctx.is_main)
     if state is None and settings["model"]["pretrained"] != "none":
         report = load_pretrained_weights(model, settings["model"]["pretrained"])
         log.info("pretrained weights %s: %s", settings["model"]["pretrained"], report)
@@ -213,8 +221,8 @@ def _train(settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device, in
         set_rng_states(state["rng"])
         start_epoch = int(state["epoch"]) + 1
         if ctx.is_main:
-            log.info("resuming %s from %s after epoch %d of %d", name, checkpoint_dir / "last.pt", state["epoch"],
-                     train["epochs"])
+            log.warning("resuming %s from %s after epoch %d of %d", name, state_path, state["epoch"],
+                        train["epochs"])
     resumed_from = start_epoch - 1
     del state
 
