@@ -172,3 +172,36 @@ def test_real_full_filesystem(tmp_path):
         assert str(target) in str(info.value) and "No space left on device" in str(info.value)
         assert sorted(p.name for p in disk.iterdir()) == ["model.pt"]
         assert target.read_bytes() == b"ok"
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+@pytest.mark.parametrize("kind", ["zip", "folder"])
+def test_imported_dataset_follows_the_umask(tmp_path, mask, kind):
+    """The whole import (atreid.data.archive through atomic_output_dir): folders 0777 and
+    files 0666 less the umask, the record file too; nothing left beside the copy."""
+    import zipfile
+
+    from atreid.data.archive import import_dataset
+
+    files = {"AT-USTC/p001-d01-c01/cam01-f0-0000.jpg": b"rgb", "AT-USTC/p002-d02-c01/cam09-f0-0001.jpg": b"ir"}
+    if kind == "zip":
+        source = tmp_path / "src" / "copy.zip"
+        source.parent.mkdir()
+        with zipfile.ZipFile(source, "w") as zf:
+            for name, content in files.items():
+                zf.writestr(name, content)
+    else:
+        source = tmp_path / "src"
+        for name, content in files.items():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            (source / name).write_bytes(content)
+        source = source / "AT-USTC"
+    dest, record = tmp_path / "data" / "ds" / "images", tmp_path / "data" / "ds" / "source.json"
+    with umask(mask):
+        import_dataset(str(source), dest, sha256=None, record=record, expect_top="AT-USTC")
+    folders = [dest, *(p for p in dest.rglob("*") if p.is_dir())]
+    regular = [record, *(p for p in dest.rglob("*") if p.is_file())]
+    assert len(regular) == 3 and len(folders) >= 4
+    assert {str(p): mode(p) for p in folders} == {str(p): 0o777 & ~mask for p in folders}
+    assert {str(p): mode(p) for p in regular} == {str(p): 0o666 & ~mask for p in regular}
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["images", "source.json"]
