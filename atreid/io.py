@@ -112,6 +112,10 @@ def remove_stale_temporaries(target: str | os.PathLike, suffixes: Iterable[str] 
     return removed
 
 
+# OSErrors that mean "this disk or folder cannot take the output": one line, not a traceback.
+_WRITE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def write_failure(path: str | os.PathLike, exc: OSError) -> AtreidError:
     """The one-line error for an ``OSError`` while writing ``path`` (full disk, quota,
     read-only or forbidden folder), naming the file and the fix."""
@@ -209,18 +213,39 @@ def atomic_output_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Build a directory under a temporary sibling name and move it into place on success.
 
     On any exception the temporary directory is removed and ``path`` is left as it was
-    (absent if it did not exist), so no partial dataset is ever visible.
+    (absent if it did not exist), so no partial dataset is ever visible. An old ``path``
+    is first moved aside and deleted only once the new one is in place. A full disk,
+    quota or forbidden folder is raised as one :class:`AtreidError` line naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir_sibling(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_dir_sibling(path)
+    except OSError as exc:
+        if exc.errno in _WRITE_ERRNOS:
+            raise write_failure(path, exc) from None
+        raise
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
+        old = None
+        if path.exists() or path.is_symlink():
+            old = _temp_name(path, ".partial")
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:
+                os.replace(old, path)
+            raise
+        if old is not None:
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+            raise write_failure(path, exc) from None
         raise
 
 

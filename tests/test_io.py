@@ -205,3 +205,29 @@ def test_imported_dataset_follows_the_umask(tmp_path, mask, kind):
     assert {str(p): mode(p) for p in folders} == {str(p): 0o777 & ~mask for p in folders}
     assert {str(p): mode(p) for p in regular} == {str(p): 0o666 & ~mask for p in regular}
     assert sorted(p.name for p in dest.parent.iterdir()) == ["images", "source.json"]
+
+
+def test_atomic_output_dir_full_disk_keeps_the_old_copy(tmp_path):
+    dest = tmp_path / "images"
+    with aio.atomic_output_dir(dest) as tmp:
+        (tmp / "old.jpg").write_bytes(b"old")
+    with pytest.raises(AtreidError) as info:
+        with aio.atomic_output_dir(dest) as tmp:
+            (tmp / "new.jpg").write_bytes(b"new")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert str(dest) in str(info.value) and "free space" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
+    assert [p.name for p in dest.iterdir()] == ["old.jpg"]
+    with aio.atomic_output_dir(dest) as tmp:  # replaced: the old copy goes once the new one is in place
+        (tmp / "new.jpg").write_bytes(b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
+    assert [p.name for p in dest.iterdir()] == ["new.jpg"]
+
+
+def test_atomic_output_dir_real_full_filesystem(tmp_path):
+    with small_filesystem(tmp_path / f"small-{uuid.uuid4().hex[:6]}", size="64k") as disk:
+        dest = disk / "images"
+        with pytest.raises(AtreidError, match="No space left on device"):
+            with aio.atomic_output_dir(dest) as tmp:
+                (tmp / "big.jpg").write_bytes(b"\0" * (1 << 20))
+        assert list(disk.iterdir()) == []
