@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shlex
 import sys
 from types import SimpleNamespace
 
@@ -18,8 +19,10 @@ except AtreidError as exc:
     sys.exit(f"error: {exc}")
 
 # Rules call the `atreid` CLI of the environment snakemake runs in (e.g. .venv/bin),
-# also when that environment is not activated.
-shell.prefix(f'export PATH="{os.path.dirname(sys.executable)}:$PATH"; ')
+# also when that environment is not activated. The folder is shell-quoted, and its braces
+# doubled because Snakemake formats the prefix like a shell line.
+_BIN = shlex.quote(os.path.dirname(sys.executable)).replace("{", "{{").replace("}", "}}")
+shell.prefix(f'export PATH={_BIN}:"$PATH"; ')
 CONDA_ENV = "../envs/atreid.yaml"
 
 DATA_DIR = config["data"]["dir"]
@@ -40,9 +43,8 @@ def one_of(names):
 
 
 def as_json(obj):
-    """Quote a settings dict for the shell (single-quoted JSON)."""
-    text = json.dumps(obj, sort_keys=True).replace("'", "'\\''")
-    return f"'{text}'"
+    """A settings dict as JSON text (shell lines quote it: {params.settings:q})."""
+    return json.dumps(obj, sort_keys=True)
 
 
 def atustc_source_settings():

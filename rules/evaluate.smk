@@ -19,9 +19,9 @@ rule evaluate_benchmark:
     benchmark:
         "logs/evaluate/{variant}/{benchmark}.benchmark.tsv"
     shell:
-        "atreid evaluate --model {input.model} --benchmark {wildcards.benchmark}"
-        " --data-dir {params.data_dir} --settings {params.settings} --cache-dir {params.cache_dir}"
-        " --out {output} --threads {threads} 2> {log}"
+        "atreid evaluate --model {input.model:q} --benchmark {wildcards.benchmark:q}"
+        " --data-dir {params.data_dir:q} --settings {params.settings:q} --cache-dir {params.cache_dir:q}"
+        " --out {output:q} --threads {threads:q} 2> {log:q}"
 
 
 rule make_table:
@@ -38,5 +38,5 @@ rule make_table:
     log:
         "logs/table.log",
     shell:
-        "atreid table {input} --out {output.csv} --markdown {output.markdown}"
-        " --summary {output.summary} {params.paper} 2> {log}"
+        "atreid table {input:q} --out {output.csv:q} --markdown {output.markdown:q}"
+        " --summary {output.summary:q} {params.paper:q} 2> {log:q}"

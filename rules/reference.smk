@@ -21,5 +21,5 @@ rule import_reference_model:
     benchmark:
         "logs/import/{variant}.benchmark.tsv"
     shell:
-        "atreid import-checkpoint {input.checkpoint} --variant {wildcards.variant}"
-        " --settings-json {params.settings} --out {output.model} 2> {log}"
+        "atreid import-checkpoint {input.checkpoint:q} --variant {wildcards.variant:q}"
+        " --settings-json {params.settings:q} --out {output.model:q} 2> {log:q}"

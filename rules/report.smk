@@ -16,7 +16,7 @@ rule plot_cmc:
     log:
         "logs/report/plot_cmc.log",
     shell:
-        "atreid plot-cmc {input} --out {output} 2> {log}"
+        "atreid plot-cmc {input:q} --out {output:q} 2> {log:q}"
 
 
 rule plot_comparison:
@@ -34,7 +34,7 @@ rule plot_comparison:
     log:
         "logs/report/plot_comparison.log",
     shell:
-        "atreid plot-comparison --table {input} --out {output} 2> {log}"
+        "atreid plot-comparison --table {input:q} --out {output:q} 2> {log:q}"
 
 
 rule plot_training:
@@ -52,7 +52,7 @@ rule plot_training:
     log:
         "logs/report/plot_training_{variant}.log",
     shell:
-        "atreid plot-training --history {input} --variant {wildcards.variant} --out {output} 2> {log}"
+        "atreid plot-training --history {input:q} --variant {wildcards.variant:q} --out {output:q} 2> {log:q}"
 
 
 rule cmc_table:
@@ -65,7 +65,7 @@ rule cmc_table:
     log:
         "logs/report/cmc_table_{variant}.log",
     shell:
-        "atreid cmc-csv --metrics {input} --out {output} 2> {log}"
+        "atreid cmc-csv --metrics {input:q} --out {output:q} 2> {log:q}"
 
 
 rule plot_galleries:
@@ -93,5 +93,5 @@ rule plot_galleries:
     log:
         "logs/report/galleries_{variant}.log",
     shell:
-        "atreid galleries --model {input.model} --data-dir {params.data_dir} --settings {params.settings}"
-        " --cache-dir {params.cache_dir} --seed {params.seed} --out {output} 2> {log}"
+        "atreid galleries --model {input.model:q} --data-dir {params.data_dir:q} --settings {params.settings:q}"
+        " --cache-dir {params.cache_dir:q} --seed {params.seed:q} --out {output:q} 2> {log:q}"

@@ -31,6 +31,6 @@ rule train_model:
     benchmark:
         "logs/train/{variant}.benchmark.tsv"
     shell:
-        "atreid train --variant-json {params.settings} --index {input.index} --labels {input.labels}"
-        " --images {params.images_root} --out {output.model} --history {output.history}"
-        " --checkpoint-dir {params.checkpoint_dir} --threads {threads} 2> {log}"
+        "atreid train --variant-json {params.settings:q} --index {input.index:q} --labels {input.labels:q}"
+        " --images {params.images_root:q} --out {output.model:q} --history {output.history:q}"
+        " --checkpoint-dir {params.checkpoint_dir:q} --threads {threads:q} 2> {log:q}"
