@@ -196,10 +196,11 @@ def test_unusable_paths_are_refused(params, key, value):
 
 
 def test_odd_but_valid_paths_are_kept(params):
-    params["data"]["dir"] = "my data $(touch X) 'q'"
-    params["model"]["pretrained"] = "weights dir/vit b.pth"
+    params["data"]["dir"] = "my data $(touch X) \"q\""
+    params["model"]["pretrained"] = "weights dir/vit b.pth 'q'"
     resolved = validate_params(params)
-    assert resolved["data"]["dir"] == "my data $(touch X) 'q'"
-    params["data"]["dir"] = "data{x}"  # braces would be Snakemake wildcards
-    with pytest.raises(AtreidError, match="not a usable folder"):
-        validate_params(params)
+    assert resolved["data"]["dir"] == "my data $(touch X) \"q\""
+    for folder in ("data{x}", "it's data"):  # braces: Snakemake wildcards; ': dvc.yaml quotes it in '...'
+        params["data"]["dir"] = folder
+        with pytest.raises(AtreidError, match="not a usable folder"):
+            validate_params(params)
