@@ -2,7 +2,9 @@
 # LTCC, DeepChange, VC-Clothes): generate-or-import -> verify/index. Evaluation jobs
 # (rules/evaluate.smk) read data/{benchmark}/index.csv and data/{benchmark}/images.
 # AT-USTC has its own rules (rules/data.smk); the constraint below keeps these rules to
-# the registered cross-dataset names, so data/atustc/* is never ambiguous.
+# the registered cross-dataset names, so data/atustc/* is never ambiguous. As there,
+# prepare_benchmark stages the copy and writes data/{benchmark}/prepared.json, and
+# install_benchmark swaps it in: a refused import keeps the previous copy and its index.
 import re
 import sys
 
@@ -37,18 +39,24 @@ BENCHMARK_PARAMS = {
 }
 
 
+# The user's copy of a benchmark (an input of prepare_benchmark and install_benchmark).
+benchmark_source_input = lambda wc: required_file(
+    BENCHMARK_SOURCES[wc.benchmark]["source"], f"data.benchmarks.{wc.benchmark}.source",
+    f"your copy of {wc.benchmark} (zip, tar, tar.gz or folder)")
+
+
 rule prepare_benchmark:
     input:
-        lambda wc: required_file(BENCHMARK_SOURCES[wc.benchmark]["source"], f"data.benchmarks.{wc.benchmark}.source",
-                                 f"your copy of {wc.benchmark} (zip, tar, tar.gz or folder)"),
+        benchmark_source_input,
     output:
-        directory(f"{DATA_DIR}/{{benchmark}}/images"),
+        f"{DATA_DIR}/{{benchmark}}/prepared.json",
     wildcard_constraints:
         benchmark=CROSS_BENCHMARK_PATTERN,
     params:
         source=lambda wc: BENCHMARK_PARAMS[wc.benchmark]["source"],
         synthetic=lambda wc: BENCHMARK_PARAMS[wc.benchmark]["synthetic"],
         record=f"{DATA_DIR}/{{benchmark}}/source.json",
+        images=f"{DATA_DIR}/{{benchmark}}/images",
     conda:
         CONDA_ENV
     log:
@@ -56,8 +64,27 @@ rule prepare_benchmark:
     benchmark:
         "logs/data/prepare_{benchmark}.benchmark.tsv"
     shell:
-        "atreid prepare-benchmark --benchmark {wildcards.benchmark} --source {params.source}"
-        " --synthetic {params.synthetic} --out {output} --record {params.record} 2> {log}"
+        "atreid prepare-benchmark --benchmark {wildcards.benchmark:q} --source {params.source:q}"
+        " --synthetic {params.synthetic:q} --out {params.images:q} --manifest {output:q}"
+        " --record {params.record:q}"
+        ' --max-expansion "$ATREID_MAX_EXPANSION" --max-extracted-gib "$ATREID_MAX_EXTRACTED_GIB" 2> {log:q}'
+
+
+rule install_benchmark:
+    input:
+        manifest=f"{DATA_DIR}/{{benchmark}}/prepared.json",
+        source=benchmark_source_input,  # as in install_atustc
+    output:
+        directory(f"{DATA_DIR}/{{benchmark}}/images"),
+    wildcard_constraints:
+        benchmark=CROSS_BENCHMARK_PATTERN,
+    localrule: True
+    conda:
+        CONDA_ENV
+    log:
+        "logs/data/install_{benchmark}.log",
+    shell:
+        "atreid install-images --manifest {input.manifest:q} --out {output:q} --rule prepare_benchmark 2> {log:q}"
 
 
 rule index_benchmark:
@@ -79,6 +106,6 @@ rule index_benchmark:
     benchmark:
         "logs/data/index_{benchmark}.benchmark.tsv"
     shell:
-        "atreid index-benchmark --benchmark {wildcards.benchmark} --images {input}"
-        " --expected {params.expected} --workers {threads} --index {output.index}"
-        " --report {output.verification} --report-txt {output.verification_txt} 2> {log}"
+        "atreid index-benchmark --benchmark {wildcards.benchmark:q} --images {input:q}"
+        " --expected {params.expected:q} --workers {threads} --index {output.index:q}"
+        " --report {output.verification:q} --report-txt {output.verification_txt:q} 2> {log:q}"

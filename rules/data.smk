@@ -1,15 +1,31 @@
-# AT-USTC data stage: generate-or-import -> verify/index -> sample frames.
+# AT-USTC data stage: generate-or-import -> install -> verify/index -> sample frames.
+#
+# The import's declared output is a small manifest, not the images folder: Snakemake
+# deletes a job's outputs before the job runs, so a folder output would be gone before
+# the import could refuse a changed archive. prepare_atustc builds the new copy beside
+# the old one (data/atustc/.images.staged) and writes the manifest only on success;
+# install_atustc then swaps it in. A refused import leaves images/, index.csv and
+# everything downstream as they were (atreid/commands/data.py).
+
+# How much an imported archive may extract to (data.max_expansion, data.max_extracted_gib).
+# Handed to the prepare jobs in the environment (every job's Snakemake process parses
+# this file) rather than as params: raising a safety limit must not redo an import that
+# already succeeded, nor everything downstream of it.
+os.environ.update(ATREID_MAX_EXPANSION=str(config["data"]["max_expansion"]),
+                  ATREID_MAX_EXTRACTED_GIB=str(config["data"]["max_extracted_gib"]))
+ATUSTC_MANIFEST = f"{DATA_DIR}/atustc/prepared.json"
 
 
 rule prepare_atustc:
     input:
         atustc_source_input,
     output:
-        directory(DATA.images),
+        ATUSTC_MANIFEST,
     params:
         source=lambda wc: as_json(atustc_source_settings()[0]),
         synthetic=lambda wc: as_json(atustc_source_settings()[1]),
         record=DATA.record,
+        images=DATA.images,
     threads: 2
     conda:
         CONDA_ENV
@@ -18,8 +34,26 @@ rule prepare_atustc:
     benchmark:
         "logs/data/prepare_atustc.benchmark.tsv"
     shell:
-        "atreid prepare-atustc --source {params.source} --synthetic {params.synthetic}"
-        " --out {output} --record {params.record} --threads {threads} 2> {log}"
+        "atreid prepare-atustc --source {params.source:q} --synthetic {params.synthetic:q}"
+        " --out {params.images:q} --manifest {output:q} --record {params.record:q} --threads {threads}"
+        ' --max-expansion "$ATREID_MAX_EXPANSION" --max-extracted-gib "$ATREID_MAX_EXTRACTED_GIB" 2> {log:q}'
+
+
+rule install_atustc:
+    input:
+        manifest=ATUSTC_MANIFEST,
+        # Also the source: a copy that changed after a refused import must be refused
+        # again on every run, not left out of date once its manifest is gone.
+        source=atustc_source_input,
+    output:
+        directory(DATA.images),
+    localrule: True
+    conda:
+        CONDA_ENV
+    log:
+        "logs/data/install_atustc.log",
+    shell:
+        "atreid install-images --manifest {input.manifest:q} --out {output:q} --rule prepare_atustc 2> {log:q}"
 
 
 rule index_atustc:
@@ -39,8 +73,9 @@ rule index_atustc:
     benchmark:
         "logs/data/index_atustc.benchmark.tsv"
     shell:
-        "atreid index-atustc --images {input} --expected {params.expected} --workers {threads}"
-        " --index {output.index} --report {output.verification} --report-txt {output.verification_txt} 2> {log}"
+        "atreid index-atustc --images {input:q} --expected {params.expected:q} --workers {threads}"
+        " --index {output.index:q} --report {output.verification:q}"
+        " --report-txt {output.verification_txt:q} 2> {log:q}"
 
 
 rule sample_frames:
@@ -58,5 +93,5 @@ rule sample_frames:
     benchmark:
         "logs/data/sample_frames.benchmark.tsv"
     shell:
-        "atreid sample-frames --index {input} --frames-per-clip {params.frames_per_clip}"
-        " --out {output.index} --labels {output.labels} 2> {log}"
+        "atreid sample-frames --index {input:q} --frames-per-clip {params.frames_per_clip:q}"
+        " --out {output.index:q} --labels {output.labels:q} 2> {log:q}"

@@ -6,7 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from atreid.commands.data import _json_arg, add_expansion_arguments, expansion_limits
+from atreid.commands.data import (_json_arg, add_expansion_arguments, add_staging_argument, begin_staging,
+                                  expansion_limits, finish_staging)
 from atreid.io import atomic_write_csv, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("atreid.benchmarks")
@@ -18,13 +19,14 @@ def run_prepare(args: argparse.Namespace) -> None:
 
     adapter = get_adapter(args.benchmark)  # unknown names list the valid ones
     source = args.source.get("source", "synthetic")
-    out = Path(args.out)
+    out = begin_staging(args)
     if source == "synthetic":
         from atreid.data.synthetic.miniatures import generate_miniature
 
         counts = generate_miniature(args.benchmark, out, **args.synthetic)
         log.info("generated the synthetic %s miniature in %s: %d images", adapter.title, out,
                  counts["statistics"]["all"]["images"])
+        record = {"source": "synthetic", "images": counts["statistics"]["all"]["images"]}
     else:
         from atreid.data.archive import import_dataset
 
@@ -32,6 +34,8 @@ def run_prepare(args: argparse.Namespace) -> None:
                                  expect_top=adapter.top_folders[0], name=f"benchmarks.{args.benchmark}",
                                  **expansion_limits(args))
         log.info("imported %s for %s (sha256 %s)", source, adapter.title, summary.get("sha256"))
+        record = {key: summary[key] for key in ("source", "kind", "sha256", "files")}
+    finish_staging(args, out, record)
 
 
 def run_index(args: argparse.Namespace) -> None:
@@ -58,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="miniature settings as JSON ({seed, image_height, image_width, jpeg_quality})")
     p.add_argument("--out", required=True, help="folder that will hold the release's top folder")
     p.add_argument("--record", required=True, help="JSON file recording the source's sha256")
+    add_staging_argument(p)
     add_expansion_arguments(p)
     p.set_defaults(func=run_prepare)
 

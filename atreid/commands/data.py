@@ -1,14 +1,35 @@
-"""Data steps of AT-USTC: prepare (generate or import) -> verify/index -> sample frames."""
+"""Data steps of AT-USTC: prepare (generate or import) -> install -> verify/index -> sample frames.
+
+Under the workflow a dataset reaches ``data/<name>/images`` in two steps, so that a refused
+import never costs the good copy (Snakemake deletes a job's declared outputs before the
+job runs, and a folder it declares as an output is gone before the import could refuse):
+
+1. ``prepare-atustc`` / ``prepare-benchmark`` with ``--manifest``: generate or import
+   into the staging folder ``.images.staged`` beside ``--out`` and, only on success,
+   write the manifest (``data/<name>/prepared.json``, the rule's declared output). A
+   refusal (changed source, unsafe or oversized archive, ...) leaves ``images``, its
+   index and everything downstream as they were.
+2. ``install-images``: move the staged copy into ``--out``, replacing the old one (the
+   rule's declared output is the ``images`` folder; at that point the new copy is
+   complete and verified against its checksum, so nothing can be refused any more).
+
+Without ``--manifest`` the prepare steps write ``--out`` directly (the import keeps the
+old copy on failure).
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
+import os
+import secrets
+import shutil
 from pathlib import Path
 
 from atreid.errors import AtreidError
-from atreid.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from atreid.io import atomic_write_csv, atomic_write_json, atomic_write_text, remove_stale_temporaries
 
 log = logging.getLogger("atreid.data")
 
@@ -27,6 +48,12 @@ def expansion_limits(args: argparse.Namespace) -> dict:
     return {"max_expansion": args.max_expansion, "max_extracted_gib": args.max_extracted_gib}
 
 
+def add_staging_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", default=None,
+                   help="stage the copy beside --out and write this manifest (install-images moves it "
+                        "into place); without it --out is written directly")
+
+
 def add_expansion_arguments(p: argparse.ArgumentParser) -> None:
     from atreid.data.archive import DEFAULT_MAX_EXPANSION, DEFAULT_MAX_EXTRACTED_GIB
 
@@ -36,22 +63,83 @@ def add_expansion_arguments(p: argparse.ArgumentParser) -> None:
                    help="an archive may extract to at most this many GiB (data.max_extracted_gib)")
 
 
-def run_prepare(args: argparse.Namespace) -> None:
-    """Generate the synthetic copy or import the user's copy into ``--out``."""
-    source = args.source["source"]
+def staged_dir(out: str | os.PathLike) -> Path:
+    """Where a prepare step with ``--manifest`` builds the copy that replaces ``out``."""
+    out = Path(out)
+    return out.parent / f".{out.name}.staged"
+
+
+def begin_staging(args: argparse.Namespace) -> Path:
+    """The folder the prepare step writes: ``--out``, or with ``--manifest`` its staging
+    folder (emptied first: an earlier staged copy without a manifest was never accepted).
+    The leftovers of a killed earlier run of this step are removed."""
     out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    if not args.manifest:
+        return out
+    staged = staged_dir(out)
+    remove_stale_temporaries(staged)
+    if staged.exists():
+        shutil.rmtree(staged)
+    return staged
+
+
+def finish_staging(args: argparse.Namespace, staged: Path, record: dict) -> None:
+    """Write the manifest of a staged copy (the prepare rule's declared output)."""
+    if args.manifest:
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        atomic_write_json(args.manifest, {**record, "staged": staged.name, "prepared_at": now})
+
+
+def run_install(args: argparse.Namespace) -> None:
+    """Move the staged copy of ``--manifest`` into ``--out``, replacing the old copy."""
+    out, manifest = Path(args.out), Path(args.manifest)
+    try:
+        staged = out.parent / json.loads(manifest.read_text(encoding="utf-8"))["staged"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AtreidError(f"{manifest}: not a readable manifest of a prepared copy ({exc}); prepare "
+                          f"it again: snakemake --cores all --forcerun {args.rule}") from None
+    if staged.parent != out.parent or not staged.name.startswith("."):
+        raise AtreidError(f"{manifest}: names {staged.name!r}, not a staging folder beside {out}; prepare "
+                          f"it again: snakemake --cores all --forcerun {args.rule}")
+    remove_stale_temporaries(out)
+    if not staged.is_dir():
+        raise AtreidError(f"{staged}: the prepared copy is gone (installed earlier and {out} removed "
+                          f"since?); prepare it again: snakemake --cores all --forcerun {args.rule}")
+    old = None
+    if out.exists() or out.is_symlink():
+        old = out.parent / f".{out.name}.{secrets.token_hex(4)}.partial"
+        os.replace(out, old)
+    os.replace(staged, out)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+    log.info("installed %s", out)
+
+
+def run_prepare(args: argparse.Namespace) -> None:
+    """Generate the synthetic copy or import the user's copy into ``--out`` (with
+    ``--manifest``: into its staging folder, then the manifest)."""
+    source = args.source["source"]
+    out = begin_staging(args)
     if source == "synthetic":
         from atreid.data.synthetic.atustc import generate_atustc
 
         counts = generate_atustc(out, workers=args.threads, **args.synthetic)
         log.info("generated synthetic AT-USTC in %s: %s images", out,
                  counts.get("all", {}).get("images", "?"))
+        record = {"source": "synthetic", "images": counts.get("all", {}).get("images")}
     else:
         from atreid.data.archive import import_dataset
 
         summary = import_dataset(source, out, sha256=args.source.get("sha256"),
                                  record=Path(args.record), expect_top="AT-USTC", **expansion_limits(args))
         log.info("imported %s (sha256 %s)", source, summary.get("sha256"))
+        record = {key: summary[key] for key in ("source", "kind", "sha256", "files")}
+    finish_staging(args, out, record)
 
 
 def run_index(args: argparse.Namespace) -> None:
@@ -107,8 +195,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder that will hold AT-USTC/")
     p.add_argument("--record", required=True, help="JSON file recording the source's sha256")
     p.add_argument("--threads", type=int, default=1)
+    add_staging_argument(p)
     add_expansion_arguments(p)
     p.set_defaults(func=run_prepare)
+
+    p = subparsers.add_parser("install-images",
+                              help="move a prepared (staged) copy into place, replacing the old one")
+    p.add_argument("--manifest", required=True, help="the manifest written by prepare-atustc/-benchmark")
+    p.add_argument("--out", required=True, help="the images folder to replace")
+    p.add_argument("--rule", default="prepare_atustc", help="the prepare rule, for messages")
+    p.set_defaults(func=run_install)
 
     p = subparsers.add_parser("index-atustc", help="verify an AT-USTC copy and write its index and report")
     p.add_argument("--images", required=True, help="folder holding AT-USTC/")

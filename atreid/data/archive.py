@@ -228,8 +228,9 @@ class _DigestCheck:
             when = self.recorded.get("imported_at", "?")
             raise AtreidError(
                 f"{label}: {what} {actual} differs from {self.recorded['sha256']} recorded in "
-                f"{self.record} at the first import ({when}): the source changed since; check "
-                f"your copy, or delete {self.record} (or set data.{self.name}.sha256) to accept it")
+                f"{self.record} at the first import ({when}): the source changed since; the previous "
+                f"copy is kept. Put the recorded copy back and rerun, or accept this one: "
+                f"rm {self.record} && snakemake --cores all (or set data.{self.name}.sha256)")
 
 
 class _ExpansionLimits:

@@ -1,0 +1,166 @@
+"""The data stage keeps the good copy when an import is refused (issue 15, item 5).
+
+The prepare rules declare a manifest (data/<name>/prepared.json) as their output and build
+the new copy beside the old one; install rules swap it in. Through Snakemake, a changed
+archive is refused with one line while images/, index.csv and what follows stay as they
+were, and the documented recovery (``rm data/<name>/source.json && snakemake ...``) works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from atreid.cli import main
+from tests.e2e import copy_tracked_files, run
+
+pytestmark = pytest.mark.slow
+
+SYNTHETIC = {"seed": 0, "train_persons": 4, "test_persons": 3, "outfits": [2, 2], "dates": 2,
+             "train_cameras_per_outfit": 2, "train_frames_per_clip": 2, "val_fraction": 0.2,
+             "image_height": 32, "image_width": 16, "jpeg_quality": 90}
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != ".snakemake_timestamp"}
+
+
+def zip_folder(folder: Path, archive: Path, extra: dict[str, bytes] | None = None) -> Path:
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for rel, data in files_of(folder).items():
+            zf.writestr(rel, data)
+        for rel, data in (extra or {}).items():
+            zf.writestr(rel, data)
+    return archive
+
+
+@pytest.fixture(scope="module")
+def atustc_copy(tmp_path_factory) -> Path:
+    """A small AT-USTC in the released layout (AT-USTC/<clip>/<frame>.jpg)."""
+    from atreid.data.synthetic.atustc import generate_atustc
+
+    folder = tmp_path_factory.mktemp("copy")
+    generate_atustc(folder, workers=1, **SYNTHETIC)
+    (folder / "synthetic_counts.json").unlink()
+    return folder
+
+
+# ---- the CLI steps ----------------------------------------------------------------
+
+def prepare(source: Path, images: Path, manifest: Path) -> int:
+    return main(["prepare-atustc", "--source", json.dumps({"source": str(source), "sha256": None}),
+                 "--synthetic", "{}", "--out", str(images), "--manifest", str(manifest),
+                 "--record", str(images.parent / "source.json")])
+
+
+def test_prepare_stages_and_install_swaps(tmp_path, atustc_copy, capsys):
+    images, manifest = tmp_path / "data" / "images", tmp_path / "data" / "prepared.json"
+    first = zip_folder(atustc_copy, tmp_path / "first.zip")
+    assert prepare(first, images, manifest) == 0
+    assert not images.exists() and (tmp_path / "data" / ".images.staged" / "AT-USTC").is_dir()
+    assert json.loads(manifest.read_text())["staged"] == ".images.staged"
+    assert main(["install-images", "--manifest", str(manifest), "--out", str(images)]) == 0
+    good = files_of(images)
+    assert not (tmp_path / "data" / ".images.staged").exists()
+
+    # A changed archive: refused in one line; no manifest, the installed copy untouched.
+    changed = zip_folder(atustc_copy, tmp_path / "changed.zip", {"AT-USTC/extra.txt": b"new"})
+    manifest.unlink()  # as Snakemake does before the job
+    capsys.readouterr()
+    assert prepare(changed, images, manifest) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: {changed}: sha256 ") and "recorded in" in err
+    assert not manifest.exists() and files_of(images) == good
+
+    # Installing again without a staged copy: one line naming the fix.
+    manifest.write_text(json.dumps({"staged": ".images.staged"}))
+    assert main(["install-images", "--manifest", str(manifest), "--out", str(images)]) == 2
+    assert "--forcerun prepare_atustc" in capsys.readouterr().err
+    assert files_of(images) == good
+
+
+def test_prepare_removes_its_stale_staging(tmp_path, atustc_copy):
+    images, manifest = tmp_path / "data" / "images", tmp_path / "data" / "prepared.json"
+    stale = [tmp_path / "data" / ".images.staged" / "AT-USTC" / "half.jpg",
+             tmp_path / "data" / "..images.staged.abcd1234.partial" / "AT-USTC" / "x.jpg",
+             tmp_path / "data" / ".images.abcd1234.partial" / "x.jpg"]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    assert prepare(zip_folder(atustc_copy, tmp_path / "copy.zip"), images, manifest) == 0
+    assert not any(path.exists() for path in stale)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [".images.staged", "prepared.json",
+                                                                       "source.json"]
+
+
+# ---- through Snakemake --------------------------------------------------------------
+
+TARGET = "data/atustc/train_sampled.csv"
+
+
+def snakemake(work: Path, check: bool = True):
+    return run(["snakemake", "--cores", "1", TARGET], work, check=check)
+
+
+def test_refused_import_under_snakemake_keeps_the_good_copy(tmp_path, atustc_copy):
+    work = copy_tracked_files(tmp_path / "repo")
+    archive = zip_folder(atustc_copy, tmp_path / "AT-USTC.zip")
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["data"]["atustc"].update(source=str(archive), expected_counts="none", frames_per_clip=1,
+                                    decode_workers=1)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    data = work / "data" / "atustc"
+
+    snakemake(work)
+    images, index, sampled = files_of(data / "images"), (data / "index.csv").read_bytes(), \
+        (data / "train_sampled.csv").read_bytes()
+    assert "AT-USTC/extra.txt" not in images
+
+    # The user's archive changes: the import refuses it, and nothing of the good copy goes.
+    zip_folder(atustc_copy, archive, {"AT-USTC/extra.txt": b"new"})
+    for _ in range(2):  # the same answer on every rerun
+        result = snakemake(work, check=False)
+        assert result.returncode != 0, result.stderr[-3000:]
+        log = (work / "logs" / "data" / "prepare_atustc.log").read_text().strip().splitlines()
+        assert log[-1].startswith(f"error: {archive}: sha256 ") and "rm data/atustc/source.json" in log[-1]
+        assert files_of(data / "images") == images
+        assert (data / "index.csv").read_bytes() == index
+        assert (data / "train_sampled.csv").read_bytes() == sampled
+        assert not (data / "prepared.json").exists()
+
+    # The documented recovery for a copy that changed on purpose: one command.
+    run(["sh", "-c", f"rm data/atustc/source.json && snakemake --cores 1 {TARGET}"], work)
+    assert files_of(data / "images")["AT-USTC/extra.txt"] == b"new"
+    assert (data / "prepared.json").is_file() and not (data / ".images.staged").exists()
+    assert run(["snakemake", "-n", "--cores", "1", TARGET], work).stdout.count("rule ") == 0
+
+
+def test_refused_benchmark_import_under_snakemake_keeps_the_good_copy(tmp_path):
+    from atreid.data.synthetic.miniatures import generate_miniature
+
+    work = copy_tracked_files(tmp_path / "repo")
+    copy = tmp_path / "copy"
+    generate_miniature("market1501", copy, image_height=32, image_width=16)
+    (copy / "synthetic_counts.json").unlink(missing_ok=True)
+    archive = zip_folder(copy, tmp_path / "Market-1501.zip")
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["data"]["benchmarks"] = {"market1501": {"source": str(archive), "expected_counts": "none"}}
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    data, target = work / "data" / "market1501", "data/market1501/index.csv"
+
+    run(["snakemake", "--cores", "1", target], work)
+    images, index = files_of(data / "images"), (data / "index.csv").read_bytes()
+    zip_folder(copy, archive, {"extra.txt": b"new"})
+    result = run(["snakemake", "--cores", "1", target], work, check=False)
+    assert result.returncode != 0
+    log = (work / "logs" / "data" / "prepare_market1501.log").read_text().strip().splitlines()
+    assert log[-1].startswith(f"error: {archive}: sha256 ") and "rm data/market1501/source.json" in log[-1]
+    assert files_of(data / "images") == images and (data / "index.csv").read_bytes() == index
+    run(["sh", "-c", f"rm data/market1501/source.json && snakemake --cores 1 {target}"], work)
+    assert "extra.txt" in {Path(rel).name for rel in files_of(data / "images")}
