@@ -164,3 +164,31 @@ def test_refused_benchmark_import_under_snakemake_keeps_the_good_copy(tmp_path):
     assert files_of(data / "images") == images and (data / "index.csv").read_bytes() == index
     run(["sh", "-c", f"rm data/market1501/source.json && snakemake --cores 1 {target}"], work)
     assert "extra.txt" in {Path(rel).name for rel in files_of(data / "images")}
+
+
+def test_fixed_source_after_a_corrupt_image_recovers_in_one_command(tmp_path, atustc_copy):
+    """A copy with a corrupt JPEG imports but fails verification; the user fixes the
+    archive; the documented command brings the pipeline back (issue: three manual steps)."""
+    work = copy_tracked_files(tmp_path / "repo")
+    broken = tmp_path / "broken"
+    import shutil
+
+    shutil.copytree(atustc_copy, broken)
+    victim = sorted((broken / "AT-USTC").rglob("*.jpg"))[0]
+    victim.write_bytes(b"not a jpeg at all")
+    archive = zip_folder(broken, tmp_path / "AT-USTC.zip")
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["data"]["atustc"].update(source=str(archive), expected_counts="none", frames_per_clip=1,
+                                    decode_workers=1)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    data = work / "data" / "atustc"
+
+    assert snakemake(work, check=False).returncode != 0
+    log = (work / "logs" / "data" / "index_atustc.log").read_text().strip().splitlines()
+    assert log[-1].startswith("error: ") and victim.name in log[-1], log
+    zip_folder(atustc_copy, archive)  # the fixed copy
+    assert snakemake(work, check=False).returncode != 0  # a different archive: refused
+    assert "rm data/atustc/source.json" in (work / "logs" / "data" / "prepare_atustc.log").read_text()
+    run(["sh", "-c", f"rm data/atustc/source.json && snakemake --cores 1 {TARGET}"], work)
+    assert files_of(data / "images") == files_of(atustc_copy)
+    assert (data / "train_sampled.csv").is_file()
