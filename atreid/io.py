@@ -40,6 +40,8 @@ _RANDOM_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789_"
 _RANDOM_LENGTH = 8
 # Suffixes of atreid's temporary siblings: atomic files, atomic folders, downloads.
 TEMP_SUFFIXES = (".tmp", ".partial", ".download")
+# The old copy of a folder that atomic_output_dir is replacing (complete, never a leftover to delete).
+SWAPPED_OUT_SUFFIX = ".previous"
 
 
 def _temp_name(path: Path, suffix: str) -> Path:
@@ -208,6 +210,27 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def recover_interrupted_swap(path: str | os.PathLike) -> None:
+    """Finish what a swap of :func:`atomic_output_dir` killed halfway left behind.
+
+    The old copy is moved aside (``.{name}.XXXXXXXX.previous``) before the new one is
+    moved in. Killed between the two renames, ``path`` is missing and the old copy is
+    still complete: put it back. Killed after the second rename, the aside copy is
+    merely stale: delete it. (Not a :data:`TEMP_SUFFIXES` suffix, so
+    :func:`remove_stale_temporaries` never deletes a good copy.)
+    """
+    path = Path(path)
+    aside = stale_temporaries(path, (SWAPPED_OUT_SUFFIX,))
+    for candidate in aside:
+        if not (path.exists() or path.is_symlink()):
+            os.replace(candidate, path)
+            log.warning("restored %s from %s (a swap of the previous run was interrupted)", path, candidate.name)
+        elif candidate.is_dir() and not candidate.is_symlink():
+            shutil.rmtree(candidate, ignore_errors=True)
+        else:
+            candidate.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Build a directory under a temporary sibling name and move it into place on success.
@@ -220,6 +243,7 @@ def atomic_output_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        recover_interrupted_swap(path)
         tmp = temp_dir_sibling(path)
     except OSError as exc:
         if exc.errno in _WRITE_ERRNOS:
@@ -229,7 +253,7 @@ def atomic_output_dir(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         old = None
         if path.exists() or path.is_symlink():
-            old = _temp_name(path, ".partial")
+            old = _temp_name(path, SWAPPED_OUT_SUFFIX)
             os.replace(path, old)
         try:
             os.replace(tmp, path)

@@ -231,3 +231,30 @@ def test_atomic_output_dir_real_full_filesystem(tmp_path):
             with aio.atomic_output_dir(dest) as tmp:
                 (tmp / "big.jpg").write_bytes(b"\0" * (1 << 20))
         assert list(disk.iterdir()) == []
+
+
+def test_swap_killed_between_the_renames_restores_the_old_copy(tmp_path):
+    """A kill after the old copy was moved aside and before the new one moved in: the next
+    atomic_output_dir (and the stale-leftover cleanup before it) must not lose the old copy."""
+    target = tmp_path / "images"
+    aside = tmp_path / ".images.abcdefgh.previous"
+    aside.mkdir()
+    (aside / "a.jpg").write_bytes(b"old")
+    # The import's own cleanup removes leftovers, never the moved-aside complete copy.
+    aio.remove_stale_temporaries(target)
+    assert aside.is_dir()
+    with pytest.raises(RuntimeError):
+        with aio.atomic_output_dir(target):
+            raise RuntimeError("the next import is refused")
+    assert (target / "a.jpg").read_bytes() == b"old" and not aside.exists()
+
+
+def test_swap_killed_after_the_renames_drops_the_stale_aside_copy(tmp_path):
+    target = tmp_path / "images"
+    target.mkdir()
+    (target / "a.jpg").write_bytes(b"new")
+    aside = tmp_path / ".images.abcdefgh.previous"
+    aside.mkdir()
+    (aside / "a.jpg").write_bytes(b"old")
+    aio.recover_interrupted_swap(target)
+    assert (target / "a.jpg").read_bytes() == b"new" and not aside.exists()
