@@ -108,13 +108,18 @@ def snakemake(work: Path, check: bool = True):
     return run(["snakemake", "--cores", "1", TARGET], work, check=check)
 
 
-def test_refused_import_under_snakemake_keeps_the_good_copy(tmp_path, atustc_copy):
-    work = copy_tracked_files(tmp_path / "repo")
-    archive = zip_folder(atustc_copy, tmp_path / "AT-USTC.zip")
+def use_atustc_archive(work: Path, archive: Path) -> None:
+    """Point the copy's params.yaml at ``archive`` (no count comparison, one frame per clip)."""
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["data"]["atustc"].update(source=str(archive), expected_counts="none", frames_per_clip=1,
                                     decode_workers=1)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_refused_import_under_snakemake_keeps_the_good_copy(tmp_path, atustc_copy):
+    work = copy_tracked_files(tmp_path / "repo")
+    archive = zip_folder(atustc_copy, tmp_path / "AT-USTC.zip")
+    use_atustc_archive(work, archive)
     data = work / "data" / "atustc"
 
     snakemake(work)
@@ -177,10 +182,7 @@ def test_fixed_source_after_a_corrupt_image_recovers_in_one_command(tmp_path, at
     victim = sorted((broken / "AT-USTC").rglob("*.jpg"))[0]
     victim.write_bytes(b"not a jpeg at all")
     archive = zip_folder(broken, tmp_path / "AT-USTC.zip")
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["data"]["atustc"].update(source=str(archive), expected_counts="none", frames_per_clip=1,
-                                    decode_workers=1)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    use_atustc_archive(work, archive)
     data = work / "data" / "atustc"
 
     assert snakemake(work, check=False).returncode != 0
