@@ -641,15 +641,20 @@ def test_top_name_taken_by_a_file_is_an_error(layout):
 BOMB = {"AT-USTC/zeros.bin": bytes(40 << 20), "AT-USTC/p001-d01-c01/cam01-f0-0000.jpg": b"rgb"}
 
 
-@pytest.mark.parametrize("fmt", ["zip", "tar.gz"])
-def test_highly_compressible_archive_refused(layout, fmt):
-    """40 MiB of zeros packs into ~40 KiB: far beyond 100x, refused with nothing left."""
-    tmp_path, dest, record = layout
-    source = tmp_path / "src" / f"bomb.{fmt}"
+def make_bomb(source: Path, fmt: str) -> Path:
+    """:data:`BOMB` packed as a zip or a tar.gz (both compress it about 1000x)."""
     if fmt == "zip":
         make_zip(source, BOMB)
     else:
         make_tar(source, BOMB, "w:gz")
+    return source
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar.gz"])
+def test_highly_compressible_archive_refused(layout, fmt):
+    """40 MiB of zeros packs into ~40 KiB: far beyond 100x, refused with nothing left."""
+    tmp_path, dest, record = layout
+    source = make_bomb(tmp_path / "src" / f"bomb.{fmt}", fmt)
     assert source.stat().st_size < 200 << 10
     message = assert_refused(tmp_path, source, dest, record, str(source), "data.max_expansion",
                              "over the limit of 16.0 MiB")
@@ -677,11 +682,7 @@ def test_extracted_size_cap_refused(layout):
 def test_declared_sizes_that_lie_are_caught_by_counting(layout, fmt, monkeypatch):
     """A member that declares 1 byte but holds 40 MiB: the bytes written are counted."""
     tmp_path, dest, record = layout
-    source = tmp_path / "src" / f"liar.{fmt}"
-    if fmt == "zip":
-        make_zip(source, BOMB)
-    else:
-        make_tar(source, BOMB, "w:gz")
+    source = make_bomb(tmp_path / "src" / f"liar.{fmt}", fmt)
     original = archive._Extractor.declare
     monkeypatch.setattr(archive._Extractor, "declare", lambda self, member, size: original(self, member, 1))
     message = assert_refused(tmp_path, source, dest, record, "more than declared", "data.max_expansion")
