@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TypeVar
 
-import torch
 
 from atreid.errors import AtreidError
 
@@ -205,6 +204,8 @@ def atomic_write_csv(path: str | os.PathLike, frame: "Any") -> None:
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     """``torch.save`` to ``path`` atomically."""
+    import torch  # here, not at the top: the data steps import this module and need no torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())

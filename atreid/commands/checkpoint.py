@@ -18,8 +18,6 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
-
 from atreid import __version__
 from atreid.commands.data import _json_arg
 from atreid.errors import AtreidError
@@ -38,6 +36,8 @@ def load_reference_checkpoint(path: str | Path) -> tuple[dict[str, Any], Optiona
     if not path.is_file():
         raise AtreidError(f"{path}: reference checkpoint not found; set the variant's reference_checkpoint "
                           "to the epoch_best.t of the authors' training code")
+    import torch  # here: every CLI call imports this module, and torch costs ~1.5 s to import
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

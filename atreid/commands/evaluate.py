@@ -7,8 +7,6 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-
 from atreid.commands.data import _json_arg
 from atreid.io import atomic_write_csv, atomic_write_json, atomic_write_text, remove_stale_temporaries
 
@@ -19,6 +17,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
     from atreid.eval.runner import evaluate_benchmark
 
     if args.threads:
+        import torch
+
         torch.set_num_threads(args.threads)
     remove_stale_temporaries(args.out, suffixes=(".tmp",))  # what a killed earlier run of this step left
     metrics = evaluate_benchmark(args.benchmark, model_path=Path(args.model), data_dir=Path(args.data_dir),
