@@ -1,5 +1,6 @@
 # atreid workflow: AT-USTC (synthetic or your copy) -> verify/index -> frame sampling
-# -> training of every variant -> per-benchmark evaluation -> results/table.csv.
+# -> training of every (variant, seed) -> evaluation of each run on every benchmark
+# -> results/table.csv (mean ± std over each variant's runs).
 # Wiring only: the logic lives in the atreid package, each rule calls one CLI step.
 
 from snakemake.utils import min_version
@@ -24,6 +25,8 @@ include: "rules/common.smk"
 wildcard_constraints:
     variant="|".join(VARIANTS),
     benchmark="|".join(BENCHMARKS),
+    run=one_of(RUNS),  # seed<s> of a trained variant, or `imported`
+    seed=one_of([str(seed) for seed in SEEDS]),
 
 
 include: "rules/data.smk"

@@ -109,6 +109,8 @@ def _error_message(error: Any) -> str:
         return f"invalid entry {_key_path([*error.absolute_path, extra[0]])!r}: {error.message}"
     if error.validator == "required":
         return f"missing key in {where!r}: {error.message}"
+    if error.validator == "not" and "x-message" in error.schema:  # a retired key (e.g. seed -> seeds)
+        return f"key {where!r} was {error.schema['x-message']}"
     if "x-message" in error.schema:  # the schema's own wording (e.g. what a usable path is)
         return f"invalid value for {where!r}: {error.instance!r} ({error.schema['x-message']})"
     if error.validator in ("type", "enum", "const", "oneOf"):
@@ -208,19 +210,23 @@ def load_params(*paths: str | Path) -> dict[str, Any]:
     return validate_params(merged, source=" + ".join(str(p) for p in paths))
 
 
-def resolve_variant(params: dict[str, Any], name: str) -> dict[str, Any]:
-    """The complete, JSON-able settings of one variant (see docs/ARCHITECTURE.md).
+def resolve_variant(params: dict[str, Any], name: str, seed: int) -> dict[str, Any]:
+    """The complete, JSON-able settings of one training run of a variant (see docs/ARCHITECTURE.md).
 
     ``model`` and ``train`` are the params.yaml sections deep-merged with the variant's
-    own overrides, so the result is everything that decides the trained weights.
+    own overrides, and ``seed`` is the run's seed (one of ``params["seeds"]``, given
+    explicitly: each seed is a run of its own), so the result is everything that decides
+    the trained weights.
     """
     variants = params["variants"]
     if name not in variants:
         raise AtreidError(f"unknown variant {name!r}; valid variants: {', '.join(sorted(variants))}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise AtreidError(f"variant {name!r}: the seed must be a non-negative integer, not {seed!r}")
     variant = variants[name]
     resolved = {
         "name": name,
-        "seed": params.get("seed", 0),
+        "seed": seed,
         "ncls": variant["ncls"],
         "said": variant["said"],
         "moae": variant["moae"],

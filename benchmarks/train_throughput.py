@@ -53,7 +53,7 @@ def variant_settings(variant: str, device: str, args: argparse.Namespace) -> dic
         # any other unknown name gets full Uni-AT's switches.
         paper = yaml.safe_load((REPO / "presets" / "paper.yaml").read_text())["variants"]
         params["variants"][variant] = paper.get(variant, {"ncls": 6, "said": True, "moae": True, "hdw": True})
-    settings = resolve_variant(params, variant)
+    settings = resolve_variant(params, variant, params["seeds"][0])
     settings["model"]["pretrained"] = "none"
     if args.arch:
         settings["model"]["arch"] = args.arch

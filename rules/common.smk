@@ -65,17 +65,43 @@ TRAINED_VARIANTS = [v for v in VARIANTS if v not in IMPORTED_VARIANTS]
 BENCHMARKS = list(config["eval"]["benchmarks"])
 FEATURE_CACHE = "cache/features"
 
+# Runs: a trained variant has one run per seed, named seed<s> (models/{variant}/seed<s>/);
+# an imported variant has one run, named `imported` (its weights do not depend on a seed).
+SEEDS = list(config["seeds"])
+FIRST_SEED = SEEDS[0]  # draws made once (gallery queries), the run shown in curves and galleries
+IMPORTED_RUN = "imported"
+
+
+def runs_of(variant):
+    """The run names of ``variant``, the first seed's first."""
+    return [IMPORTED_RUN] if variant in IMPORTED_VARIANTS else [f"seed{seed}" for seed in SEEDS]
+
+
+def first_run(variant):
+    """The run whose CMC curves, training curves and galleries stand for the variant."""
+    return runs_of(variant)[0]
+
+
+RUNS = sorted({run for variant in VARIANTS for run in runs_of(variant)})
+
+
+def model_of_run(variant, run):
+    return f"models/{variant}/{run}/model.pt"
+
 
 def variant_settings(wildcards):
-    """Exactly this variant's resolved settings: changing one variant reruns only it."""
-    return as_json(resolve_variant(config, wildcards.variant))
+    """Exactly this run's resolved settings (its seed included): changing one variant
+    reruns only its runs, and adding a seed only the new seed's."""
+    return as_json(resolve_variant(config, wildcards.variant, int(wildcards.seed)))
 
 
 def imported_settings(wildcards):
-    """What the import depends on: the variant's resolved settings without the recipe
-    (ncls, moae, said and model.arch/image_size/patch_stride are checked against the weights)."""
-    settings = resolve_variant(config, wildcards.variant)
+    """What the import depends on: the variant's resolved settings without the recipe and
+    the seed (ncls, moae, said and model.arch/image_size/patch_stride are checked against
+    the weights), so the list of seeds never reruns an import."""
+    settings = resolve_variant(config, wildcards.variant, FIRST_SEED)
     settings.pop("train")
+    settings.pop("seed")
     return as_json(settings)
 
 
@@ -88,10 +114,10 @@ def training_threads(wildcards):
 
 
 def benchmark_inputs(wildcards):
-    """Files a benchmark's evaluation reads (its index and images)."""
+    """Files the evaluation of a run reads: every benchmark's index and images."""
     return {
-        "index": f"{DATA_DIR}/{wildcards.benchmark}/index.csv",
-        "images": f"{DATA_DIR}/{wildcards.benchmark}/images",
+        "indexes": [f"{DATA_DIR}/{benchmark}/index.csv" for benchmark in BENCHMARKS],
+        "images": [f"{DATA_DIR}/{benchmark}/images" for benchmark in BENCHMARKS],
     }
 
 
@@ -109,8 +135,20 @@ def eval_settings():
     return as_json(settings)
 
 
+def run_metrics(variant, run):
+    """The per-benchmark metrics files one evaluation job (one run) writes."""
+    return expand("results/metrics/{variant}/{run}/{benchmark}.json", variant=variant, run=run,
+                  benchmark=BENCHMARKS)
+
+
 def all_metrics():
-    return expand("results/metrics/{variant}/{benchmark}.json", variant=VARIANTS, benchmark=BENCHMARKS)
+    """Every run's metrics files: the table's inputs (mean ± std over each variant's runs)."""
+    return [path for variant in VARIANTS for run in runs_of(variant) for path in run_metrics(variant, run)]
+
+
+def first_run_metrics(benchmark):
+    """The first run's metrics file of ``benchmark`` for every variant (CMC curves)."""
+    return [f"results/metrics/{variant}/{first_run(variant)}/{benchmark}.json" for variant in VARIANTS]
 
 
 # ---- user-supplied files (real datasets, pretrained weights) ----------------------
@@ -140,6 +178,6 @@ def reference_checkpoint_input(wildcards):
 
 
 def pretrained_input(wildcards):
-    source = resolve_variant(config, wildcards.variant)["model"]["pretrained"]
+    source = resolve_variant(config, wildcards.variant, FIRST_SEED)["model"]["pretrained"]
     return required_file(source, "model.pretrained",
                          "jx_vit_base_p16_224-80ecf9dd.pth (timm vit_base_patch16_224.orig_in21k_ft_in1k)")

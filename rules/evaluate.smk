@@ -1,27 +1,31 @@
-# Evaluation: one job per (variant, benchmark), then the result table.
+# Evaluation: one job per run (variant, seed) that scores the run's model on every
+# benchmark of eval.benchmarks in one process (the model is loaded once) and writes one
+# metrics file per benchmark; then the result table (mean ± std over each variant's runs).
 
 
-rule evaluate_benchmark:
+rule evaluate_run:
     input:
         unpack(benchmark_inputs),
-        model="models/{variant}/model.pt",
+        model="models/{variant}/{run}/model.pt",
     output:
-        "results/metrics/{variant}/{benchmark}.json",
+        expand("results/metrics/{{variant}}/{{run}}/{benchmark}.json", benchmark=BENCHMARKS),
     params:
         settings=eval_settings(),
         data_dir=DATA_DIR,
         cache_dir=FEATURE_CACHE,
+        benchmarks=" ".join(f"--benchmark {shlex.quote(b)}" for b in BENCHMARKS),
+        out_dir="results/metrics/{variant}/{run}",
     threads: 1
     conda:
         CONDA_ENV
     log:
-        "logs/evaluate/{variant}/{benchmark}.log",
+        "logs/evaluate/{variant}/{run}.log",
     benchmark:
-        "logs/evaluate/{variant}/{benchmark}.benchmark.tsv"
+        "logs/evaluate/{variant}/{run}.benchmark.tsv"
     shell:
-        "atreid evaluate --model {input.model:q} --benchmark {wildcards.benchmark:q}"
+        "atreid evaluate --model {input.model:q} {params.benchmarks}"
         " --data-dir {params.data_dir:q} --settings {params.settings:q} --cache-dir {params.cache_dir:q}"
-        " --out {output:q} --threads {threads:q} 2> {log:q}"
+        " --out-dir {params.out_dir:q} --threads {threads:q} 2> {log:q}"
 
 
 rule make_table:

@@ -1,7 +1,9 @@
 # Reference weights: a variant naming `reference_checkpoint` (the epoch_best.t of the
-# authors' training code) is imported into models/{variant}/model.pt instead of being
-# trained. The model file is the same payload a training job writes, so the evaluation,
-# gallery and table rules use it unchanged ("reference weights" rows in the table).
+# authors' training code) is imported into models/{variant}/imported/model.pt instead of
+# being trained: the variant's one run, named `imported` (the weights have no seed, so
+# the list of seeds does not multiply it). The model file is the same payload a training
+# job writes, so the evaluation, gallery and table rules use it unchanged ("reference
+# weights" rows in the table, n = 1).
 # An imported variant has no training history, hence no training plot.
 
 
@@ -9,7 +11,7 @@ rule import_reference_model:
     input:
         checkpoint=reference_checkpoint_input,
     output:
-        model="models/{variant}/model.pt",
+        model="models/{variant}/imported/model.pt",
     params:
         settings=imported_settings,
     wildcard_constraints:

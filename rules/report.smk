@@ -1,9 +1,12 @@
 # Figures and the HTML report (snakemake --report results/report.html).
+# CMC curves, CMC tables, training curves and retrieval galleries show each variant's
+# first run (the first seed of `seeds`, or `imported`); the table and the comparison
+# plot cover every run (mean ± std).
 
 
 rule plot_cmc:
     input:
-        expand("results/metrics/{variant}/atustc.json", variant=VARIANTS),
+        first_run_metrics("atustc"),
     output:
         report(
             "results/plots/cmc_atustc.png",
@@ -39,7 +42,7 @@ rule plot_comparison:
 
 rule plot_training:
     input:
-        "models/{variant}/history.csv",
+        lambda wc: f"models/{wc.variant}/{first_run(wc.variant)}/history.csv",
     output:
         report(
             "results/plots/training_{variant}.png",
@@ -47,17 +50,19 @@ rule plot_training:
             category="Training",
             subcategory="{variant}",
         ),
+    params:
+        title=lambda wc: f"{wc.variant}, {first_run(wc.variant)}",
     conda:
         CONDA_ENV
     log:
         "logs/report/plot_training_{variant}.log",
     shell:
-        "atreid plot-training --history {input:q} --variant {wildcards.variant:q} --out {output:q} 2> {log:q}"
+        "atreid plot-training --history {input:q} --variant {params.title:q} --out {output:q} 2> {log:q}"
 
 
 rule cmc_table:
     input:
-        "results/metrics/{variant}/atustc.json",
+        lambda wc: f"results/metrics/{wc.variant}/{first_run(wc.variant)}/atustc.json",
     output:
         "results/plots/cmc_{variant}.csv",
     conda:
@@ -71,7 +76,7 @@ rule cmc_table:
 rule plot_galleries:
     input:
         unpack(atustc_eval_inputs),
-        model="models/{variant}/model.pt",
+        model=lambda wc: model_of_run(wc.variant, first_run(wc.variant)),
     output:
         [
             report(
@@ -87,7 +92,7 @@ rule plot_galleries:
         settings=eval_settings(),
         data_dir=DATA_DIR,
         cache_dir=FEATURE_CACHE,
-        seed=config["seed"],
+        seed=FIRST_SEED,
     conda:
         CONDA_ENV
     log:

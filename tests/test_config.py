@@ -58,14 +58,40 @@ def test_moae_requires_six_tokens(params):
 
 def test_resolve_variant_merges_overrides(params):
     params["variants"]["full"]["train"] = {"epochs": 3}
-    resolved = resolve_variant(validate_params(params), "full")
+    resolved = resolve_variant(validate_params(params), "full", 0)
     assert resolved["train"]["epochs"] == 3
     assert resolved["train"]["lr"] == params["train"]["lr"]
     assert resolved["model"] == params["model"] | resolved["model"]
-    baseline = resolve_variant(validate_params(params), "baseline")
+    baseline = resolve_variant(validate_params(params), "baseline", 0)
     assert baseline["train"]["epochs"] == params["train"]["epochs"]
     with pytest.raises(AtreidError, match="valid variants"):
-        resolve_variant(validate_params(params), "nope")
+        resolve_variant(validate_params(params), "nope", 0)
+
+
+def test_resolve_variant_takes_the_runs_seed(params):
+    params = validate_params(params)
+    assert params["seeds"] == [0, 1]
+    first, second = resolve_variant(params, "full", 0), resolve_variant(params, "full", 1)
+    assert (first["seed"], second["seed"]) == (0, 1)
+    assert {**first, "seed": 1} == second  # the seed is all that differs between two runs
+    for bad in (-1, "1", True, None):
+        with pytest.raises(AtreidError, match="non-negative integer"):
+            resolve_variant(params, "full", bad)
+
+
+def test_seeds_is_a_list_of_unique_non_negative_ints(params):
+    for bad, match in (([], "seeds"), ([0, 0], "seeds"), ([-1], r"seeds\.0"), (3, "seeds"), (["a"], r"seeds\.0")):
+        with pytest.raises(AtreidError, match=match):
+            validate_params({**params, "seeds": bad})
+    assert validate_params({k: v for k, v in params.items() if k != "seeds"})["seeds"] == [0]
+
+
+def test_the_old_seed_key_is_refused_naming_seeds(params):
+    params = {k: v for k, v in params.items() if k != "seeds"} | {"seed": 0}
+    with pytest.raises(AtreidError) as info:
+        validate_params(params, source="params.yaml")
+    message = str(info.value)
+    assert "\n" not in message and "'seed' was renamed to seeds" in message and "a list" in message
 
 
 def test_load_params_merges_files_like_snakemake(tmp_path):
@@ -125,10 +151,11 @@ def test_nested_command_line_values_get_their_yaml_types(params):
     # What Snakemake's --config parser hands over for
     # --config 'train={"epochs": 2, "amp": none}' 'eval={"benchmarks": [atustc], "flip": true}'
     raw = {"train": {"epochs": "2", "lr": "0.5", "amp": "none", "clip_grad_norm": "null"},
-           "eval": {"benchmarks": ["atustc"], "flip": "true"}, "model": {"image_size": ["256", "128"]}, "seed": 3}
+           "eval": {"benchmarks": ["atustc"], "flip": "true"}, "model": {"image_size": ["256", "128"]}, "seeds": ["3"]}
     typed = typed_command_line_values(raw)
     assert typed == {"train": {"epochs": 2, "lr": 0.5, "amp": "none", "clip_grad_norm": None},
-                     "eval": {"benchmarks": ["atustc"], "flip": True}, "model": {"image_size": [256, 128]}, "seed": 3}
+                     "eval": {"benchmarks": ["atustc"], "flip": True}, "model": {"image_size": [256, 128]},
+                     "seeds": [3]}
     validate_params(deep_merge(params, typed))
     with pytest.raises(AtreidError, match="train.epochs"):
         validate_params(deep_merge(params, typed_command_line_values({"train": {"epochs": "two"}})))

@@ -82,7 +82,7 @@ def paper_run(tmp_path_factory) -> Iterator[tuple[Path, dict[str, torch.Tensor]]
 
 
 def trained(work: Path, variant: str) -> dict:
-    return torch.load(work / "models" / variant / "model.pt", map_location="cpu", weights_only=True)
+    return torch.load(work / "models" / variant / "seed0" / "model.pt", map_location="cpu", weights_only=True)
 
 
 def test_the_archive_was_imported_checked_and_compared_with_the_official_counts(paper_run):
@@ -119,10 +119,10 @@ def test_every_paper_variant_was_trained_with_the_recipe_from_the_weights_file(p
         # Heads as the reference sizes them: short-term heads per outfit whatever the loss.
         sizes = [state[f"classifier.{h}.weight"].shape[0] for h in range(6)]
         assert sizes == [OUTFITS, PERSONS] * 3, (variant, sizes)
-        history = pd.read_csv(work / "models" / variant / "history.csv")
+        history = pd.read_csv(work / "models" / variant / "seed0" / "history.csv")
         # Warm-up from 0.1x to 1x over 10 epochs: 0.0008, then 0.0016.
         assert history["lr"].round(8).tolist() == [0.0008, 0.0016], variant
-        log = (work / "logs" / "train" / f"{variant}.log").read_text()
+        log = (work / "logs" / "train" / variant / "seed0.log").read_text()
         assert f"pretrained weights {WEIGHTS}" in log and "'target_grid': [16, 8]" in log
     moae = trained(work, "full")["state_dict"]
     assert "base.blocks.0.mlp.in_w" in moae and "base.blocks.0.mlp.in_w" not in trained(work, "said")["state_dict"]
@@ -156,7 +156,7 @@ def test_nothing_left_to_do_and_the_reference_export_has_the_documented_layout(p
     assert "Nothing to be done" in dry.stdout + dry.stderr
     # reference_checkpoint.md: ViT-B/16, 256x128, stride 16, ncls 6, MoAE: 1,458 state_dict entries.
     out = tmp_path / "epoch_best.t"
-    run(["atreid", "export-checkpoint", str(work / "models" / "full" / "model.pt"), "--out", str(out)], work)
+    run(["atreid", "export-checkpoint", str(work / "models" / "full" / "seed0" / "model.pt"), "--out", str(out)], work)
     exported = torch.load(out, map_location="cpu", weights_only=True)
     assert len(exported["model"]) == 1458
     assert exported["model"]["base.pos_embed"].shape == (1, 6 + 128, 768)
@@ -173,7 +173,7 @@ def test_overlapping_patches_stride_12_start_from_the_same_weights_file(tmp_path
     weights = write_timm_weights(tmp_path / "jx_vit_base_p16_224-80ecf9dd.pth")
     params = load_params(REPO / "params.yaml", REPO / "presets" / "paper.yaml")
     params["model"]["patch_stride"] = 12
-    settings = resolve_variant(params, "full")
+    settings = resolve_variant(params, "full", params["seeds"][0])
     torch.manual_seed(0)
     model = build_training_model(settings, PERSONS, OUTFITS)
     report = load_pretrained_weights(model, str(tmp_path / "jx_vit_base_p16_224-80ecf9dd.pth"))

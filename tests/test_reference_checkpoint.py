@@ -139,7 +139,7 @@ def test_export_repeats_each_atom_as_one_shared_tensor(tmp_path: Path) -> None:
     from atreid.engine.checkpoint import save_trained_model
     from atreid.config import load_params, resolve_variant
 
-    settings = resolve_variant(load_params(REPO / "params.yaml"), "full")
+    settings = resolve_variant(load_params(REPO / "params.yaml"), "full", 0)
     labels = {"persons": list(range(5)), "outfits": [[p, c] for p in range(5) for c in range(2)][:7],
               "outfit_to_person": [0, 0, 1, 1, 2, 2, 3]}
     save_trained_model(path, model=model, settings=settings, labels=labels, epoch=8)
@@ -443,7 +443,7 @@ def test_model_file_without_classifier_sizing_loads_as_by_loss(tmp_path: Path) -
     from atreid.config import load_params, resolve_variant
     from atreid.engine.checkpoint import save_trained_model
 
-    settings = resolve_variant(load_params(REPO / "params.yaml"), "baseline")
+    settings = resolve_variant(load_params(REPO / "params.yaml"), "baseline", 0)
     settings["model"].update({"image_size": list(TINY_SIZE)})
     del settings["model"]["classifier_sizing"]
     old = build_model("vit_tiny_uniat", ncls=6, moae=False, num_persons=5, num_outfits=7, img_size=TINY_SIZE,
@@ -553,7 +553,7 @@ def test_variant_with_reference_checkpoint_is_imported_not_trained(tmp_path: Pat
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "epoch_best.t").write_bytes(b"")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    variants, benchmarks = params["variants"], params["eval"]["benchmarks"]
+    variants, seeds = params["variants"], params["seeds"]
     override = {"variants": {"uniat_ref": {"ncls": 6, "said": True, "moae": True, "hdw": True,
                                            "reference_checkpoint": "weights/epoch_best.t",
                                            "model": {"arch": "vit_base_uniat", "image_size": [256, 128]}}}}
@@ -562,12 +562,13 @@ def test_variant_with_reference_checkpoint_is_imported_not_trained(tmp_path: Pat
     out = snakemake(["-n", "-p", "--configfile", "reference.yaml"], tmp_path)
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1].split("\n\n")[0], flags=re.M))
     assert jobs["import_reference_model"] == "1"
-    assert jobs["train_model"] == str(len(variants))  # the params.yaml variants only
-    assert jobs["evaluate_benchmark"] == str((len(variants) + 1) * len(benchmarks))
+    assert jobs["train_model"] == str(len(variants) * len(seeds))  # the params.yaml variants only, per seed
+    assert jobs["evaluate_run"] == str(len(variants) * len(seeds) + 1)  # the imported variant: one run
     assert jobs["plot_training"] == str(len(variants))
     assert "atreid import-checkpoint weights/epoch_best.t --variant uniat_ref" in out
     assert "--variant-json" not in out.split("rule import_reference_model")[1].split("rule ")[0]
-    assert "models/uniat_ref/history.csv" not in out
+    assert "models/uniat_ref/imported/model.pt" in out and "models/uniat_ref/seed" not in out
+    assert "history.csv" not in out.split("rule import_reference_model")[1].split("rule ")[0]
 
     assert "Congratulations" in snakemake(["--lint", "--configfile", "reference.yaml"], tmp_path)
     assert "import_reference_model" not in snakemake(["-n"], tmp_path)  # default params: unchanged

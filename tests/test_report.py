@@ -154,3 +154,87 @@ def test_table_ends_with_the_random_ranking_row(tmp_path):
     assert pd.isna(chance["paper:DT-ST_R1"])  # no published numbers for a random ranking
     plot_comparison(table, tmp_path / "bars.png")
     assert (tmp_path / "bars.png").read_bytes().startswith(PNG)
+
+
+def write_run(tmp_path: Path, variant: str, run: str, benchmark: str, summary: dict, chance: dict | None = None,
+              settings: dict | None = None) -> Path:
+    """A hand-built metrics file of one run (as results/metrics/{variant}/{run}/{benchmark}.json)."""
+    path = tmp_path / variant / run / f"{benchmark}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metrics = {"variant": variant, "benchmark": benchmark, "summary": summary, "synthetic": False,
+               "model": f"models/{variant}/{run}/model.pt",
+               "settings": settings or {"ncls": 6, "said": True, "moae": True, "hdw": True}}
+    if chance is not None:
+        metrics["chance_summary"] = chance
+    path.write_text(json.dumps(metrics))
+    return path
+
+
+FIVE = ("market1501", "cuhk03", "sysu_mm01", "prcc", "ltcc")
+
+
+def test_table_is_the_mean_and_sample_std_over_the_runs(tmp_path):
+    files = []
+    for run, r1, m in (("seed0", 50.0, 30.004), ("seed1", 54.0, 31.0)):
+        files.append(write_run(tmp_path, "full", run, "atustc", {"Any-Time_R1": r1, "DT-ST_mAP": m},
+                               chance={"Any-Time_R1": 2.0, "DT-ST_mAP": 1.0}))
+        for k, name in enumerate(FIVE):  # avg5 of seed0: 14, of seed1: 16
+            files.append(write_run(tmp_path, "full", run, name, {"R1": 10.0 + 2 * k + (2.0 if run == "seed1" else 0),
+                                                                  "mAP": 5.0}, chance={"R1": 0.5, "mAP": 0.25}))
+    files.append(write_run(tmp_path, "ref", "imported", "atustc", {"Any-Time_R1": 70.0, "DT-ST_mAP": 40.0},
+                           chance={"Any-Time_R1": 2.0, "DT-ST_mAP": 1.0}))
+    table = build_table(files).set_index("variant")
+    assert table.index.tolist() == ["full", "ref", "chance"]
+    full, ref, chance = table.loc["full"], table.loc["ref"], table.loc["chance"]
+    assert full["n"] == 2 and ref["n"] == 1 and chance["n"] == 1
+    assert full["Any-Time_R1"] == 52.0 and full["Any-Time_R1:std"] == pytest.approx(2.83)  # sqrt(8)
+    # Each run's value is rounded first (30.00, 31.00): mean 30.5, std sqrt(0.5) = 0.707.
+    assert full["DT-ST_mAP"] == 30.5 and full["DT-ST_mAP:std"] == pytest.approx(0.71)
+    assert full["market1501:R1"] == 11.0 and full["market1501:R1:std"] == pytest.approx(1.41)
+    assert full["avg5:R1"] == 15.0 and full["avg5:R1:std"] == pytest.approx(1.41)  # over the runs' averages
+    assert full["avg5:mAP"] == 5.0 and full["avg5:mAP:std"] == 0.0
+    # One run: its own numbers, std 0.0 (no NaN); a benchmark it lacks is NaN.
+    assert ref["Any-Time_R1"] == 70.0 and ref["Any-Time_R1:std"] == 0.0 and pd.isna(ref["market1501:R1"])
+    assert chance["Any-Time_R1"] == 2.0 and chance["Any-Time_R1:std"] == 0.0 and chance["avg5:R1"] == 0.5
+    columns = table.reset_index().columns.tolist()
+    assert columns[:5] == ["variant", "synthetic", "n", "Any-Time_R1", "Any-Time_R1:std"]
+
+
+def test_table_markdown_cells_are_mean_plus_minus_std(tmp_path):
+    files = [write_run(tmp_path, "full", run, "atustc", {"Any-Time_R1": r1}, chance={"Any-Time_R1": 2.0})
+             for run, r1 in (("seed0", 50.0), ("seed1", 54.0))]
+    files.append(write_run(tmp_path, "base", "seed0", "atustc", {"Any-Time_R1": 40.0}, chance={"Any-Time_R1": 2.0}))
+    lines = table_markdown(build_table(files)).splitlines()
+    assert lines[0] == "| variant | synthetic | n | Any-Time_R1 |"
+    assert lines[2] == "| full | False | 2 | 52.00 ± 2.83 |"
+    assert lines[3] == "| base | False | 1 | 40.00 ± 0.00 |"
+    assert lines[4] == "| chance | False | 1 | 2.00 |"  # computed, not measured: no spread shown
+    assert any("mean ± sample std" in line for line in lines)
+
+
+def test_paper_columns_compare_the_mean(tmp_path):
+    files = [write_run(tmp_path, "full", run, "atustc", {"DT-ST_R1": r1})
+             for run, r1 in (("seed0", 2.0), ("seed1", 4.0))]
+    full = build_table(files, paper=True).iloc[0]
+    assert full["DT-ST_R1"] == 3.0 and full["paper:DT-ST_R1"] == pytest.approx(97.76)
+    assert full["diff:DT-ST_R1"] == pytest.approx(3.0 - 97.76)
+    assert "paper:DT-ST_R1:std" not in full.index
+
+
+def test_comparison_plot_draws_the_spread(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    files = [write_run(tmp_path, "full", run, "atustc", {"DT-ST_R1": r1, "DT-ST_mAP": r1 / 2})
+             for run, r1 in (("seed0", 2.0), ("seed1", 4.0))]
+    table = build_table(files)
+    drawn = []
+    original = matplotlib.axes.Axes.bar
+
+    def bar(self, *args, **kwargs):
+        drawn.append(kwargs.get("yerr"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "bar", bar)
+    plot_comparison(table, tmp_path / "bars.png")
+    assert drawn == [[pytest.approx(1.41)], [pytest.approx(0.71)]]
+    assert (tmp_path / "bars.png").read_bytes().startswith(PNG)

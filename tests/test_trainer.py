@@ -59,7 +59,7 @@ def make_training_data(root: Path, *, persons: int = 6, outfits: int = 2, frames
 
 
 def tiny_settings(variant: str = "full", **train) -> dict:
-    settings = resolve_variant(load_params(REPO / "params.yaml"), variant)
+    settings = resolve_variant(load_params(REPO / "params.yaml"), variant, 0)
     settings["model"].update({"image_size": [32, 16], "drop_path_rate": 0.1, "pretrained": "none"})
     # Explicit, so the tests do not follow params.yaml's demo recipe; random erasing and
     # drop-path on, so resume equality covers every random draw of a training step.
@@ -557,7 +557,7 @@ def assert_one_error_line(done, *needles: str) -> str:
 
 @pytest.mark.parametrize("content", ["empty", "random"])
 def test_cli_evaluate_unreadable_model_is_one_line(tmp_path, content):
-    model = tmp_path / "models" / "full" / "model.pt"
+    model = tmp_path / "models" / "full" / "seed0" / "model.pt"
     model.parent.mkdir(parents=True)
     model.write_bytes(CORRUPTIONS[content])
     out = tmp_path / "metrics.json"

@@ -8,11 +8,15 @@ Runs in a copy of the repository (its tracked files) with a tiny params.yaml, th
 3. `dvc commit` records the run; `dvc status` is clean;
 4. a change to one variant's setting makes `snakemake -n` list exactly that variant's
    training and evaluation (and the table), and `dvc status` exactly its training stage;
-5. `dvc repro` reruns exactly the affected stages.
+5. `dvc repro` reruns exactly the affected stages;
+6. adding a seed to `seeds` makes `snakemake -n` list one training and one evaluation job
+   per variant for the new seed only, and `dvc status` only the new seed's stages; after
+   the run the table holds the mean ± std over the two runs (n = 2).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -33,6 +37,7 @@ TINY = {
     },
     "model": {"image_size": [64, 32]},
     "train": {"epochs": 1, "iters_per_epoch": 3, "batch_p": 4, "batch_k": 4, "num_workers": 0},
+    "seeds": [0],
     "variants": {"full": {"ncls": 6, "said": True, "moae": True, "hdw": True},
                  "baseline": {"ncls": 6, "said": False, "moae": False, "hdw": False}},
     "eval": {"batch_size": 64, "benchmarks": ["atustc", "market1501"]},
@@ -52,6 +57,7 @@ def workdir(tmp_path_factory) -> Path:
 
     params = deep_merge(params, TINY)
     params["variants"] = TINY["variants"]
+    params["seeds"] = TINY["seeds"]
     params["eval"]["benchmarks"] = TINY["eval"]["benchmarks"]
     params["data"]["benchmarks"] = {"market1501": params["data"]["benchmarks"]["market1501"]}
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -72,7 +78,15 @@ def test_whole_chain_then_only_the_changed_variant_is_out_of_date(workdir):
         assert table[column].notna().all() and ((table[column] >= 0) & (table[column] <= 100)).all()
     assert table["market1501:R1"].notna().all()
     assert table["synthetic"].all()
+    assert table["n"].tolist() == [1, 1, 1] and (table["Any-Time_R1:std"] == 0.0).all()  # one run each
     assert (workdir / "results" / "table.md").is_file()
+    for variant in ("full", "baseline"):  # one evaluation process per run wrote every benchmark's file
+        assert sorted(p.name for p in (workdir / "results" / "metrics" / variant / "seed0").iterdir()) == [
+            "atustc.json", "market1501.json"]
+        assert (workdir / "models" / variant / "seed0" / "model.pt").is_file()
+        assert (workdir / "logs" / "train" / variant / "seed0.log").is_file()
+        log = (workdir / "logs" / "evaluate" / variant / "seed0.log").read_text()
+        assert "[1/2]" in log and "[2/2]" in log, log
     for figure in ("plots/cmc_atustc.png", "plots/comparison.png", "plots/training_full.png",
                    "galleries/full/AD-LT.png", "galleries/baseline/DT-ST.png"):
         assert (workdir / "results" / figure).read_bytes().startswith(b"\x89PNG"), figure
@@ -96,17 +110,49 @@ def test_whole_chain_then_only_the_changed_variant_is_out_of_date(workdir):
 
     dry = run(["snakemake", "-n"], workdir)
     assert jobs_of_dry_run(dry.stdout) == {
-        "train_model": 1, "evaluate_benchmark": 2, "make_table": 1, "plot_training": 1, "cmc_table": 1,
+        "train_model": 1, "evaluate_run": 1, "make_table": 1, "plot_training": 1, "cmc_table": 1,
         "plot_galleries": 1, "plot_cmc": 1, "plot_comparison": 1, "all": 1}
-    assert "models/full/model.pt" in dry.stdout and "models/baseline/model.pt" not in dry.stdout
+    assert "models/full/seed0/model.pt" in dry.stdout and "models/baseline/seed0/model.pt" not in dry.stdout
 
     status = run(["dvc", "status", "dvc.yaml"], workdir)
-    assert stale_dvc_stages(status.stdout) == {"train@full"}, status.stdout
+    assert stale_dvc_stages(status.stdout) == {"train@full-0"}, status.stdout
 
     # dvc repro reruns exactly the affected stages (through Snakemake).
     repro = run(["dvc", "repro"], workdir)
     ran = set(re.findall(r"Running stage '([^']+)'", repro.stdout))
-    assert ran == {"train@full", "evaluate@full-atustc", "evaluate@full-market1501", "curves@full", "table"}, \
+    assert ran == {"train@full-0", "evaluate@full-0", "curves@full", "table"}, \
         repro.stdout
     status = run(["dvc", "status", "dvc.yaml"], workdir)
     assert stale_dvc_stages(status.stdout) == set(), status.stdout
+
+
+def test_adding_a_seed_runs_only_the_new_seeds_jobs(workdir):
+    """After the first test (dvc repro left the figures outside DVC stale): bring
+    everything up to date; then a second seed adds its own runs only."""
+    run(["snakemake", "--cores", "2"], workdir)
+    dry = run(["snakemake", "-n"], workdir)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["seeds"] = [0, 1]
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    dry = run(["snakemake", "-n", "-p"], workdir)
+    assert jobs_of_dry_run(dry.stdout) == {"train_model": 2, "evaluate_run": 2, "make_table": 1,
+                                           "plot_comparison": 1, "all": 1}, dry.stdout
+    outputs = " ".join(line for line in dry.stdout.splitlines() if line.strip().startswith("output:"))
+    for variant in ("full", "baseline"):
+        assert f"models/{variant}/seed1/model.pt" in outputs and f"results/metrics/{variant}/seed1/" in outputs
+        assert f"/{variant}/seed0/" not in outputs  # nothing of the first seed is redone
+    status = run(["dvc", "status", "dvc.yaml"], workdir)
+    assert stale_dvc_stages(status.stdout) == {"train@full-1", "train@baseline-1", "evaluate@full-1",
+                                               "evaluate@baseline-1"}, status.stdout
+
+    run(["snakemake", "--cores", "2"], workdir)
+    table = pd.read_csv(workdir / "results" / "table.csv").set_index("variant")
+    assert table.loc["full", "n"] == 2 and table.loc["baseline", "n"] == 2 and table.loc["chance", "n"] == 1
+    assert table.loc[["full", "baseline"], "Any-Time_R1:std"].notna().all()
+    markdown = (workdir / "results" / "table.md").read_text()
+    full_line = next(line for line in markdown.splitlines() if line.startswith("| full |"))
+    assert full_line.startswith("| full | True | 2 | ") and " ± " in full_line, full_line
+    summary = json.loads((workdir / "results" / "summary.json").read_text())
+    assert summary["full"]["n"] == 2 and "Any-Time_R1:std" in summary["full"]

@@ -113,18 +113,23 @@ def snakemake_fails(work: Path, *args: str) -> str:
 def test_duplicate_key_and_bad_yaml_name_file_and_line(work):
     params = work / "params.yaml"
     text = params.read_text()
-    params.write_text(text + "seed: 3\n")
+    params.write_text(text + "seeds: [3]\n")
     line = len(text.splitlines()) + 1
-    assert f"error: params.yaml (line {line}): duplicate key 'seed'; give each key once" in snakemake_fails(work)
+    assert f"error: params.yaml (line {line}): duplicate key 'seeds'; give each key once" in snakemake_fails(work)
 
     params.write_text(text)
     preset = work / "preset.yaml"
     preset.write_text("train:\n  epochs: 2\n  epochs: 3\n")
     assert "preset.yaml (line 3): duplicate key 'epochs'" in snakemake_fails(work, "--configfile", str(preset))
 
-    params.write_text(text.replace("seed: 0", "seed: [0", 1))
+    params.write_text(text.replace("seeds: [0, 1]", "seeds: [0, 1", 1))
     out = snakemake_fails(work)
     assert "error: params.yaml (line " in out and "not valid YAML" in out, out
+
+    # The retired single seed: one line naming its new form.
+    params.write_text(text.replace("seeds: [0, 1]", "seed: 0", 1))
+    out = snakemake_fails(work)
+    assert "error: params.yaml (+ --configfile/--config): key 'seed' was renamed to seeds, a list" in out, out
 
 
 def test_unregistered_benchmark_fails_the_same_way_in_check_params_and_workflow(work):

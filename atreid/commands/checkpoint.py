@@ -1,7 +1,7 @@
 """Reference checkpoints: ``atreid import-checkpoint`` / ``atreid export-checkpoint``.
 
 ``import-checkpoint`` turns the authors' ``epoch_best.t`` into a normal
-``models/{variant}/model.pt`` (the payload :func:`atreid.engine.checkpoint.load_trained_model`
+``models/{variant}/{run}/model.pt`` (the payload :func:`atreid.engine.checkpoint.load_trained_model`
 reads), so evaluation, galleries and the table treat it like a trained variant.
 ``export-checkpoint`` writes a model of ours back in the reference layout. The tensor
 mapping lives in :mod:`atreid.model.reference`; this module reads and writes files.
@@ -90,7 +90,7 @@ def placeholder_labels(num_persons: int, num_outfits: int) -> dict[str, Any]:
 
 def import_checkpoint(checkpoint: str | Path, *, variant: str, out: str | Path,
                       settings: Optional[dict[str, Any]] = None, labels: Optional[str | Path] = None) -> dict[str, Any]:
-    """Convert a reference checkpoint into ``out`` (a ``models/{variant}/model.pt`` payload).
+    """Convert a reference checkpoint into ``out`` (a ``models/{variant}/{run}/model.pt`` payload).
 
     Args:
         checkpoint: the reference ``epoch_best.t`` (or a bare state_dict file).
@@ -218,10 +218,10 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("import-checkpoint", help="reference epoch_best.t -> models/{variant}/model.pt")
+    p = subparsers.add_parser("import-checkpoint", help="reference epoch_best.t -> models/{variant}/{run}/model.pt")
     p.add_argument("checkpoint", help="the reference implementation's checkpoint (epoch_best.t)")
     p.add_argument("--variant", required=True, help="variant name recorded in the model's settings")
-    p.add_argument("--out", required=True, help="models/{variant}/model.pt")
+    p.add_argument("--out", required=True, help="models/{variant}/{run}/model.pt")
     p.add_argument("--settings-json", type=_json_arg, default=None,
                    help="the variant's settings as JSON (resolved or partial, e.g. "
                         "'{\"model\": {\"image_size\": [256, 128]}}'); given values are checked against the "
@@ -230,8 +230,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="labels.json of the training data (sizes must fit); default: placeholders")
     p.set_defaults(func=run_import)
 
-    p = subparsers.add_parser("export-checkpoint", help="models/{variant}/model.pt -> reference epoch_best.t")
-    p.add_argument("model", help="models/{variant}/model.pt")
+    p = subparsers.add_parser("export-checkpoint", help="models/{variant}/{run}/model.pt -> reference epoch_best.t")
+    p.add_argument("model", help="models/{variant}/{run}/model.pt")
     p.add_argument("--out", required=True, help="epoch_best.t")
     p.add_argument("--epoch", type=int, default=None, help="epoch recorded in the file (default: the model's)")
     p.set_defaults(func=run_export)

@@ -38,7 +38,7 @@ def run_cmc_csv(args: argparse.Namespace) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("plot-cmc", help="CMC curves per scenario, one line per variant")
-    p.add_argument("metrics", nargs="+", help="results/metrics/{variant}/atustc.json files")
+    p.add_argument("metrics", nargs="+", help="results/metrics/{variant}/{run}/atustc.json files (one per variant)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=run_plot_cmc)
 
@@ -48,8 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_plot_comparison)
 
     p = subparsers.add_parser("plot-training", help="training curves of one variant")
-    p.add_argument("--history", required=True, help="models/{variant}/history.csv")
-    p.add_argument("--variant", required=True)
+    p.add_argument("--history", required=True, help="models/{variant}/{run}/history.csv")
+    p.add_argument("--variant", required=True, help="the title's name (the workflow: 'variant, run')")
     p.add_argument("--out", required=True)
     p.set_defaults(func=run_plot_training)
 
@@ -82,7 +82,8 @@ def run_galleries(args: argparse.Namespace) -> None:
     outputs = dict(zip([p.name for p in ATUSTC_SCENARIOS], args.out))
     for protocol in ATUSTC_SCENARIOS:
         ranked = ranked_queries(features, test, protocol, num_queries=args.queries, top_k=args.top_k, seed=args.seed)
-        plot_gallery(ranked, test, root, f"{settings['name']} - {protocol.name} (head {protocol.head})",
+        run = Path(args.model).parent.name  # seed0, imported: which run of the variant this is
+        plot_gallery(ranked, test, root, f"{settings['name']} ({run}) - {protocol.name} (head {protocol.head})",
                      outputs[protocol.name])
 
 

@@ -41,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--index", default="data/atustc/train_sampled.csv", help="sampled training index CSV")
     p.add_argument("--labels", default="data/atustc/labels.json", help="label maps JSON")
     p.add_argument("--images", default="data/atustc/images/AT-USTC", help="folder the index paths are relative to")
-    p.add_argument("--out", required=True, help="models/{variant}/model.pt")
-    p.add_argument("--history", required=True, help="models/{variant}/history.csv")
+    p.add_argument("--out", required=True, help="models/{variant}/{run}/model.pt")
+    p.add_argument("--history", required=True, help="models/{variant}/{run}/history.csv")
     p.add_argument("--checkpoint-dir", required=True,
                    help="checkpoints/{variant}: in-progress checkpoint (not a workflow output)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")

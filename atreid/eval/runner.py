@@ -1,4 +1,5 @@
-"""Evaluate one trained model on one benchmark: features once, every protocol, one dict.
+"""Evaluate one trained model on benchmarks: model loaded once, features once per benchmark,
+every protocol, one dict per benchmark.
 
 Benchmarks are chosen by name from :data:`EVALUATORS`; each entry knows which images
 its protocols use and how to score them, so adding a benchmark adds an entry here (and
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -66,18 +67,40 @@ EVALUATORS: dict[str, Evaluator] = {"atustc": _evaluate_atustc}
 EVALUATORS.update(cross_dataset_evaluators())
 
 
-def evaluate_benchmark(name: str, *, model_path: Path, data_dir: Path, settings: dict[str, Any],
-                       cache_dir: Path | None = None) -> dict[str, Any]:
-    """Load ``model_path`` and score it on benchmark ``name``; returns a JSON-able dict."""
+def _check_names(names: Iterable[str]) -> None:
+    unknown = [name for name in names if name not in EVALUATORS]
+    if unknown:
+        raise AtreidError(f"unknown benchmark {unknown[0]!r} in eval.benchmarks;"
+                          f" valid: {', '.join(sorted(EVALUATORS))}")
+
+
+def evaluate_benchmarks(names: Iterable[str], *, model_path: Path, data_dir: Path, settings: dict[str, Any],
+                        cache_dir: Path | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Load ``model_path`` once and score it on each benchmark of ``names`` in turn.
+
+    Yields ``(name, metrics)`` as each benchmark finishes, so a caller can write (and
+    free) each result before the next one is computed. Every name is checked before the
+    model is loaded. The metrics dict of a benchmark is the same as
+    :func:`evaluate_benchmark` returns for it alone.
+    """
     from atreid.engine.checkpoint import load_trained_model
 
-    if name not in EVALUATORS:
-        raise AtreidError(f"unknown benchmark {name!r} in eval.benchmarks; valid: {', '.join(sorted(EVALUATORS))}")
+    names = list(names)
+    _check_names(names)
     device = resolve_device(settings.get("device", "auto"))
     model, payload = load_trained_model(model_path, device)
     model_settings = payload["settings"]
-    metrics = EVALUATORS[name](model, model_path, data_dir, settings, model_settings["model"]["image_size"],
-                               device, cache_dir)
-    metrics.update({"benchmark": name, "variant": model_settings["name"], "model": str(model_path),
-                    "settings": model_settings, "eval": settings})
+    for name in names:
+        metrics = EVALUATORS[name](model, model_path, data_dir, settings, model_settings["model"]["image_size"],
+                                   device, cache_dir)
+        metrics.update({"benchmark": name, "variant": model_settings["name"], "model": str(model_path),
+                        "settings": model_settings, "eval": settings})
+        yield name, metrics
+
+
+def evaluate_benchmark(name: str, *, model_path: Path, data_dir: Path, settings: dict[str, Any],
+                       cache_dir: Path | None = None) -> dict[str, Any]:
+    """Load ``model_path`` and score it on benchmark ``name``; returns a JSON-able dict."""
+    [(_, metrics)] = evaluate_benchmarks([name], model_path=model_path, data_dir=data_dir, settings=settings,
+                                         cache_dir=cache_dir)
     return metrics

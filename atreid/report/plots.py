@@ -50,20 +50,27 @@ def write_cmc_csv(metrics_path: str | Path, out: str | Path) -> None:
     atomic_write_csv(out, cmc_table(load_json(metrics_path)))
 
 
+def run_label(metrics: dict[str, Any]) -> str:
+    """``variant (run)`` of a metrics file, the run being the model's folder (seed0, imported)."""
+    model = metrics.get("model")
+    return f"{metrics['variant']} ({Path(model).parent.name})" if model else str(metrics["variant"])
+
+
 def plot_cmc(metrics_by_variant: dict[str, dict[str, Any]], out: str | Path) -> None:
-    """One panel per scenario, one line per variant."""
+    """One panel per scenario, one line per variant (the run its metrics file comes from:
+    the workflow passes each variant's first run)."""
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharex=True, sharey=True)
     for ax, name in zip(axes.flat, SCENARIOS):
-        for variant, metrics in metrics_by_variant.items():
+        for metrics in metrics_by_variant.values():
             table = cmc_table(metrics)
-            ax.plot(table["rank"], table[name], marker="o", markersize=3, label=variant)
+            ax.plot(table["rank"], table[name], marker="o", markersize=3, label=run_label(metrics))
         ax.set_title(name)
         ax.set_xlabel("rank")
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel("matching rate (%)")
     axes.flat[0].legend(loc="lower right", fontsize=8)
-    fig.suptitle("AT-USTC CMC curves per scenario")
+    fig.suptitle("AT-USTC CMC curves per scenario (one run per variant: its first seed)")
     save_figure(fig, out)
 
 
@@ -76,7 +83,9 @@ def _metric_column(table: pd.DataFrame, key: str, metric: str) -> str | None:
 
 
 def plot_comparison(table: pd.DataFrame, out: str | Path) -> None:
-    """Grouped bars of R1 and mAP per protocol for every variant (paper values as markers)."""
+    """Grouped bars of R1 and mAP per protocol for every variant: the mean over its runs,
+    with error bars of the sample std (``<column>:std``) where the table has them (paper
+    values as markers)."""
     keys = [c[:-3] for c in table.columns
             if c.endswith(("_R1", ":R1")) and not c.startswith(("paper:", "diff:"))]
     fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 0.55 * len(keys) * max(1, len(table)) + 4), 8))
@@ -86,7 +95,10 @@ def plot_comparison(table: pd.DataFrame, out: str | Path) -> None:
             xs = [k + (i - (len(table) - 1) / 2) * width for k in range(len(keys))]
             columns = [_metric_column(table, key, metric) for key in keys]
             values = [row[c] if c else float("nan") for c in columns]
-            ax.bar(xs, values, width=width, label=row["variant"])
+            spread = [row.get(f"{c}:std", float("nan")) if c else float("nan") for c in columns]
+            errors = [s if pd.notna(s) else 0.0 for s in spread]
+            ax.bar(xs, values, width=width, label=row["variant"], yerr=errors if any(errors) else None,
+                   capsize=2, error_kw={"elinewidth": 0.8})
             paper = [row.get(f"paper:{c}", float("nan")) if c else float("nan") for c in columns]
             if any(pd.notna(p) for p in paper):
                 ax.scatter(xs, paper, marker="D", color="black", s=18, zorder=3,
@@ -97,7 +109,9 @@ def plot_comparison(table: pd.DataFrame, out: str | Path) -> None:
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8, ncol=min(4, len(table) + 1))
     synthetic = bool(table["synthetic"].any()) if "synthetic" in table else False
-    fig.suptitle("R1 / mAP per protocol" + (" (synthetic demo data)" if synthetic else ""))
+    runs = table["n"].max() if "n" in table and table["n"].notna().any() else 1
+    spread = f" (mean ± std over up to {int(runs)} runs per variant)" if runs > 1 else ""
+    fig.suptitle("R1 / mAP per protocol" + spread + (" (synthetic demo data)" if synthetic else ""))
     save_figure(fig, out)
 
 

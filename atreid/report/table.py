@@ -1,22 +1,36 @@
-"""results/table.csv: one row per variant, R1/mAP per protocol, tidy for pandas.
+"""results/table.csv: one row per variant, R1/mAP per protocol (mean ± std over its runs), tidy for pandas.
 
-Columns: ``variant``, ``synthetic`` (True when the numbers come from the embedded
-synthetic data), then ``<protocol>_<metric>`` for AT-USTC (``Any-Time_R1``, ``DT-ST_mAP``,
-...) and ``<benchmark>:<key>`` for the cross-dataset benchmarks (``market1501:R1``,
-``ltcc:mAP``: each benchmark's main protocol), plus ``avg5:R1`` / ``avg5:mAP``, the mean
-over the paper's five cross-dataset benchmarks (:data:`PAPER_FIVE`) when a variant has
-all five. All metrics are percentages. With ``paper=True`` the published numbers of the
-same method (matched by its SAID/MoAE/HDW switches) are added as ``paper:<column>`` and
-``diff:<column>``.
+A variant has several runs (one per seed of ``seeds``; an imported variant one), each
+evaluated into its own metrics files. Columns: ``variant``, ``synthetic`` (True when the
+numbers come from the embedded synthetic data), ``n`` (the number of runs the row
+aggregates), then for every metric the mean over the runs and, beside it,
+``<column>:std``, the sample standard deviation (ddof=1) over the runs. With one run the
+std is 0.0 (no spread was measured; ``n`` = 1 tells it apart), so the table has no NaN
+for it. Metric columns are ``<protocol>_<metric>`` for AT-USTC (``Any-Time_R1``,
+``DT-ST_mAP``, ...) and ``<benchmark>:<key>`` for the cross-dataset benchmarks
+(``market1501:R1``, ``ltcc:mAP``: each benchmark's main protocol), plus ``avg5:R1`` /
+``avg5:mAP``, the mean over the paper's five cross-dataset benchmarks
+(:data:`PAPER_FIVE`) computed per run when the run has all five (so its std is the
+spread of the runs' averages). All metrics are percentages; each run's values are
+rounded to 2 decimals before the mean and std, which are rounded to 2 decimals too (one
+run gives exactly its own numbers). A run without a value in a column (no valid query)
+is left out of that column's mean. With ``paper=True`` the published numbers of the same
+method (matched by its SAID/MoAE/HDW switches) are added as ``paper:<column>`` and
+``diff:<column>`` (the mean minus the published number).
 
 A last row, ``chance``, holds what a uniformly random ranking scores in expectation on
 each protocol (``chance_summary`` of the metrics files: it depends only on the test
-lists and removal rules, not on the model). "Well above chance" is measured against it.
+lists and removal rules, not on the model or the seed). It is computed, not measured:
+``n`` = 1 and every ``:std`` 0.0. "Well above chance" is measured against it.
+
+:func:`table_markdown` renders each metric cell as ``mean ± std`` (the chance row: its
+value alone).
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from importlib import resources
 from io import StringIO
 from pathlib import Path
@@ -89,11 +103,43 @@ def _paper_lookup(settings: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+STD_SUFFIX = ":std"
+RUNS_COLUMN = "n"
+_NOT_METRICS = ("variant", "synthetic", RUNS_COLUMN)
+
+
+def run_key(path: Path, metrics: dict[str, Any]) -> str:
+    """What tells the runs of a variant apart: the evaluated model file (one per run)."""
+    return str(metrics.get("model") or Path(path).parent)
+
+
+def aggregate_runs(runs: list[dict[str, float]]) -> dict[str, Any]:
+    """Mean and sample std (ddof=1; 0.0 for one run) per column over ``runs`` (column -> value).
+
+    Returns ``{"n": len(runs), column: mean, column + ":std": std, ...}`` in the order the
+    columns first appear. NaN values (no valid query) are left out of a column; a column
+    with no value at all is NaN (std too).
+    """
+    columns: list[str] = []
+    for run in runs:
+        columns.extend(c for c in run if c not in columns)
+    out: dict[str, Any] = {RUNS_COLUMN: len(runs)}
+    for column in columns:
+        values = [run[column] for run in runs if column in run and not pd.isna(run[column])]
+        if not values:
+            out[column], out[column + STD_SUFFIX] = float("nan"), float("nan")
+            continue
+        out[column] = round(statistics.fmean(values), 2)
+        out[column + STD_SUFFIX] = round(statistics.stdev(values), 2) if len(values) > 1 else 0.0
+    return out
+
+
 def build_table(metric_files: list[Path], *, paper: bool = False) -> pd.DataFrame:
-    """Gather ``results/metrics/{variant}/{benchmark}.json`` files into one row per variant."""
-    rows: dict[str, dict[str, Any]] = {}
+    """Gather ``results/metrics/{variant}/{run}/{benchmark}.json`` files into one row per
+    variant: the mean ± std over its runs (a run = one evaluated model file)."""
+    runs: dict[str, dict[str, dict[str, Any]]] = {}  # variant -> run -> column -> value
+    synthetic: dict[str, bool] = {}
     published: dict[str, dict[str, float]] = {}
-    order: list[str] = []
     chance: dict[str, Any] = {"variant": CHANCE_ROW, "synthetic": False}
     for path in metric_files:
         metrics = load_metrics(path)
@@ -101,43 +147,63 @@ def build_table(metric_files: list[Path], *, paper: bool = False) -> pd.DataFram
         for key, value in metrics.get("chance_summary", {}).items():
             chance[_column(metrics["benchmark"], key)] = _number(value)
         chance["synthetic"] = bool(chance["synthetic"] or metrics.get("synthetic", False))
-        if variant not in rows:
-            rows[variant] = {"variant": variant, "synthetic": False}
-            order.append(variant)
-        row = rows[variant]
-        row["synthetic"] = bool(row["synthetic"] or metrics.get("synthetic", False))
+        run = runs.setdefault(variant, {}).setdefault(run_key(path, metrics), {})
+        synthetic[variant] = bool(synthetic.get(variant, False) or metrics.get("synthetic", False))
         for key, value in metrics["summary"].items():
-            row[_column(metrics["benchmark"], key)] = _number(value)
+            run[_column(metrics["benchmark"], key)] = _number(value)
         if paper:
             published[variant] = _paper_lookup(metrics["settings"])
-    for variant in order:
-        add_average(rows[variant])
-    if paper:
-        for variant in order:
-            row = rows[variant]
-            for column in [c for c in row if c not in ("variant", "synthetic")]:
+    table = []
+    for variant, by_run in runs.items():
+        for run in by_run.values():
+            add_average(run)
+        row = {"variant": variant, "synthetic": synthetic[variant], **aggregate_runs(list(by_run.values()))}
+        if paper:
+            for column in [c for c in row if c not in _NOT_METRICS and not c.endswith(STD_SUFFIX)]:
                 if column in published[variant]:
                     row[f"paper:{column}"] = published[variant][column]
                     row[f"diff:{column}"] = round(row[column] - published[variant][column], 2)
-    table = [rows[v] for v in order]
+        table.append(row)
     if any(key not in ("variant", "synthetic") for key in chance):  # some file had chance levels
         add_average(chance)
-        table.append(chance)
+        values = {k: v for k, v in chance.items() if k not in ("variant", "synthetic")}
+        # Computed once from the test lists: one "run", no spread.
+        table.append({"variant": CHANCE_ROW, "synthetic": chance["synthetic"], **aggregate_runs([values])})
     return pd.DataFrame(table)
 
 
+def metric_columns(table: pd.DataFrame) -> list[str]:
+    """The mean columns of ``table`` (neither labels, ``:std``, ``paper:`` nor ``diff:``)."""
+    return [c for c in table.columns if c not in _NOT_METRICS and not c.endswith(STD_SUFFIX)
+            and not c.startswith(("paper:", "diff:"))]
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
 def table_markdown(table: pd.DataFrame) -> str:
-    """A Markdown rendering of the table (synthetic results clearly marked)."""
+    """A Markdown rendering of the table: ``mean ± std`` per metric cell (the chance row,
+    computed rather than measured, shows its value alone), synthetic results marked."""
     if table.empty:
         return "No results.\n"
-    header = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    means = set(metric_columns(table))
+    columns = [c for c in table.columns if not (c.endswith(STD_SUFFIX) and c[:-len(STD_SUFFIX)] in means)]
+    header = "| " + " | ".join(columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
     lines = [header, rule]
     for _, row in table.iterrows():
-        cells = [f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.tolist()]
+        cells = []
+        for column in columns:
+            value, std = row[column], row.get(column + STD_SUFFIX)
+            if column in means and row["variant"] != CHANCE_ROW and not pd.isna(value) and not pd.isna(std):
+                cells.append(f"{value:.2f} ± {std:.2f}")
+            else:
+                cells.append(_cell(value))
         lines.append("| " + " | ".join(cells) + " |")
     note = ""
     if table["synthetic"].any():
         note = ("\n> Results marked `synthetic: True` come from the embedded synthetic dataset and a tiny "
                 "model: they test the pipeline, they are not comparable with the paper.\n")
-    return "\n".join(lines) + "\n" + note
+    runs = "\n> Each cell: mean ± sample std (ddof=1) over the variant's `n` runs (one per seed; 0.00 when n = 1).\n"
+    return "\n".join(lines) + "\n" + runs + note
