@@ -31,6 +31,7 @@ wildcard_constraints:
 
 include: "rules/data.smk"
 include: "rules/benchmarks.smk"
+include: "rules/pretrain.smk"
 include: "rules/train.smk"
 include: "rules/reference.smk"
 include: "rules/evaluate.smk"

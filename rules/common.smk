@@ -177,7 +177,19 @@ def reference_checkpoint_input(wildcards):
                          "the reference implementation's checkpoint (epoch_best.t)")
 
 
+# The pretrain_backbone stage's weights (rules/pretrain.smk): model.pretrained "synthetic".
+PRETRAINED_BACKBONE = "models/pretrained/backbone.pth"
+PRETRAINED_HISTORY = "models/pretrained/history.csv"
+
+
+def synthetic_backbone(wildcards):
+    """Whether the variant starts from the pretrain_backbone stage's weights."""
+    return resolve_variant(config, wildcards.variant, FIRST_SEED)["model"]["pretrained"] == "synthetic"
+
+
 def pretrained_input(wildcards):
+    if synthetic_backbone(wildcards):
+        return [PRETRAINED_BACKBONE]
     source = resolve_variant(config, wildcards.variant, FIRST_SEED)["model"]["pretrained"]
     return required_file(source, "model.pretrained",
                          "jx_vit_base_p16_224-80ecf9dd.pth (timm vit_base_patch16_224.orig_in21k_ft_in1k)")

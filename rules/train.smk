@@ -19,6 +19,8 @@ rule train_model:
         settings=variant_settings,
         images_root=f"{DATA.images}/AT-USTC",
         checkpoint_dir="checkpoints/{variant}/seed{seed}",
+        # model.pretrained "synthetic": the pretrain_backbone stage's file (rules/pretrain.smk).
+        pretrained_file=lambda wc, input: ["--pretrained-file", *input.pretrained] if synthetic_backbone(wc) else [],
     wildcard_constraints:
         variant=one_of(TRAINED_VARIANTS),
     threads: training_threads
@@ -34,4 +36,4 @@ rule train_model:
     shell:
         "atreid train --variant-json {params.settings:q} --index {input.index:q} --labels {input.labels:q}"
         " --images {params.images_root:q} --out {output.model:q} --history {output.history:q}"
-        " --checkpoint-dir {params.checkpoint_dir:q} --threads {threads:q} 2> {log:q}"
+        " --checkpoint-dir {params.checkpoint_dir:q} --threads {threads:q} {params.pretrained_file:q} 2> {log:q}"

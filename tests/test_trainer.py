@@ -248,7 +248,7 @@ def test_untrusted_and_corrupt_model_files(tmp_path):
 
 def test_pretrained_loaded_on_fresh_start_only(stand_ins, data, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(trainer, "load_pretrained_weights", lambda model, source: calls.append(source) or "ok")
+    monkeypatch.setattr(trainer, "load_pretrained_weights", lambda model, source, **_: calls.append(source) or "ok")
     settings = tiny_settings(epochs=2)
     settings["model"]["pretrained"] = "hub"
     interrupt_after(monkeypatch, 2)  # the last epoch: killed before the model was written

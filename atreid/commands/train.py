@@ -15,7 +15,8 @@ def child_arguments(args: argparse.Namespace) -> list[str]:
     """The ``atreid train ...`` arguments of ``args`` (for the torchrun relaunch)."""
     return ["train", "--variant-json", json.dumps(args.variant_json, sort_keys=True), "--index", args.index,
             "--labels", args.labels, "--images", args.images, "--out", args.out, "--history", args.history,
-            "--checkpoint-dir", args.checkpoint_dir, "--threads", str(args.threads), "--device", args.device]
+            "--checkpoint-dir", args.checkpoint_dir, "--threads", str(args.threads), "--device", args.device,
+            *(["--pretrained-file", args.pretrained_file] if args.pretrained_file else [])]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     train_variant(settings, index_csv=args.index, labels_json=args.labels, images_root=args.images,
                   out_path=args.out, history_path=args.history, checkpoint_dir=args.checkpoint_dir,
-                  threads=args.threads, device=args.device)
+                  threads=args.threads, device=args.device, pretrained_file=args.pretrained_file)
     return 0
 
 
@@ -47,4 +48,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="checkpoints/{variant}: in-progress checkpoint (not a workflow output)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--pretrained-file", default=None,
+                   help="the pre-trained backbone file when model.pretrained is 'synthetic' (models/pretrained/backbone.pth)")
     p.set_defaults(func=run)

@@ -141,16 +141,25 @@ def build_criterion(settings: dict[str, Any], labels: dict[str, Any]) -> nn.Modu
                           classifier_sizing=settings["model"].get("classifier_sizing", DEFAULT_CLASSIFIER_SIZING))
 
 
-def load_pretrained_weights(model: nn.Module, source: str) -> Any:
-    from atreid.model.pretrained import load_pretrained
+def load_pretrained_weights(model: nn.Module, source: str, *, at_run_size: bool = False) -> Any:
+    """Load the arch's timm weights file ``source`` into ``model``.
 
-    return load_pretrained(model, source)
+    ``at_run_size``: the file comes from the pretraining stage, which trains at the run's
+    image size (a published file is at timm's own size).
+    """
+    from atreid.model.pretrained import load_pretrained
+    from atreid.model.uniat import get_arch
+
+    arch = get_arch(model.arch)
+    size = tuple(model.base.patch_embed.img_size) if at_run_size else None
+    return load_pretrained(model, source, timm_name=arch.timm_name, timm_kwargs=arch.timm_kwargs(size))
 
 
 # ---- the job -----------------------------------------------------------------------------
 def train_variant(settings: dict[str, Any], *, index_csv: str | Path, labels_json: str | Path,
                   images_root: str | Path, out_path: str | Path, history_path: str | Path,
-                  checkpoint_dir: str | Path, threads: int = 0, device: str = "auto") -> dict[str, Any]:
+                  checkpoint_dir: str | Path, threads: int = 0, device: str = "auto",
+                  pretrained_file: str | Path | None = None) -> dict[str, Any]:
     """Train the variant ``settings`` describes and write ``out_path`` and ``history_path``.
 
     Resumes from ``checkpoint_dir/last.pt`` (or, when that is unreadable, ``previous.pt``,
@@ -158,6 +167,9 @@ def train_variant(settings: dict[str, Any], *, index_csv: str | Path, labels_jso
     maps; removes both once the final model is written. Leftover temporaries of a killed
     earlier run (``.last.pt.*.tmp``, ``.model.pt.*.tmp``, ...) are removed first. Under
     torchrun (DDP) every rank calls this; only rank 0 writes files.
+
+    ``model.pretrained: synthetic`` means the pipeline's own pre-trained backbone
+    (:mod:`atreid.engine.pretrain`), whose file ``pretrained_file`` names.
 
     Returns:
         A summary dict: ``epochs``, ``resumed_from`` (last epoch of the checkpoint, 0 if
@@ -173,13 +185,26 @@ def train_variant(settings: dict[str, Any], *, index_csv: str | Path, labels_jso
     ddp.init_process_group(ctx, dev)
     try:
         return _train(settings, ctx, dev, Path(index_csv), Path(labels_json), Path(images_root), Path(out_path),
-                      Path(history_path), Path(checkpoint_dir))
+                      Path(history_path), Path(checkpoint_dir), pretrained_source(settings, pretrained_file))
     finally:
         ddp.destroy_process_group()
 
 
+def pretrained_source(settings: dict[str, Any], pretrained_file: str | Path | None) -> str:
+    """What ``model.pretrained`` loads: ``none``, ``hub``, a file, or for ``synthetic`` the stage's file."""
+    source = settings["model"]["pretrained"]
+    if source != "synthetic":
+        return source
+    if pretrained_file is None:
+        raise AtreidError("model.pretrained is 'synthetic' (the pipeline's pre-trained backbone) but no "
+                          "--pretrained-file was given; build it with `snakemake models/pretrained/backbone.pth` "
+                          "and pass that file")
+    return str(pretrained_file)
+
+
 def _train(settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device, index_csv: Path, labels_json: Path,
-           images_root: Path, out_path: Path, history_path: Path, checkpoint_dir: Path) -> dict[str, Any]:
+           images_root: Path, out_path: Path, history_path: Path, checkpoint_dir: Path,
+           pretrained: str = "none") -> dict[str, Any]:
     train, name, seed = settings["train"], settings["name"], int(settings["seed"])
     index = read_training_index(index_csv)
     labels = read_label_maps(labels_json)
@@ -187,8 +212,10 @@ def _train(settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device, in
     if not images_root.is_dir():
         raise AtreidError(f"{images_root}: image folder not found; --images must be the folder the index paths "
                           "are relative to")
+    # A checkpoint resumes only what started from the same data and the same starting weights.
+    start = file_sha256(pretrained) if pretrained not in ("none", "hub") and Path(pretrained).is_file() else pretrained
     digest = settings_digest({"settings": settings, "index": file_sha256(index_csv),
-                              "labels": file_sha256(labels_json)})
+                              "labels": file_sha256(labels_json), "pretrained": start})
     num_persons, num_outfits = len(labels["persons"]), len(labels["outfits"])
 
     if ctx.is_main:
@@ -202,9 +229,10 @@ def _train(settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device, in
     model = build_training_model(settings, num_persons, num_outfits)
     criterion = build_criterion(settings, labels)
     state, state_path = find_checkpoint(checkpoint_dir, digest, main=ctx.is_main)
-    if state is None and settings["model"]["pretrained"] != "none":
-        report = load_pretrained_weights(model, settings["model"]["pretrained"])
-        log.info("pretrained weights %s: %s", settings["model"]["pretrained"], report)
+    if state is None and pretrained != "none":
+        report = load_pretrained_weights(model, pretrained,
+                                         at_run_size=settings["model"]["pretrained"] == "synthetic")
+        log.info("pretrained weights %s: %s", pretrained, report)
     model.to(dev)
     criterion.to(dev)
     optimizer = build_optimizer(model, train, fused=dev.type == "cuda")

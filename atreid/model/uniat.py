@@ -38,6 +38,23 @@ class ArchConfig:
     mlp_hidden: int
     patch_size: int
     default_img_size: tuple[int, int]
+    # The timm model whose weights file ``model.pretrained`` names, and the arguments that
+    # give it this arch's shape where timm's defaults for that name differ (pairs).
+    timm_name: str = "vit_base_patch16_224.orig_in21k_ft_in1k"
+    timm_overrides: tuple[tuple[str, object], ...] = ()
+
+    def timm_kwargs(self, image_size: tuple[int, int] | None = None) -> dict:
+        """``timm.create_model`` arguments for this arch's weights file.
+
+        ``image_size=None``: a published file, at timm's own input size (ViT-B/16 at
+        224x224; the position embedding is resized to our grid on conversion). A size: a
+        file of the pipeline's pretraining stage, made and read at the run's image size,
+        so nothing is resampled.
+        """
+        kwargs = dict(self.timm_overrides)
+        if image_size is not None:
+            kwargs["img_size"] = (int(image_size[0]), int(image_size[1]))
+        return kwargs
 
 
 _ARCHS: dict[str, ArchConfig] = {}
@@ -223,5 +240,8 @@ def build_model(arch: str, *, ncls: int, moae: bool, num_persons: int, num_outfi
 register_arch("vit_base_uniat", ArchConfig(depth=12, embed_dim=768, num_heads=12, mlp_hidden=3072, patch_size=16,
                                            default_img_size=(256, 128)))
 # A 4-block ViT-Tiny width for the CPU demo (128x64 images -> 8x4 patches).
+# Its weights come from the pipeline's own pretraining stage (atreid.engine.pretrain), in
+# the layout of timm's ViT-Tiny cut to 4 blocks.
 register_arch("vit_tiny_uniat", ArchConfig(depth=4, embed_dim=192, num_heads=3, mlp_hidden=768, patch_size=16,
-                                           default_img_size=(128, 64)))
+                                           default_img_size=(128, 64), timm_name="vit_tiny_patch16_224",
+                                           timm_overrides=(("depth", 4),)))

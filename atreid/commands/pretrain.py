@@ -1,0 +1,26 @@
+"""Pretraining step: ``atreid pretrain-backbone`` makes the demo backbone's weights file."""
+
+from __future__ import annotations
+
+import argparse
+
+from atreid.commands.data import _json_arg
+
+
+def run(args: argparse.Namespace) -> int:
+    from atreid.engine.pretrain import pretrain_backbone
+
+    pretrain_backbone(args.settings, out_path=args.out, history_path=args.history, threads=args.threads)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "pretrain-backbone",
+        help="pre-train the backbone on a synthetic population disjoint from AT-USTC (the demo's ImageNet stand-in)")
+    p.add_argument("--settings", type=_json_arg, required=True,
+                   help='JSON {"arch": ..., "image_size": [h, w], "pretrain": {...}} (params.yaml model + pretrain)')
+    p.add_argument("--out", required=True, help="weights file (a timm ViT state_dict), e.g. models/pretrained/backbone.pth")
+    p.add_argument("--history", required=True, help="CSV of loss and accuracy during pre-training")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
+    p.set_defaults(func=run)
