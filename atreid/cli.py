@@ -31,7 +31,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# CPU kernels pinned to AVX2 (torch's vectorised operators, MKL's BLAS, oneDNN's
+# convolutions). Their AVX-512 versions round differently, so without this a demo run on
+# an AVX-512 machine drifts from one on an AVX2 machine; pinned, a CPU job with the same
+# thread count gives the same weights and metrics on any x86-64 machine with AVX2. An
+# explicit setting in the environment wins. (Measured: benchmarks/README.md.)
+CPU_KERNEL_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def pin_cpu_kernels() -> dict[str, str]:
+    """Set :data:`CPU_KERNEL_PINS` (unless already set) on x86-64 CPUs with AVX2, before
+    torch is imported; returns what is in effect."""
+    import os
+    import platform
+
+    if "torch" in sys.modules or platform.machine().lower() not in ("x86_64", "amd64"):
+        return {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            has_avx2 = " avx2" in f.read()
+    except OSError:
+        return {}
+    if not has_avx2:
+        return {}
+    for key, value in CPU_KERNEL_PINS.items():
+        os.environ.setdefault(key, value)
+    return {key: os.environ[key] for key in CPU_KERNEL_PINS}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    pin_cpu_kernels()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -55,7 +57,15 @@ def parse_set(items: list[str]) -> dict:
     return out
 
 
-def pretrained_file(params: dict, out: Path, threads: int) -> str:
+def _child_init() -> None:
+    from atreid.cli import pin_cpu_kernels
+
+    pin_cpu_kernels()
+    os.environ.setdefault("ATREID_QUIET", "1")
+    logging.basicConfig(level=logging.WARNING)
+
+
+def pretrained_file(params: dict, out: Path) -> str:
     from atreid.config import settings_digest
     from atreid.engine.pretrain import pretrain_backbone
 
@@ -63,7 +73,7 @@ def pretrained_file(params: dict, out: Path, threads: int) -> str:
                 "pretrain": params["pretrain"]}
     path = out / f"pretrained-{settings_digest(settings)}.pth"
     if not path.is_file():
-        summary = pretrain_backbone(settings, out_path=path, history_path=path.with_suffix(".csv"), threads=threads)
+        summary = pretrain_backbone(settings, out_path=path, history_path=path.with_suffix(".csv"))
         print(f"pre-trained backbone: {summary}", flush=True)
     return str(path)
 
@@ -74,7 +84,10 @@ def run_one(params: dict, variant: str, seed: int, out: Path, data_dir: Path, th
     from atreid.eval.runner import evaluate_benchmark
 
     settings = resolve_variant(params, variant, seed)
-    digest = settings_digest(settings)
+    pretrained = None
+    if settings["model"]["pretrained"] == "synthetic":  # the stage's file, keyed by its own settings
+        pretrained = pretrained_file(params, out)
+    digest = settings_digest({"run": settings, "pretrained": pretrained})
     run_dir = out / "runs" / f"{variant}-seed{seed}-{digest}"
     metrics_path = run_dir / "atustc.json"
     if not metrics_path.is_file():
@@ -83,7 +96,7 @@ def run_one(params: dict, variant: str, seed: int, out: Path, data_dir: Path, th
                       labels_json=data_dir / "atustc" / "labels.json",
                       images_root=data_dir / "atustc" / "images" / "AT-USTC", out_path=run_dir / "model.pt",
                       history_path=run_dir / "history.csv", checkpoint_dir=run_dir / "checkpoints", threads=threads,
-                      device="cpu")
+                      device="cpu", pretrained_file=pretrained)
         train_s = time.perf_counter() - started
         eval_settings = deep_merge(params["eval"], {"device": "cpu"})
         for key in ("benchmarks", "paper_results"):
@@ -107,13 +120,18 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(ABLATION), choices=list(ABLATION))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs trained side by side")
     parser.add_argument("--out", default="benchmarks/out/demo_ordering")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per training (default: train.cpu_threads, as the pipeline)")
     args = parser.parse_args()
+    from atreid.cli import pin_cpu_kernels
+
+    pin_cpu_kernels()  # as the pipeline's jobs do, before torch is imported
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("ATREID_QUIET", "1")
 
-    from atreid.config import deep_merge, read_yaml, validate_params
+    from atreid.config import deep_merge, read_yaml, resolve_variant, validate_params
 
     merged: dict = {}
     for path in args.params:
@@ -123,24 +141,32 @@ def main() -> None:
     params = validate_params(merged, source=" + ".join(args.params))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.threads is None:
+        args.threads = params["train"].get("cpu_threads") or os.cpu_count() or 1
     started = time.perf_counter()
-    if params["model"]["pretrained"] == "synthetic":
-        params["model"]["pretrained"] = pretrained_file(params, out, args.threads)
+    runs = [(variant, seed) for variant in args.variants for seed in args.seeds]
+    if any(resolve_variant(params, v, 0)["model"]["pretrained"] == "synthetic" for v in args.variants):
+        pretrained_file(params, out)  # once, before the runs that share it
     rows = []
-    for variant in args.variants:
-        for seed in args.seeds:
-            row = run_one(params, variant, seed, out, Path(args.data_dir), args.threads)
+    # Runs side by side like the pipeline's jobs (spawned: each child pins its CPU kernels
+    # before importing torch).
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_child_init) as pool:
+        futures = [pool.submit(run_one, params, variant, seed, out, Path(args.data_dir), args.threads)
+                   for variant, seed in runs]
+        for future in futures:
+            row = future.result()
             rows.append(row)
-            print(f"{variant:10s} seed {seed}: Any-Time R1 {row['Any-Time_R1']:.2f} mAP {row['Any-Time_mAP']:.2f} "
-                  f"({row['train_s']:.0f} s training)", flush=True)
-    runs = pd.DataFrame(rows)
-    runs.to_csv(out / "runs.csv", index=False)
+            print(f"{row['variant']:10s} seed {row['seed']}: Any-Time R1 {row['Any-Time_R1']:.2f} "
+                  f"mAP {row['Any-Time_mAP']:.2f} ({row['train_s']:.0f} s training)", flush=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "runs.csv", index=False)
     metric_columns = [f"{s}_{m}" for s in SCENARIO_COLUMNS for m in ("R1", "mAP")]
-    grouped = runs.groupby("variant", sort=False)[metric_columns]
+    grouped = table.groupby("variant", sort=False)[metric_columns]
     summary = grouped.mean().round(2).join(grouped.std(ddof=1).round(2), rsuffix=":std")
-    summary.insert(0, "n", runs.groupby("variant", sort=False).size())
+    summary.insert(0, "n", table.groupby("variant", sort=False).size())
     summary.to_csv(out / "summary.csv")
-    chance = runs.iloc[0]
+    chance = table.iloc[0]
     print(f"\n{len(args.seeds)} seeds per variant, {time.perf_counter() - started:.0f} s in all; "
           f"chance: Any-Time R1 {chance['chance:Any-Time_R1']:.2f} mAP {chance['chance:Any-Time_mAP']:.2f}\n")
     print("| variant | n | Any-Time R1 | Any-Time mAP | " + " | ".join(f"{s} R1" for s in SCENARIO_COLUMNS[1:])

@@ -106,11 +106,15 @@ def imported_settings(wildcards):
 
 
 def training_threads(wildcards):
-    """All the cores snakemake may use, capped by the machine: torch threads follow this.
+    """The variant's train.cpu_threads, or (0) all the cores snakemake may use, capped by
+    the machine: torch threads follow this.
 
-    A function of the job (not a number fixed at parse time), so commands that set no
+    A fixed count makes CPU results independent of the machine's core count (the weights
+    depend on the thread count) and lets snakemake run that many jobs side by side. A
+    function of the job (not a number fixed at parse time), so commands that set no
     --cores, such as `snakemake --report`, still parse the workflow."""
-    return max(1, min(workflow.cores, os.cpu_count() or 1))
+    fixed = resolve_variant(config, wildcards.variant, FIRST_SEED)["train"].get("cpu_threads", 0)
+    return fixed or max(1, min(workflow.cores, os.cpu_count() or 1))
 
 
 def benchmark_inputs(wildcards):

@@ -10,7 +10,7 @@ rule pretrain_backbone:
     params:
         settings=lambda wc: as_json({"arch": config["model"]["arch"], "image_size": config["model"]["image_size"],
                                      "pretrain": config["pretrain"]}),
-    threads: training_threads
+    threads: config["pretrain"]["threads"]  # the job uses exactly pretrain.threads (results depend on it)
     conda:
         CONDA_ENV
     log:
@@ -19,4 +19,4 @@ rule pretrain_backbone:
         "logs/pretrain/backbone.benchmark.tsv"
     shell:
         "atreid pretrain-backbone --settings {params.settings:q} --out {output.weights:q}"
-        " --history {output.history:q} --threads {threads:q} 2> {log:q}"
+        " --history {output.history:q} 2> {log:q}"

@@ -16,7 +16,7 @@ from atreid.errors import AtreidError
 from atreid.model import build_model
 from atreid.model.moae import MoAE
 
-TINY = dict(seed=3, persons=4, outfits=2, cameras=4, views=3, infrared=True, labels="outfit", iterations=6,
+TINY = dict(seed=3, persons=4, outfits=2, cameras=4, views=3, infrared=True, labels="outfit", threads=1, iterations=6,
             batch_size=8, lr=1e-3, weight_decay=0.05, warmup_iterations=2, label_smoothing=0.1, pad=4, flip=0.5)
 SIZE = (64, 32)
 
@@ -29,7 +29,7 @@ def settings(**overrides) -> dict:
 def weights(tmp_path_factory) -> tuple:
     folder = tmp_path_factory.mktemp("pretrain")
     summary = pretrain.pretrain_backbone(settings(), out_path=folder / "backbone.pth",
-                                         history_path=folder / "history.csv", threads=1)
+                                         history_path=folder / "history.csv")
     return folder, summary
 
 
@@ -96,12 +96,11 @@ def test_weights_file_is_a_timm_state_dict_with_history(weights) -> None:
 
 def test_pretraining_is_deterministic(weights, tmp_path) -> None:
     folder, _ = weights
-    pretrain.pretrain_backbone(settings(), out_path=tmp_path / "b.pth", history_path=tmp_path / "h.csv", threads=1)
+    pretrain.pretrain_backbone(settings(), out_path=tmp_path / "b.pth", history_path=tmp_path / "h.csv")
     first = torch.load(folder / "backbone.pth", weights_only=True)
     second = torch.load(tmp_path / "b.pth", weights_only=True)
     assert all(torch.equal(first[k], second[k]) for k in first)
-    pretrain.pretrain_backbone(settings(seed=4), out_path=tmp_path / "c.pth", history_path=tmp_path / "h2.csv",
-                               threads=1)
+    pretrain.pretrain_backbone(settings(seed=4), out_path=tmp_path / "c.pth", history_path=tmp_path / "h2.csv")
     third = torch.load(tmp_path / "c.pth", weights_only=True)
     assert not torch.equal(first["blocks.0.attn.qkv.weight"], third["blocks.0.attn.qkv.weight"])
 

@@ -10,7 +10,7 @@ from atreid.commands.data import _json_arg
 def run(args: argparse.Namespace) -> int:
     from atreid.engine.pretrain import pretrain_backbone
 
-    pretrain_backbone(args.settings, out_path=args.out, history_path=args.history, threads=args.threads)
+    pretrain_backbone(args.settings, out_path=args.out, history_path=args.history)
     return 0
 
 
@@ -22,5 +22,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help='JSON {"arch": ..., "image_size": [h, w], "pretrain": {...}} (params.yaml model + pretrain)')
     p.add_argument("--out", required=True, help="weights file (a timm ViT state_dict), e.g. models/pretrained/backbone.pth")
     p.add_argument("--history", required=True, help="CSV of loss and accuracy during pre-training")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0 = torch's default)")
     p.set_defaults(func=run)
