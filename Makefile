@@ -21,6 +21,12 @@ run: $(STAMP)
 	mkdir -p data/raw
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --report results/report.html
+	@echo
+	@$(BIN)/atreid show-table results/table.csv
+	@echo
+	@echo "Results table (mean ± std over the seeds): results/table.md  (CSV: results/table.csv)"
+	@echo "HTML report with every figure:             results/report.html"
+	@echo "Retrieval galleries and curves:            results/galleries/, results/plots/"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

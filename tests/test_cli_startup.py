@@ -11,3 +11,34 @@ def test_building_the_parser_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
+
+
+def _has_avx2() -> bool:
+    import platform
+
+    try:
+        return platform.machine().lower() in ("x86_64", "amd64") and " avx2" in open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+
+
+def test_cli_pins_cpu_kernels_to_avx2_before_torch(monkeypatch):
+    if not _has_avx2():
+        import pytest
+
+        pytest.skip("the pins apply to x86-64 CPUs with AVX2 only")
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")}
+    code = ("import atreid.cli as c; pinned = c.pin_cpu_kernels(); import torch; "
+            "print(pinned['MKL_CBWR'], pinned['ONEDNN_MAX_CPU_ISA'], torch.backends.cpu.get_cpu_capability())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split() == ["AVX2", "AVX2", "AVX2"]
+    # a setting of the user's wins
+    env["ATEN_CPU_CAPABILITY"] = "default"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split()[-1] == "DEFAULT"
+    # too late once torch is imported: nothing is claimed
+    late = "import torch, atreid.cli as c; print(c.pin_cpu_kernels())"
+    env.pop("ATEN_CPU_CAPABILITY")
+    assert subprocess.run([sys.executable, "-c", late], capture_output=True, text=True, check=True,
+                          env=env).stdout.strip() == "{}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -238,3 +240,26 @@ def test_comparison_plot_draws_the_spread(tmp_path, monkeypatch):
     plot_comparison(table, tmp_path / "bars.png")
     assert drawn == [[pytest.approx(1.41)], [pytest.approx(0.71)]]
     assert (tmp_path / "bars.png").read_bytes().startswith(PNG)
+
+
+def test_headline_shows_mean_std_and_chance_plainly(tmp_path):
+    from atreid.report.table import headline
+
+    table = pd.DataFrame([
+        {"variant": "full", "n": 2, "Any-Time_R1": 11.19, "Any-Time_R1:std": 0.45, "Any-Time_mAP": 15.8,
+         "Any-Time_mAP:std": 0.0},
+        {"variant": "chance", "n": 1, "Any-Time_R1": 3.24, "Any-Time_R1:std": 0.0, "Any-Time_mAP": float("nan"),
+         "Any-Time_mAP:std": 0.0},
+    ])
+    lines = headline(table).splitlines()
+    assert lines[0] == "| variant | n | Any-Time R1 | Any-Time mAP |"
+    assert lines[2] == "| full | 2 | 11.19 ± 0.45 | 15.80 ± 0.00 |"
+    assert lines[3] == "| chance | 1 | 3.24 | - |"
+    path = tmp_path / "table.csv"
+    table.to_csv(path, index=False)
+    out = subprocess.run([sys.executable, "-m", "atreid", "show-table", str(path)], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.splitlines()[2] == lines[2]
+    missing = subprocess.run([sys.executable, "-m", "atreid", "show-table", str(tmp_path / "none.csv")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "no result table yet" in missing.stderr

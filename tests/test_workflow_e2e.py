@@ -9,9 +9,11 @@ Runs in a copy of the repository (its tracked files) with a tiny params.yaml, th
 4. a change to one variant's setting makes `snakemake -n` list exactly that variant's
    training and evaluation (and the table), and `dvc status` exactly its training stage;
 5. `dvc repro` reruns exactly the affected stages;
-6. adding a seed to `seeds` makes `snakemake -n` list one training and one evaluation job
+6. (the pretraining stage is part of the first run: every run starts from its file)
+7. adding a seed to `seeds` makes `snakemake -n` list one training and one evaluation job
    per variant for the new seed only, and `dvc status` only the new seed's stages; after
-   the run the table holds the mean ± std over the two runs (n = 2).
+   the run the table holds the mean ± std over the two runs (n = 2);
+8. changing a pretraining setting makes the pretraining and every run after it out of date.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ TINY = {
         "atustc": {"frames_per_clip": 4, "decode_workers": 1},
     },
     "model": {"image_size": [64, 32]},
+    "pretrain": {"persons": 6, "outfits": 2, "cameras": 4, "views": 2, "iterations": 3, "batch_size": 8,
+                 "threads": 1},
     "train": {"epochs": 1, "iters_per_epoch": 3, "batch_p": 4, "batch_k": 4, "num_workers": 0},
     "seeds": [0],
     "variants": {"full": {"ncls": 6, "said": True, "moae": True, "hdw": True},
@@ -80,11 +84,15 @@ def test_whole_chain_then_only_the_changed_variant_is_out_of_date(workdir):
     assert table["synthetic"].all()
     assert table["n"].tolist() == [1, 1, 1] and (table["Any-Time_R1:std"] == 0.0).all()  # one run each
     assert (workdir / "results" / "table.md").is_file()
+    # Every run started from the pretrain_backbone stage's weights (params.yaml: synthetic).
+    assert (workdir / "models" / "pretrained" / "backbone.pth").is_file()
+    assert len(pd.read_csv(workdir / "models" / "pretrained" / "history.csv")) == 1
     for variant in ("full", "baseline"):  # one evaluation process per run wrote every benchmark's file
         assert sorted(p.name for p in (workdir / "results" / "metrics" / variant / "seed0").iterdir()) == [
             "atustc.json", "market1501.json"]
         assert (workdir / "models" / variant / "seed0" / "model.pt").is_file()
-        assert (workdir / "logs" / "train" / variant / "seed0.log").is_file()
+        train_log = (workdir / "logs" / "train" / variant / "seed0.log").read_text()
+        assert "pretrained weights models/pretrained/backbone.pth" in train_log, train_log
         log = (workdir / "logs" / "evaluate" / variant / "seed0.log").read_text()
         assert "[1/2]" in log and "[2/2]" in log, log
     for figure in ("plots/cmc_atustc.png", "plots/comparison.png", "plots/training_full.png",
@@ -156,3 +164,18 @@ def test_adding_a_seed_runs_only_the_new_seeds_jobs(workdir):
     assert full_line.startswith("| full | True | 2 | ") and " ± " in full_line, full_line
     summary = json.loads((workdir / "results" / "summary.json").read_text())
     assert summary["full"]["n"] == 2 and "Any-Time_R1:std" in summary["full"]
+
+
+def test_a_pretraining_change_reruns_it_and_everything_after(workdir):
+    """After the second test (two seeds, all up to date)."""
+    run(["dvc", "commit", "-f", "-q", "--no-relink"], workdir)
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["pretrain"]["iterations"] = 4
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dry = run(["snakemake", "-n"], workdir)
+    assert jobs_of_dry_run(dry.stdout) == {
+        "pretrain_backbone": 1, "train_model": 4, "evaluate_run": 4, "make_table": 1, "plot_training": 2,
+        "cmc_table": 2, "plot_galleries": 2, "plot_cmc": 1, "plot_comparison": 1, "all": 1}, dry.stdout
+    status = run(["dvc", "status", "dvc.yaml"], workdir)
+    # DVC sees the pretraining's params; its dependants follow once its output changes.
+    assert stale_dvc_stages(status.stdout) == {"pretrain"}, status.stdout

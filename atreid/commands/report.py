@@ -36,7 +36,21 @@ def run_cmc_csv(args: argparse.Namespace) -> None:
     write_cmc_csv(args.metrics, args.out)
 
 
+def run_show_table(args: argparse.Namespace) -> None:
+    from atreid.errors import AtreidError
+    from atreid.report.table import headline
+
+    path = Path(args.table)
+    if not path.is_file():
+        raise AtreidError(f"{path}: no result table yet; build it with `snakemake --cores all {path}`")
+    print(headline(pd.read_csv(path)), end="")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("show-table", help="print the headline columns of the result table (mean ± std)")
+    p.add_argument("table", nargs="?", default="results/table.csv")
+    p.set_defaults(func=run_show_table)
+
     p = subparsers.add_parser("plot-cmc", help="CMC curves per scenario, one line per variant")
     p.add_argument("metrics", nargs="+", help="results/metrics/{variant}/{run}/atustc.json files (one per variant)")
     p.add_argument("--out", required=True)

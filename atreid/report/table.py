@@ -207,3 +207,28 @@ def table_markdown(table: pd.DataFrame) -> str:
                 "model: they test the pipeline, they are not comparable with the paper.\n")
     runs = "\n> Each cell: mean ± sample std (ddof=1) over the variant's `n` runs (one per seed; 0.00 when n = 1).\n"
     return "\n".join(lines) + "\n" + runs + note
+
+
+HEADLINE_COLUMNS: tuple[str, ...] = ("Any-Time_R1", "Any-Time_mAP", "DT-ST_R1", "DT-LT_R1", "NT-ST_R1", "NT-LT_R1",
+                                     "AD-ST_R1", "AD-LT_R1")
+
+
+def headline(table: pd.DataFrame, columns: tuple[str, ...] = HEADLINE_COLUMNS) -> str:
+    """A terminal-width Markdown excerpt of ``table``: ``variant``, ``n`` and ``columns``
+    (those present) as mean ± std, the chance row as its value."""
+    columns = tuple(c for c in columns if c in table.columns)
+    lines = ["| variant | n | " + " | ".join(c.replace("_", " ") for c in columns) + " |",
+             "|---|---:|" + "---:|" * len(columns)]
+    for _, row in table.iterrows():
+        cells = []
+        for column in columns:
+            value, std = row[column], row.get(column + STD_SUFFIX)
+            if pd.isna(value):
+                cells.append("-")
+            elif row["variant"] == CHANCE_ROW or std is None or pd.isna(std):
+                cells.append(f"{value:.2f}")
+            else:
+                cells.append(f"{value:.2f} ± {std:.2f}")
+        n = row.get("n")
+        lines.append(f"| {row['variant']} | {'' if n is None or pd.isna(n) else int(n)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
