@@ -132,10 +132,21 @@ def atustc_eval_inputs(wildcards):
 from atreid.constants import SCENARIOS as SCENARIO_NAMES
 
 
-def eval_settings():
+def eval_settings(rerank=True):
+    """The eval section a job receives (its params: a change reruns the job, never training).
+
+    eval.rerank reaches the job only when it is on, as its resolved {k1, k2, lambda}: with
+    it off the settings (so the metrics files and the jobs' params) are what they were
+    before the option existed. ``rerank=False`` leaves it out (the galleries do not
+    re-rank, so switching it does not redraw them)."""
+    from atreid.eval.rerank import rerank_options
+
     settings = dict(config["eval"])
     settings.pop("benchmarks")  # which benchmarks run is the DAG's business, not the job's
     settings.pop("paper_results")
+    options = rerank_options(settings.pop("rerank", None))
+    if rerank and options is not None:
+        settings["rerank"] = {"enabled": True, **options}
     return as_json(settings)
 
 

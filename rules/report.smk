@@ -89,7 +89,7 @@ rule plot_galleries:
             for scenario in SCENARIO_NAMES
         ],
     params:
-        settings=eval_settings(),
+        settings=eval_settings(rerank=False),
         data_dir=DATA_DIR,
         cache_dir=FEATURE_CACHE,
         seed=FIRST_SEED,

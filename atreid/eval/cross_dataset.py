@@ -43,6 +43,7 @@ import pandas as pd
 
 from atreid.errors import AtreidError
 from atreid.eval.metrics import RemovalRule
+from atreid.eval.rerank import RERANK_SUFFIX, rerank_options
 
 log = logging.getLogger("atreid.eval.cross")
 
@@ -386,11 +387,14 @@ def _mean(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for key in ("R1", "R5", "R10", "mAP", "mINP", "num_valid", "num_queries"):
         out[key] = plain_mean([e[key] for e in entries])
     out["chance"] = {key: plain_mean([e["chance"][key] for e in entries]) for key in ("R1", "mAP")}
+    if entries and all("rerank" in e for e in entries):  # re-ranked numbers: the same mean
+        out["rerank"] = _mean([e["rerank"] for e in entries])
     return out
 
 
 def score_protocols(features: Any, rows: pd.DataFrame, spec: BenchmarkProtocols, *, chunk_size: int = 1024,
-                    device: Any = None, protocols: Sequence[str] | None = None) -> dict[str, Any]:
+                    device: Any = None, protocols: Sequence[str] | None = None,
+                    rerank: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run every protocol and trial of ``spec`` on precomputed features.
 
     Args:
@@ -398,6 +402,9 @@ def score_protocols(features: Any, rows: pd.DataFrame, spec: BenchmarkProtocols,
         rows: index rows the features belong to (at least every candidate row).
         spec: the benchmark's protocols.
         protocols: restrict to these protocol names (default: all).
+        rerank: None or ``{"k1", "k2", "lambda"}``: every trial (and so every mean) also
+            gets ``"rerank"``, the same metrics for the k-reciprocal re-ranked distances
+            of that trial's query and gallery lists, with the same removal rule.
 
     Returns:
         ``{protocol: {"head", "description", "rule", "trials": [...], "mean": {...}}}``
@@ -406,7 +413,7 @@ def score_protocols(features: Any, rows: pd.DataFrame, spec: BenchmarkProtocols,
     """
     import torch
 
-    from atreid.eval.metrics import evaluate_retrieval
+    from atreid.eval.metrics import evaluate_reranked, evaluate_retrieval
     from atreid.eval.protocols import result_to_dict
 
     features = torch.as_tensor(features)
@@ -425,11 +432,15 @@ def score_protocols(features: Any, rows: pd.DataFrame, spec: BenchmarkProtocols,
             query, gallery, info = trial_sets(rows, protocol, trial)
             q_pos = torch.from_numpy(position[query["path"]].to_numpy(np.int64, copy=True))
             g_pos = torch.from_numpy(position[gallery["path"]].to_numpy(np.int64, copy=True))
-            result = evaluate_retrieval(features[q_pos, protocol.head], features[g_pos, protocol.head],
-                                        labels_of(query, protocol.clothes_column),
-                                        labels_of(gallery, protocol.clothes_column), rule,
-                                        chunk_size=chunk_size, device=device)
+            q_feat, g_feat = features[q_pos, protocol.head], features[g_pos, protocol.head]
+            q_labels = labels_of(query, protocol.clothes_column)
+            g_labels = labels_of(gallery, protocol.clothes_column)
+            result = evaluate_retrieval(q_feat, g_feat, q_labels, g_labels, rule, chunk_size=chunk_size, device=device)
             entry = {**info, **result_to_dict(result), "num_gallery": int(len(gallery))}
+            if rerank is not None:
+                entry["rerank"] = result_to_dict(evaluate_reranked(
+                    q_feat, g_feat, q_labels, g_labels, rule, k1=rerank["k1"], k2=rerank["k2"],
+                    lambda_value=rerank["lambda"], chunk_size=chunk_size, device=device))
             if entry["num_valid"] == 0:
                 log.warning("%s %s trial %d: no query has a positive left", spec.benchmark, protocol.name, trial)
             trials.append(entry)
@@ -447,9 +458,11 @@ def summary_of(results: Mapping[str, Any], spec: BenchmarkProtocols, *, chance: 
     """The benchmark's headline numbers (percent): its main protocol's mean R1 and mAP
     (with ``chance``: what a random ranking scores there instead)."""
     main = results[spec.main]["mean"]
-    if chance:
-        main = main["chance"]
-    return {"R1": main["R1"], "mAP": main["mAP"]}
+    out = {metric: (main["chance"] if chance else main)[metric] for metric in ("R1", "mAP")}
+    if "rerank" in main:  # eval.rerank: `<metric>@rr` beside the plain ones
+        reranked = main["rerank"]["chance"] if chance else main["rerank"]
+        out.update({f"{metric}{RERANK_SUFFIX}": reranked[metric] for metric in ("R1", "mAP")})
+    return out
 
 
 def evaluate_cross_dataset(benchmark: str, model: Any, model_path: Path, data_dir: Path, settings: Mapping[str, Any],
@@ -480,7 +493,8 @@ def evaluate_cross_dataset(benchmark: str, model: Any, model_path: Path, data_di
     features = cached_features(model, model_path, root, rows["path"].tolist(), cache_dir=cache_dir,
                                image_size=image_size, batch_size=settings["batch_size"], flip=settings["flip"],
                                device=device)
-    results = score_protocols(features, rows, spec, chunk_size=settings["chunk_size"], device=device)
+    results = score_protocols(features, rows, spec, chunk_size=settings["chunk_size"], device=device,
+                              rerank=rerank_options(settings.get("rerank")))
     return {"protocols": results, "summary": summary_of(results, spec),
             "chance_summary": summary_of(results, spec, chance=True), "main_protocol": spec.main,
             "synthetic": (images / SYNTHETIC_COUNTS).is_file(), "num_images": len(rows)}

@@ -36,7 +36,7 @@ import torch
 
 from atreid.constants import IR, MODALITY_CODES, RGB, SCENARIOS
 from atreid.errors import AtreidError
-from atreid.eval.metrics import Labels, RemovalRule, RetrievalResult, evaluate_retrieval
+from atreid.eval.metrics import Labels, RemovalRule, RetrievalResult, evaluate_reranked, evaluate_retrieval
 
 INDEX_COLUMNS: tuple[str, ...] = ("person", "camera", "modality", "clothes", "flag")
 REPORTED_RANKS: tuple[int, ...] = (1, 5, 10)
@@ -160,12 +160,22 @@ def protocol_rows(index: pd.DataFrame, protocol: Protocol) -> tuple[np.ndarray, 
 
 def evaluate_protocol(features: torch.Tensor, index: pd.DataFrame, protocol: Protocol, *,
                       labels: Labels | None = None, max_rank: int = 20, chunk_size: int = 1024,
-                      device: torch.device | str | None = None) -> RetrievalResult:
-    """Score one protocol from ``(N, heads, D)`` features aligned with ``index`` rows."""
+                      device: torch.device | str | None = None,
+                      rerank: Mapping[str, Any] | None = None) -> RetrievalResult:
+    """Score one protocol from ``(N, heads, D)`` features aligned with ``index`` rows.
+
+    With ``rerank`` (``{"k1", "k2", "lambda"}``, see :func:`atreid.eval.rerank.rerank_options`)
+    the ranking uses the k-reciprocal re-ranked distances of the protocol's query and
+    gallery lists, with the same removal rule.
+    """
     labels = index_labels(index) if labels is None else labels
     q_rows, g_rows = protocol_rows(index, protocol)
     q_feat = features[torch.as_tensor(q_rows, device=features.device), protocol.head]
     g_feat = features[torch.as_tensor(g_rows, device=features.device), protocol.head]
+    if rerank is not None:
+        return evaluate_reranked(q_feat, g_feat, labels.take(q_rows), labels.take(g_rows), protocol.rule,
+                                 k1=rerank["k1"], k2=rerank["k2"], lambda_value=rerank["lambda"],
+                                 max_rank=max_rank, chunk_size=chunk_size, device=device)
     return evaluate_retrieval(q_feat, g_feat, labels.take(q_rows), labels.take(g_rows), protocol.rule,
                               max_rank=max_rank, chunk_size=chunk_size, device=device)
 
@@ -214,7 +224,8 @@ def plain_mean(values: Sequence[float | None]) -> float | None:
 def evaluate_atustc(features: torch.Tensor, index: pd.DataFrame, *, chunk_size: int = 1024,
                     device: torch.device | str | None = None, max_rank: int = 20,
                     scenarios: Sequence[Protocol] = ATUSTC_SCENARIOS, mixed_cases: Sequence[Protocol] = MIXED_CASES,
-                    mixed_groups: Mapping[str, Sequence[str]] = MIXED_GROUPS) -> dict[str, Any]:
+                    mixed_groups: Mapping[str, Sequence[str]] = MIXED_GROUPS,
+                    rerank: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The six AT-USTC scenarios, Any-Time and the mixed test, as a JSON-able dict.
 
     Args:
@@ -224,6 +235,9 @@ def evaluate_atustc(features: torch.Tensor, index: pd.DataFrame, *, chunk_size: 
         chunk_size: queries per chunk (memory bound).
         device: where to compute (None: the features' device).
         max_rank: CMC length (at least 10 for R10).
+        rerank: None (plain ranking only) or ``{"k1", "k2", "lambda"}``: every scenario,
+            mixed case and group, and Any-Time, also gets ``"rerank"``, the same dict for
+            the k-reciprocal re-ranked distances (the plain numbers are unchanged).
 
     Returns:
         ``{scenario: {cmc, R1, R5, R10, mAP, mINP, num_valid, num_queries}, ...,
@@ -236,20 +250,33 @@ def evaluate_atustc(features: torch.Tensor, index: pd.DataFrame, *, chunk_size: 
     labels = index_labels(index)
     index = index.reset_index(drop=True)
 
-    def run(protocol: Protocol) -> RetrievalResult:
+    def run(protocol: Protocol, options: Mapping[str, Any] | None = None) -> RetrievalResult:
         return evaluate_protocol(features, index, protocol, labels=labels, max_rank=max_rank,
-                                 chunk_size=chunk_size, device=device)
+                                 chunk_size=chunk_size, device=device, rerank=options)
+
+    def any_time(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        out = {metric: plain_mean([results[p.name][metric] for p in scenarios]) for metric in ("R1", "mAP")}
+        out["chance"] = {metric: plain_mean([results[p.name]["chance"][metric] for p in scenarios])
+                         for metric in ("R1", "mAP")}
+        return out
 
     out: dict[str, Any] = {}
     for protocol in scenarios:
         out[protocol.name] = result_to_dict(run(protocol))
-    out["Any-Time"] = {metric: plain_mean([out[p.name][metric] for p in scenarios]) for metric in ("R1", "mAP")}
-    out["Any-Time"]["chance"] = {metric: plain_mean([out[p.name]["chance"][metric] for p in scenarios])
-                                 for metric in ("R1", "mAP")}
+    out["Any-Time"] = any_time(out)
     cases = {protocol.name: run(protocol) for protocol in mixed_cases}
     out["mixed"] = {
         "cases": {name: result_to_dict(result) for name, result in cases.items()},
         "groups": {group: result_to_dict(weighted_average([cases[name] for name in names]))
                    for group, names in mixed_groups.items()},
     }
+    if rerank is not None:
+        for protocol in scenarios:
+            out[protocol.name]["rerank"] = result_to_dict(run(protocol, rerank))
+        out["Any-Time"]["rerank"] = any_time({p.name: out[p.name]["rerank"] for p in scenarios})
+        reranked = {protocol.name: run(protocol, rerank) for protocol in mixed_cases}
+        for name, result in reranked.items():
+            out["mixed"]["cases"][name]["rerank"] = result_to_dict(result)
+        for group, names in mixed_groups.items():
+            out["mixed"]["groups"][group]["rerank"] = result_to_dict(weighted_average([reranked[n] for n in names]))
     return out

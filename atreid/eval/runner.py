@@ -49,14 +49,21 @@ def atustc_test_features(model: torch.nn.Module, model_path: Path, data_dir: Pat
 def _evaluate_atustc(model: torch.nn.Module, model_path: Path, data_dir: Path, settings: dict[str, Any],
                      image_size: list[int], device: torch.device, cache_dir: Path | None) -> dict[str, Any]:
     from atreid.eval.protocols import evaluate_atustc
+    from atreid.eval.rerank import RERANK_SUFFIX, rerank_options
 
     features, test, _ = atustc_test_features(model, model_path, data_dir, settings, image_size, device, cache_dir)
-    results = evaluate_atustc(features, test, chunk_size=settings["chunk_size"], device=device)
+    rerank = rerank_options(settings.get("rerank"))
+    results = evaluate_atustc(features, test, chunk_size=settings["chunk_size"], device=device, rerank=rerank)
     summary, chance = {}, {}
     for name in ("Any-Time", *SCENARIOS):
         for metric in ("R1", "mAP"):
             summary[f"{name}_{metric}"] = results[name][metric]
             chance[f"{name}_{metric}"] = results[name]["chance"][metric]
+    if rerank is not None:  # `<column>@rr` beside the plain columns (a random ranking's chance is the same)
+        for name in ("Any-Time", *SCENARIOS):
+            for metric in ("R1", "mAP"):
+                summary[f"{name}_{metric}{RERANK_SUFFIX}"] = results[name]["rerank"][metric]
+                chance[f"{name}_{metric}{RERANK_SUFFIX}"] = results[name]["rerank"]["chance"][metric]
     synthetic = (data_dir / "atustc" / "images" / "synthetic_counts.json").is_file()
     return {"protocols": results, "summary": summary, "chance_summary": chance, "synthetic": synthetic,
             "num_images": len(test)}

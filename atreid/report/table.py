@@ -11,7 +11,9 @@ for it. Metric columns are ``<protocol>_<metric>`` for AT-USTC (``Any-Time_R1``,
 (``market1501:R1``, ``ltcc:mAP``: each benchmark's main protocol), plus ``avg5:R1`` /
 ``avg5:mAP``, the mean over the paper's five cross-dataset benchmarks
 (:data:`PAPER_FIVE`) computed per run when the run has all five (so its std is the
-spread of the runs' averages). All metrics are percentages; each run's values are
+spread of the runs' averages). With ``eval.rerank`` on, every metric column ``<column>``
+of the summary also comes re-ranked as ``<column>@rr`` (``Any-Time_R1@rr``,
+``market1501:mAP@rr``, ``avg5:R1@rr``), with its own ``<column>@rr:std``. All metrics are percentages; each run's values are
 rounded to 2 decimals before the mean and std, which are rounded to 2 decimals too (one
 run gives exactly its own numbers). A run without a value in a column (no valid query)
 is left out of that column's mean. With ``paper=True`` the published numbers of the same
@@ -60,8 +62,9 @@ def _number(value: Any) -> float:
 
 
 def add_average(row: dict[str, Any], benchmarks: tuple[str, ...] = PAPER_FIVE, name: str = AVERAGE) -> None:
-    """``<name>:R1`` / ``<name>:mAP``: the mean over ``benchmarks`` when the row has them all."""
-    for metric in ("R1", "mAP"):
+    """``<name>:R1`` / ``<name>:mAP`` (and ``<name>:R1@rr`` / ``<name>:mAP@rr`` with re-ranking):
+    the mean over ``benchmarks`` when the row has them all."""
+    for metric in ("R1", "mAP", "R1@rr", "mAP@rr"):
         values = [row.get(_column(b, metric)) for b in benchmarks]
         if all(v is not None for v in values):
             row[_column(name, metric)] = round(sum(values) / len(values), 2)
