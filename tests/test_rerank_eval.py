@@ -176,3 +176,27 @@ def test_table_gets_rr_columns_with_std(tmp_path):
     assert chance["Any-Time_R1@rr"] == 2.0 and chance["avg5:R1@rr"] == 0.5
     header = table_markdown(build_table(files)).splitlines()[0]
     assert "Any-Time_R1@rr" in header and "market1501:mAP@rr" in header and "@rr:std" not in header
+
+
+@pytest.mark.slow
+def test_workflow_gives_rerank_to_the_evaluation_jobs_only(tmp_path):
+    """Off: the jobs' commands are what they were before the option existed. On: only the
+    evaluation jobs' settings change (they rerun), not training's nor the galleries'."""
+    from tests.e2e import copy_tracked_files, run
+
+    work = copy_tracked_files(tmp_path / "repo")
+
+    def commands(*config: str) -> dict[str, list[str]]:
+        out = run(["snakemake", "-n", "-p", "--cores", "1", *config], work).stdout
+        lines = [line.strip() for line in out.splitlines() if "atreid " in line]
+        return {step: sorted(line for line in lines if f"atreid {step} " in line)
+                for step in ("evaluate", "train", "galleries", "pretrain-backbone")}
+
+    off = commands()
+    on = commands("--config", 'eval={"rerank": {"enabled": true, "k1": 10}}')
+    assert off["evaluate"] and off["train"] and off["galleries"]
+    assert not any("rerank" in line for lines in off.values() for line in lines)
+    assert all('"rerank": {"enabled": true, "k1": 10, "k2": 6, "lambda": 0.3}' in line for line in on["evaluate"])
+    assert len(on["evaluate"]) == len(off["evaluate"])
+    for step in ("train", "galleries", "pretrain-backbone"):
+        assert on[step] == off[step]
