@@ -85,8 +85,7 @@ def test_tiny_moae_model_exports_with_a_dynamic_batch(tmp_path, capsys):
     path = export_model(model, tmp_path / "tiny.onnx", image_size=(128, 64), batch=2)
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto)
-    assert proto.opset_import[0].version == ONNX_DEFAULT_OPSET or any(
-        o.domain in ("", "ai.onnx") and o.version == ONNX_DEFAULT_OPSET for o in proto.opset_import)
+    assert any(o.domain in ("", "ai.onnx") and o.version == ONNX_DEFAULT_OPSET for o in proto.opset_import)
     batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param and not batch_dim.dim_value  # symbolic: any batch size
     meta = {p.key: p.value for p in proto.metadata_props}
@@ -100,6 +99,16 @@ def test_tiny_ncls1_model_exports(tmp_path):
     model = tiny_model(ncls=1, moae=False)
     path = export_model(model, tmp_path / "ncls1.onnx", image_size=(128, 64), batch=1)
     assert_matches(model, path, (1, 3))
+
+
+def test_highest_supported_opset(tmp_path):
+    from atreid.constants import ONNX_OPSETS
+
+    model = tiny_model()
+    path = export_model(model, tmp_path / "latest.onnx", image_size=(128, 64), opset=ONNX_OPSETS[-1])
+    proto = onnx.load(str(path))
+    assert any(o.domain in ("", "ai.onnx") and o.version == ONNX_OPSETS[-1] for o in proto.opset_import)
+    assert_matches(model, path, (2,))
 
 
 @pytest.mark.slow

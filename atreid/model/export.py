@@ -125,8 +125,9 @@ def export_model(model: nn.Module, out: str | Path, *, image_size: tuple[int, in
     example = _example(max(batch, 2), image_size)
     dynamic = {"images": {0: torch.export.Dim("batch", min=1)}}
     with torch.no_grad(), _quiet_exporter():
-        program = torch.onnx.export(wrapper, (example,), None, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                                    dynamic_shapes=dynamic, opset_version=opset, dynamo=True, verbose=False)
+        program = torch.onnx.export(wrapper, (example,), None, input_names=[INPUT_NAME],
+                                    output_names=list(OUTPUT_NAMES), dynamic_shapes=dynamic, opset_version=opset,
+                                    dynamo=True, verbose=False)
     props = {"atreid.input": f"{INPUT_NAME}: float32 (N, 3, {image_size[0]}, {image_size[1]}), resized and "
                              "ImageNet-normalised (mean 0.485,0.456,0.406, std 0.229,0.224,0.225)",
              "atreid.outputs": "features: (N, 6, D) L2-normalised post-BN head features; post_bn: before normalising",
