@@ -24,7 +24,7 @@ import logging
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import pandas as pd
@@ -91,13 +91,13 @@ def run_one(params: dict, variant: str, seed: int, out: Path, data_dir: Path, th
     run_dir = out / "runs" / f"{variant}-seed{seed}-{digest}"
     metrics_path = run_dir / "atustc.json"
     if not metrics_path.is_file():
-        started = time.perf_counter()
-        train_variant(settings, index_csv=data_dir / "atustc" / "train_sampled.csv",
-                      labels_json=data_dir / "atustc" / "labels.json",
-                      images_root=data_dir / "atustc" / "images" / "AT-USTC", out_path=run_dir / "model.pt",
-                      history_path=run_dir / "history.csv", checkpoint_dir=run_dir / "checkpoints", threads=threads,
-                      device="cpu", pretrained_file=pretrained)
-        train_s = time.perf_counter() - started
+        if not (run_dir / "model.pt").is_file():  # written last, atomically: a finished training
+            train_variant(settings, index_csv=data_dir / "atustc" / "train_sampled.csv",
+                          labels_json=data_dir / "atustc" / "labels.json",
+                          images_root=data_dir / "atustc" / "images" / "AT-USTC", out_path=run_dir / "model.pt",
+                          history_path=run_dir / "history.csv", checkpoint_dir=run_dir / "checkpoints",
+                          threads=threads, device="cpu", pretrained_file=pretrained)
+        train_s = float(pd.read_csv(run_dir / "history.csv")["epoch_time_s"].sum())
         eval_settings = deep_merge(params["eval"], {"device": "cpu"})
         for key in ("benchmarks", "paper_results"):
             eval_settings.pop(key, None)
@@ -154,8 +154,8 @@ def main() -> None:
                              initializer=_child_init) as pool:
         futures = [pool.submit(run_one, params, variant, seed, out, Path(args.data_dir), args.threads)
                    for variant, seed in runs]
-        for future in futures:
-            row = future.result()
+        for future in as_completed(futures):
+            row = future.result()  # a failed run stops everything at once, with its traceback
             rows.append(row)
             print(f"{row['variant']:10s} seed {row['seed']}: Any-Time R1 {row['Any-Time_R1']:.2f} "
                   f"mAP {row['Any-Time_mAP']:.2f} ({row['train_s']:.0f} s training)", flush=True)
