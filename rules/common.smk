@@ -139,7 +139,7 @@ def eval_settings(rerank=True):
     it off the settings (so the metrics files and the jobs' params) are what they were
     before the option existed. ``rerank=False`` leaves it out (the galleries do not
     re-rank, so switching it does not redraw them)."""
-    from atreid.eval.rerank import rerank_options
+    from atreid.eval.rerank_options import rerank_options
 
     settings = dict(config["eval"])
     settings.pop("benchmarks")  # which benchmarks run is the DAG's business, not the job's

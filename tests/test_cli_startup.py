@@ -42,3 +42,21 @@ def test_cli_pins_cpu_kernels_to_avx2_before_torch(monkeypatch):
     env.pop("ATEN_CPU_CAPABILITY")
     assert subprocess.run([sys.executable, "-c", late], capture_output=True, text=True, check=True,
                           env=env).stdout.strip() == "{}"
+
+
+def test_the_workflow_imports_no_torch_when_it_parses():
+    """Every `snakemake -n` parses the Snakefile: an atreid module it imports that pulls in
+    torch costs ~1.5 s of every dry run (it once made a no-op `snakemake -n` take 3.4 s)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sources = [root / "Snakefile", *sorted((root / "rules").glob("*.smk"))]
+    modules = sorted({m for path in sources
+                      for m in re.findall(r"^\s*(?:from|import)\s+(atreid[\w.]*)", path.read_text(), re.M)})
+    assert "atreid.eval.rerank_options" in modules and "atreid.config" in modules, modules
+    code = ("import importlib, sys\n"
+            f"for name in {modules!r}:\n    importlib.import_module(name)\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False", modules
