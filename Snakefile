@@ -46,6 +46,7 @@ rule all:
         "results/table.csv",
         "results/plots/cmc_atustc.png",
         "results/plots/comparison.png",
+        "results/search/index.html",
         expand("results/plots/training_{variant}.png", variant=TRAINED_VARIANTS),
         expand("results/plots/cmc_{variant}.csv", variant=VARIANTS),
         expand(

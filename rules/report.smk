@@ -100,3 +100,29 @@ rule plot_galleries:
     shell:
         "atreid galleries --model {input.model:q} --data-dir {params.data_dir:q} --settings {params.settings:q}"
         " --cache-dir {params.cache_dir:q} --seed {params.seed:q} --out {output:q} 2> {log:q}"
+
+
+# A ready retrieval page of the demo: a few AT-USTC queries (one per person, RGB and IR)
+# ranked over the AT-USTC gallery by the first run of `full` (or the first variant).
+SEARCH_VARIANT = "full" if "full" in VARIANTS else VARIANTS[0]
+
+
+rule search_page:
+    input:
+        unpack(atustc_eval_inputs),
+        model=lambda wc: model_of_run(SEARCH_VARIANT, first_run(SEARCH_VARIANT)),
+    output:
+        html=report("results/search/index.html", caption="../report/search.rst", category="Retrieval galleries",
+                    subcategory="search page"),
+        png="results/search/search.png",
+        json="results/search/search.json",
+    params:
+        data_dir=DATA_DIR,
+        out=lambda wc, output: os.path.dirname(output.html),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/report/search_page.log",
+    shell:
+        "atreid search --model {input.model:q} --query-from atustc --queries 4 --benchmark atustc"
+        " --data-dir {params.data_dir:q} --top-k 10 --out {params.out:q} 2> {log:q}"

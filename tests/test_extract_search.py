@@ -366,3 +366,31 @@ def test_search_page_in_headless_chromium(model_file, gallery, tmp_path, capsys)
     subprocess.run([*command[:-2], f"--screenshot={shot}", "--window-size=1200,900", command[-1]],
                    capture_output=True, timeout=90, check=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_search_queries_from_a_benchmark_one_per_person_rgb_and_ir(model_file, tmp_path, capsys):
+    from atreid.data.atustc import scan_layout
+    from atreid.io import atomic_write_csv
+    from atreid.report.search import benchmark_queries
+
+    data = tmp_path / "data"
+    root = build_tiny_atustc(data / "atustc" / "images") / "AT-USTC"
+    index, _, _ = scan_layout(root)
+    atomic_write_csv(data / "atustc" / "index.csv", index)
+    queries = index[index["flag"].between(2, 5)]
+    picked = benchmark_queries("atustc", 2, data)
+    assert picked == benchmark_queries("atustc", 2, data)  # deterministic
+    rows = [queries[queries["path"] == str(Path(p).relative_to(root))].iloc[0] for p in picked]
+    persons = sorted(queries["person"].unique())
+    assert [r["person"] for r in rows] == persons[:2]
+    for row, wanted in zip(rows, ("rgb", "ir")):
+        has = set(queries[queries["person"] == row["person"]]["modality"])
+        assert row["modality"] == (wanted if wanted in has else row["modality"])
+    out = tmp_path / "page"
+    assert cli("search", "--model", model_file, "--query-from", "atustc", "--queries", "2", "--benchmark", "atustc",
+               "--data-dir", data, "--top-k", "3", "--out", out, "--device", "cpu") == 0
+    report = json.loads((out / "search.json").read_text())
+    assert [q["path"] for q in report["queries"]] == picked
+    err = one_line_error(capsys, "search", "--model", model_file, "--query-from", "atustc", "--queries", "0",
+                         "--benchmark", "atustc", "--data-dir", data, "--out", out)
+    assert "--queries" in err

@@ -96,8 +96,13 @@ def test_whole_chain_then_only_the_changed_variant_is_out_of_date(workdir):
         log = (workdir / "logs" / "evaluate" / variant / "seed0.log").read_text()
         assert "[1/2]" in log and "[2/2]" in log, log
     for figure in ("plots/cmc_atustc.png", "plots/comparison.png", "plots/training_full.png",
-                   "galleries/full/AD-LT.png", "galleries/baseline/DT-ST.png"):
+                   "galleries/full/AD-LT.png", "galleries/baseline/DT-ST.png", "search/search.png"):
         assert (workdir / "results" / figure).read_bytes().startswith(b"\x89PNG"), figure
+    # make run leaves a ready search page: queries of the query split, one per person
+    search = json.loads((workdir / "results" / "search" / "search.json").read_text())
+    persons = [q["labels"]["person"] for q in search["queries"]]
+    assert len(search["queries"]) == 4 and len(set(persons)) == 4, persons
+    assert "<html" in (workdir / "results" / "search" / "index.html").read_text()
     run(["snakemake", "--report", "results/report.html"], workdir)
     assert "comparison.png" in (workdir / "results" / "report.html").read_text(errors="replace")
 
@@ -119,7 +124,7 @@ def test_whole_chain_then_only_the_changed_variant_is_out_of_date(workdir):
     dry = run(["snakemake", "-n"], workdir)
     assert jobs_of_dry_run(dry.stdout) == {
         "train_model": 1, "evaluate_run": 1, "make_table": 1, "plot_training": 1, "cmc_table": 1,
-        "plot_galleries": 1, "plot_cmc": 1, "plot_comparison": 1, "all": 1}
+        "plot_galleries": 1, "plot_cmc": 1, "plot_comparison": 1, "search_page": 1, "all": 1}
     assert "models/full/seed0/model.pt" in dry.stdout and "models/baseline/seed0/model.pt" not in dry.stdout
 
     status = run(["dvc", "status", "dvc.yaml"], workdir)
@@ -175,7 +180,8 @@ def test_a_pretraining_change_reruns_it_and_everything_after(workdir):
     dry = run(["snakemake", "-n"], workdir)
     assert jobs_of_dry_run(dry.stdout) == {
         "pretrain_backbone": 1, "train_model": 4, "evaluate_run": 4, "make_table": 1, "plot_training": 2,
-        "cmc_table": 2, "plot_galleries": 2, "plot_cmc": 1, "plot_comparison": 1, "all": 1}, dry.stdout
+        "cmc_table": 2, "plot_galleries": 2, "plot_cmc": 1, "plot_comparison": 1, "search_page": 1,
+        "all": 1}, dry.stdout
     status = run(["dvc", "status", "dvc.yaml"], workdir)
     # DVC sees the pretraining's params; its dependants follow once its output changes.
     assert stale_dvc_stages(status.stdout) == {"pretrain"}, status.stdout

@@ -46,6 +46,10 @@ def run_search(args: argparse.Namespace) -> int:
 
     if args.benchmark is not None and args.split is None:
         args.split = "gallery"
+    if args.query_from is not None:
+        from atreid.report.search import benchmark_queries
+
+        args.query = benchmark_queries(args.query_from, args.queries, args.data_dir)
     report = search(args.model, args.query, args.out, gallery_folder=args.gallery_folder,
                     gallery_features=args.gallery_features, benchmark=args.benchmark, split=args.split,
                     data_dir=args.data_dir, scenario=args.scenario, top_k=args.top_k, flip=args.flip,
@@ -86,7 +90,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = subparsers.add_parser("search", help="rank a gallery for query images; an HTML page and a PNG of the top-k",
                               description=SEARCH_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(s)
-    s.add_argument("--query", nargs="+", required=True, help="one or more query images")
+    queries = s.add_mutually_exclusive_group(required=True)
+    queries.add_argument("--query", nargs="+", help="one or more query images")
+    queries.add_argument("--query-from", metavar="BENCHMARK",
+                         help="take --queries images of this prepared benchmark's query split (one per person)")
+    s.add_argument("--queries", type=int, default=4, help="with --query-from: how many (4)")
     gallery = s.add_mutually_exclusive_group(required=True)
     gallery.add_argument("--gallery-folder", help="a folder of gallery images (recursive)")
     gallery.add_argument("--gallery-features", help="a feature table written by `atreid extract` with this model")

@@ -318,6 +318,25 @@ def plot_search(results: Sequence[QueryResult], out: str | Path, title: str) -> 
 
 
 # ---- the command ---------------------------------------------------------------------
+def benchmark_queries(name: str, count: int, data_dir: str | Path = "data") -> list[str]:
+    """``count`` query images of a prepared benchmark's query split, one per person: the
+    first persons in label order, each with its first image (sorted paths), alternating
+    RGB and IR where the person has both, so the page shows both kinds. Deterministic."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise AtreidError(f"--queries {count!r}: give a number of query images >= 1")
+    images = benchmark_images(name, "query", data_dir)
+    rows = images.labels.assign(path=images.paths).sort_values("path", kind="stable")
+    picked: list[str] = []
+    for i, (_, person_rows) in enumerate(rows.groupby("person", sort=True)):
+        if len(picked) == count:
+            break
+        wanted = "rgb" if i % 2 == 0 else "ir"
+        modality = person_rows["modality"].astype(str)
+        choice = person_rows[modality == wanted] if (modality == wanted).any() else person_rows
+        picked.append(str(Path(images.root) / choice["path"].iloc[0]))
+    return picked
+
+
 def search(model_path: str | Path, queries: Sequence[str], out_dir: str | Path, *,
            gallery_folder: str | Path | None = None, gallery_features: str | Path | None = None,
            benchmark: str | None = None, split: str | None = None, data_dir: str | Path = "data",
