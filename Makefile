@@ -27,6 +27,7 @@ run: $(STAMP)
 	@echo "Results table (mean ± std over the seeds): results/table.md  (CSV: results/table.csv)"
 	@echo "HTML report with every figure:             results/report.html"
 	@echo "Retrieval galleries and curves:            results/galleries/, results/plots/"
+	@echo "Search page (4 queries, top 10):           results/search/index.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
