@@ -247,12 +247,7 @@ def evaluate_retrieval(q_feat: torch.Tensor | np.ndarray, g_feat: torch.Tensor |
     Returns:
         A :class:`RetrievalResult` with fractions (not percentages).
     """
-    q_feat = torch.as_tensor(q_feat)
-    g_feat = torch.as_tensor(g_feat)
-    if q_feat.ndim != 2 or g_feat.ndim != 2 or q_feat.shape[1] != g_feat.shape[1]:
-        raise ValueError(f"features must be (Q, D) and (G, D), got {tuple(q_feat.shape)} and {tuple(g_feat.shape)}")
-    _check_sizes(len(q_feat), len(g_feat), q, g)
-    device = torch.device(device) if device is not None else q_feat.device
+    q_feat, g_feat, device = _feature_pair(q_feat, g_feat, q, g, device)
     q_norm = _normalised(q_feat.to(device))
     g_norm = _normalised(g_feat.to(device))
     # Normalised entries are bounded by 1, so a finite sum means every entry is finite
@@ -322,17 +317,24 @@ def evaluate_reranked(q_feat: torch.Tensor | np.ndarray, g_feat: torch.Tensor | 
     """
     from atreid.eval.rerank import k_reciprocal_distances
 
-    q_feat = torch.as_tensor(q_feat)
-    g_feat = torch.as_tensor(g_feat)
-    if q_feat.ndim != 2 or g_feat.ndim != 2 or q_feat.shape[1] != g_feat.shape[1]:
-        raise ValueError(f"features must be (Q, D) and (G, D), got {tuple(q_feat.shape)} and {tuple(g_feat.shape)}")
-    _check_sizes(len(q_feat), len(g_feat), q, g)
-    device = torch.device(device) if device is not None else q_feat.device
+    q_feat, g_feat, device = _feature_pair(q_feat, g_feat, q, g, device)
     if len(q_feat) == 0 or len(g_feat) == 0:  # nothing to re-rank: score the empty case as the plain path does
         return evaluate_retrieval(q_feat, g_feat, q, g, rule, max_rank=max_rank, chunk_size=chunk_size, device=device)
     distmat = k_reciprocal_distances(_normalised(q_feat.to(device)), _normalised(g_feat.to(device)), k1=k1, k2=k2,
                                      lambda_value=lambda_value, chunk_size=chunk_size)
     return evaluate_distmat(distmat, q, g, rule, max_rank=max_rank, chunk_size=chunk_size, device=device)
+
+
+def _feature_pair(q_feat: torch.Tensor | np.ndarray, g_feat: torch.Tensor | np.ndarray, q: Labels, g: Labels,
+                  device: torch.device | str | None) -> tuple[torch.Tensor, torch.Tensor, torch.device]:
+    """Query and gallery features as tensors, checked against each other and the labels,
+    and the device to compute on (None: the query features')."""
+    q_feat = torch.as_tensor(q_feat)
+    g_feat = torch.as_tensor(g_feat)
+    if q_feat.ndim != 2 or g_feat.ndim != 2 or q_feat.shape[1] != g_feat.shape[1]:
+        raise ValueError(f"features must be (Q, D) and (G, D), got {tuple(q_feat.shape)} and {tuple(g_feat.shape)}")
+    _check_sizes(len(q_feat), len(g_feat), q, g)
+    return q_feat, g_feat, torch.device(device) if device is not None else q_feat.device
 
 
 def _check_sizes(num_q: int, num_g: int, q: Labels, g: Labels) -> None:

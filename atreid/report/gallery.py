@@ -71,35 +71,52 @@ def _label(row: pd.Series) -> str:
     return f"p{int(row['person'])} c{int(row['camera'])}\n{modality} cl{int(row['clothes'])}"
 
 
-def plot_gallery(ranked: Sequence[RankedQuery], index: pd.DataFrame, images_root: str | Path, title: str,
-                 out: str | Path) -> None:
-    """Draw one row per query: the query, then its ranked gallery images."""
+# One cell of a ranked-images figure: (image file, caption, frame colour, frame width).
+Cell = tuple[Path, str, str, float]
+
+
+def draw_ranked_rows(rows: Sequence[Sequence[Cell]], title: str, out: str | Path, *, empty_columns: int,
+                     title_size: float = 10, empty_text: str | None = None) -> None:
+    """The figure of ranked retrievals shared by the galleries and ``atreid search``: one
+    row per query, each cell an image in a coloured frame under its caption."""
     from PIL import Image
 
-    index = index.reset_index(drop=True)
-    rows = max(1, len(ranked))
-    cols = 1 + max((len(r.gallery_rows) for r in ranked), default=10)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 2.6 * rows), squeeze=False)
+    n_rows = max(1, len(rows))
+    cols = max((len(r) for r in rows), default=empty_columns)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(1.25 * cols, 2.6 * n_rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    root = Path(images_root)
-    for r, query in enumerate(ranked):
-        entries = [(query.query_row, None, None)] + list(zip(query.gallery_rows, query.distances, query.matches))
-        for c, (row_id, distance, match) in enumerate(entries):
-            row = index.iloc[row_id]
+    for r, cells in enumerate(rows):
+        for c, (path, caption, colour, width) in enumerate(cells):
             ax = axes[r, c]
-            with Image.open(root / row["path"]) as image:
+            with Image.open(path) as image:
                 ax.imshow(np.asarray(image.convert("RGB")))
             ax.axis("on")
             ax.set_xticks([])
             ax.set_yticks([])
-            colour = "black" if match is None else ("limegreen" if match else "red")
             for spine in ax.spines.values():
                 spine.set_edgecolor(colour)
-                spine.set_linewidth(4 if match is not None else 2)
-            caption = "query\n" + _label(row) if distance is None else f"#{c} d={distance:.3f}\n" + _label(row)
+                spine.set_linewidth(width)
             ax.set_title(caption, fontsize=6)
-    if not ranked:
-        axes[0, 0].text(0, 0.5, "no valid query", fontsize=10)
-    fig.suptitle(title, fontsize=10)
+    if not rows and empty_text:
+        axes[0, 0].text(0, 0.5, empty_text, fontsize=10)
+    fig.suptitle(title, fontsize=title_size)
     save_figure(fig, out)
+
+
+def plot_gallery(ranked: Sequence[RankedQuery], index: pd.DataFrame, images_root: str | Path, title: str,
+                 out: str | Path) -> None:
+    """Draw one row per query: the query, then its ranked gallery images."""
+    index = index.reset_index(drop=True)
+    root = Path(images_root)
+    rows = []
+    for query in ranked:
+        entries = [(query.query_row, None, None)] + list(zip(query.gallery_rows, query.distances, query.matches))
+        cells = []
+        for c, (row_id, distance, match) in enumerate(entries):
+            row = index.iloc[row_id]
+            colour = "black" if match is None else ("limegreen" if match else "red")
+            caption = "query\n" + _label(row) if distance is None else f"#{c} d={distance:.3f}\n" + _label(row)
+            cells.append((root / row["path"], caption, colour, 4 if match is not None else 2))
+        rows.append(cells)
+    draw_ranked_rows(rows, title, out, empty_columns=1 + 10, empty_text="no valid query")

@@ -287,34 +287,17 @@ def search_html(results: Sequence[QueryResult], summary: str) -> str:
 
 def plot_search(results: Sequence[QueryResult], out: str | Path, title: str) -> None:
     """One row per query: the query, then its ranked results with distances (as the gallery figures)."""
-    from PIL import Image
+    from atreid.report.gallery import draw_ranked_rows
 
-    from atreid.report.plots import plt, save_figure
-
-    rows = max(1, len(results))
-    cols = 1 + max((len(r.ranks) for r in results), default=1)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols, 2.6 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for r, result in enumerate(results):
-        entries = [(result.path, f"query\n{result.head}", "black")]
+    rows = []
+    for result in results:
+        cells = [(Path(result.path), f"query\n{result.head}", "black", 2)]
         for entry in result.ranks:
             colour = {None: "grey", True: "limegreen", False: "red"}[entry.get("match")]
-            entries.append((entry["path"], f"#{entry['rank']} d={entry['distance']:.3f}\n"
-                                            f"{_label_text(entry['labels'])}", colour))
-        for c, (path, caption, colour) in enumerate(entries):
-            ax = axes[r, c]
-            with Image.open(path) as image:
-                ax.imshow(np.asarray(image.convert("RGB")))
-            ax.axis("on")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_edgecolor(colour)
-                spine.set_linewidth(2 if c == 0 else 4)
-            ax.set_title(caption, fontsize=6)
-    fig.suptitle(title, fontsize=9)
-    save_figure(fig, out)
+            cells.append((Path(entry["path"]), f"#{entry['rank']} d={entry['distance']:.3f}\n"
+                                               f"{_label_text(entry['labels'])}", colour, 4))
+        rows.append(cells)
+    draw_ranked_rows(rows, title, out, empty_columns=1 + 1, title_size=9)
 
 
 # ---- the command ---------------------------------------------------------------------
