@@ -18,7 +18,7 @@ from atreid.data.adapters.base import INDEX_COLUMNS
 from atreid.errors import AtreidError
 from tests.conftest import write_jpeg
 
-ALL = ["cuhk03", "cuhk03_labeled", "deepchange", "llcm", "ltcc", "market1501", "msmt17", "prcc", "regdb",
+ALL = ["cuhk03", "cuhk03_labeled", "custom", "deepchange", "llcm", "ltcc", "market1501", "msmt17", "prcc", "regdb",
        "sysu_mm01", "vc_clothes"]
 
 

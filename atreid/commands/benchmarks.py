@@ -8,6 +8,7 @@ from pathlib import Path
 
 from atreid.commands.data import (_json_arg, add_expansion_arguments, add_staging_argument, begin_staging,
                                   expansion_limits, finish_staging)
+from atreid.errors import AtreidError
 from atreid.io import atomic_write_csv, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("atreid.benchmarks")
@@ -43,6 +44,10 @@ def run_index(args: argparse.Namespace) -> None:
     from atreid.data.adapters import get_adapter
 
     adapter = get_adapter(args.benchmark)
+    if args.protocol is not None:  # a dataset that chooses its protocol family (custom)
+        if not hasattr(adapter, "protocol"):
+            raise AtreidError(f"--protocol: {args.benchmark} has its own protocols; only custom chooses one")
+        adapter.protocol = args.protocol
     index, report = adapter.verify(args.images, expected=args.expected, decode_workers=args.workers)
     atomic_write_csv(args.index, index)
     atomic_write_json(args.report, report)
@@ -72,6 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--expected", choices=["synthetic", "official", "none"], default="official",
                    help="counts to compare with: the generator's, the published ones, or none")
     p.add_argument("--workers", type=int, default=1, help="processes decoding every image (0: do not decode)")
+    p.add_argument("--protocol", default=None,
+                   help="protocol family of your own dataset (custom): standard, cross_modality or clothes_changing")
     p.add_argument("--index", required=True)
     p.add_argument("--report", required=True, help="verification report (JSON)")
     p.add_argument("--report-txt", required=True, help="verification report (text table)")

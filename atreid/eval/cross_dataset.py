@@ -200,16 +200,28 @@ def _regdb() -> BenchmarkProtocols:
     ), main="both-directions", combined={"both-directions": ("IR->RGB", "RGB->IR")})
 
 
-def _llcm() -> BenchmarkProtocols:
-    ir, rgb = {"split": ("test",), "modality": ("ir",)}, {"split": ("test",), "modality": ("rgb",)}
-    return BenchmarkProtocols("llcm", (
-        CrossProtocol("IR->RGB", HEAD_AD_ST, ir, rgb, CM_ALL,
+def _cross_modality(benchmark: str, query_split: str = "test", gallery_split: str = "test") -> BenchmarkProtocols:
+    """LLCM-style cross-modality: both directions, 1 random image of the other modality
+    per (person, camera) as the gallery, 10 seeded trials, head 4 (AD-ST).
+
+    LLCM draws queries and gallery from its one ``test`` split; a dataset with query and
+    gallery splits (``custom``) names them.
+    """
+    def side(split: str, modality: str) -> dict[str, tuple[str, ...]]:
+        return {"split": (split,), "modality": (modality,)}
+
+    return BenchmarkProtocols(benchmark, (
+        CrossProtocol("IR->RGB", HEAD_AD_ST, side(query_split, "ir"), side(gallery_split, "rgb"), CM_ALL,
                  "IR queries x 1 random RGB image per (person, camera), 10 seeded trials",
                  trials=TRIALS, gallery_shots=1),
-        CrossProtocol("RGB->IR", HEAD_AD_ST, rgb, ir, CM_ALL,
+        CrossProtocol("RGB->IR", HEAD_AD_ST, side(query_split, "rgb"), side(gallery_split, "ir"), CM_ALL,
                  "RGB queries x 1 random IR image per (person, camera), 10 seeded trials",
                  trials=TRIALS, gallery_shots=1),
     ), main="both-directions", combined={"both-directions": ("IR->RGB", "RGB->IR")})
+
+
+def _llcm() -> BenchmarkProtocols:
+    return _cross_modality("llcm")
 
 
 def _prcc() -> BenchmarkProtocols:
@@ -260,14 +272,42 @@ def _deepchange() -> BenchmarkProtocols:
     ), main="cc")
 
 
-def _vc_clothes() -> BenchmarkProtocols:
-    return BenchmarkProtocols("vc_clothes", (
+def _clothes_changing(benchmark: str) -> BenchmarkProtocols:
+    """VC-Clothes-style clothes-changing: every RGB query x every RGB gallery image, scored
+    once with changed-clothes positives (``cc``, head 1, the main one) and once with
+    same-clothes positives (``sc``, head 0)."""
+    return BenchmarkProtocols(benchmark, (
         CrossProtocol("cc", HEAD_DT_LT, QUERY, GALLERY, VM_CC, "full query x full gallery, changed-clothes positives"),
         CrossProtocol("sc", HEAD_DT_ST, QUERY, GALLERY, VM_SC, "full query x full gallery, same-clothes positives"),
     ), main="cc")
 
 
+def _vc_clothes() -> BenchmarkProtocols:
+    return _clothes_changing("vc_clothes")
+
+
+# Protocol families a dataset chooses by name (your own dataset, ``custom``: its
+# data.benchmarks entry's ``protocol``): the builders of the release benchmarks, so a
+# chosen family scores exactly as Market-1501, LLCM or VC-Clothes are scored.
+PROTOCOL_FAMILIES: dict[str, Callable[[str], BenchmarkProtocols]] = {
+    "standard": lambda benchmark: _standard(benchmark, benchmark),
+    "cross_modality": lambda benchmark: _cross_modality(benchmark, "query", "gallery"),
+    "clothes_changing": _clothes_changing,
+}
+DEFAULT_FAMILY = "standard"
+
+
+def protocol_family(name: str, benchmark: str) -> BenchmarkProtocols:
+    """The protocols of family ``name`` for ``benchmark`` (unknown names list the valid ones)."""
+    try:
+        builder = PROTOCOL_FAMILIES[name]
+    except KeyError:
+        raise AtreidError(f"unknown protocol {name!r} for {benchmark}; valid: {', '.join(PROTOCOL_FAMILIES)}") from None
+    return builder(benchmark)
+
+
 PROTOCOLS: dict[str, BenchmarkProtocols] = {p.benchmark: p for p in (
+    protocol_family(DEFAULT_FAMILY, "custom"),  # the family its index step records replaces it
     _standard("market1501", "Market-1501"),
     _standard("cuhk03", "CUHK03-NP detected"),
     _standard("cuhk03_labeled", "CUHK03-NP labeled"),
@@ -282,12 +322,29 @@ PROTOCOLS: dict[str, BenchmarkProtocols] = {p.benchmark: p for p in (
 )}
 
 
-def get_protocols(benchmark: str) -> BenchmarkProtocols:
-    """The protocols of ``benchmark`` (unknown names list the valid ones)."""
+def get_protocols(benchmark: str, family: str | None = None) -> BenchmarkProtocols:
+    """The protocols of ``benchmark``, or of the protocol ``family`` it chose (unknown names
+    list the valid ones)."""
+    if family is not None:
+        return protocol_family(family, benchmark)
     try:
         return PROTOCOLS[benchmark]
     except KeyError:
         raise AtreidError(f"no cross-dataset protocols for {benchmark!r}; valid: {', '.join(sorted(PROTOCOLS))}") from None
+
+
+def recorded_family(dataset_dir: Path) -> str | None:
+    """The protocol family the index step recorded in ``<dataset_dir>/verification.json``
+    (a dataset that chooses one, ``custom``), or None (the benchmark's own protocols)."""
+    import json
+
+    report = Path(dataset_dir) / "verification.json"
+    if not report.is_file():
+        return None
+    try:
+        return json.loads(report.read_text()).get("protocol")
+    except (OSError, ValueError) as exc:
+        raise AtreidError(f"{report}: unreadable ({exc}); rebuild it (snakemake -R index_benchmark)") from None
 
 
 # ---- selections and trials ---------------------------------------------------------------
@@ -478,7 +535,7 @@ def evaluate_cross_dataset(benchmark: str, model: Any, model_path: Path, data_di
     from atreid.eval.features import cached_features
 
     adapter = get_adapter(benchmark)
-    spec = get_protocols(benchmark)
+    spec = get_protocols(benchmark, recorded_family(Path(data_dir) / benchmark))
     images = Path(data_dir) / benchmark / "images"
     root = adapter.find_root(images)
     index = read_benchmark_index(Path(data_dir) / benchmark / "index.csv")

@@ -44,6 +44,7 @@ def get_adapter(name: str) -> BenchmarkAdapter:
 # Importing the modules registers the adapters (kept last: they import this package).
 from atreid.data.adapters import (  # noqa: E402,F401
     cuhk03,
+    custom,
     deepchange,
     llcm,
     ltcc,
