@@ -7,12 +7,15 @@ NCCL on CUDA, gloo on CPU.
 
 Global-batch semantics: every rank draws the same P x K global batch and keeps P/world
 whole identities of it (:class:`atreid.engine.sampler.PKSampler`); DDP averages the
-gradients. BN necks: on CUDA the model's BatchNorm layers are converted to
-``SyncBatchNorm`` so batch statistics are those of the whole P x K batch, as in the
-single-GPU recipe. On CPU (gloo) SyncBatchNorm is not supported by PyTorch, so BN
-statistics there are per rank (P/world identities); this is a CPU-testing path only.
-The per-head losses (SAID/HDW) are computed per rank on its own samples, so a multi-GPU
-run is the recipe up to HDW's batch means being per rank.
+gradients. BN necks (:func:`sync_batchnorm`): batch statistics are those of the whole
+P x K batch, as in the single-GPU recipe -- PyTorch's ``SyncBatchNorm`` on CUDA, and on
+CPU (gloo, which ``SyncBatchNorm`` does not support) :class:`GlooSyncBatchNorm`.
+The per-head losses are computed per rank on its own samples: a plain identity loss is
+a sample mean, so the mean over ranks is the global batch's; SAID's per-head subset
+means (each rank's RGB/IR counts) and HDW's batch means are per rank. A variant with
+neither trains to the single-process weights (up to float summation order:
+tests/test_ddp_rule.py); with SAID or HDW a multi-GPU run is the recipe up to those
+per-rank means.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Sequence
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 log = logging.getLogger("atreid.distributed")
 
@@ -95,6 +99,91 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks whose gradient is the sum over ranks of the output's gradients.
+
+    (``torch.distributed.nn.functional.all_reduce`` does the same but is deprecated.)
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+
+def autograd_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+    return _AllReduceSum.apply(tensor)
+
+
+class GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the batch of every rank (CPU/gloo).
+
+    The same parameters, buffers and state_dict keys as the BatchNorm it replaces. In
+    training under an initialised process group, the mean and the (biased) variance are
+    all-reduced with autograd-aware collectives (two passes, as a single BatchNorm
+    computes them), so gradients reach every rank's inputs as in one process over the
+    global batch; the running statistics take the global mean and unbiased variance.
+    Otherwise (evaluation, one process) it is a plain BatchNorm.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(input)
+        self._check_input_dim(input)
+        dims = [0, *range(2, input.dim())]
+        shape = [1, input.shape[1]] + [1] * (input.dim() - 2)
+        local = torch.tensor([input.numel() // input.shape[1]], dtype=input.dtype, device=input.device)
+        count = autograd_all_reduce(local)
+        mean = autograd_all_reduce(input.sum(dims)) / count
+        centred = input - mean.view(shape)
+        var = autograd_all_reduce(centred.square().sum(dims)) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                unbiased = var * (count / (count - 1).clamp_min(1))
+                self.running_mean.lerp_(mean.detach(), factor)
+                self.running_var.lerp_(unbiased.detach(), factor)
+        out = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
+def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Every BatchNorm of ``module`` with statistics over all ranks (in place where nested).
+
+    CUDA: PyTorch's ``SyncBatchNorm``; CPU: :class:`GlooSyncBatchNorm`. The parameters
+    are kept (the same objects, so an optimiser built before still updates them).
+    """
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlooSyncBatchNorm):
+        synced = GlooSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                   module.track_running_stats)
+        if module.affine:
+            synced.weight, synced.bias = module.weight, module.bias
+        if module.track_running_stats:
+            synced.running_mean, synced.running_var = module.running_mean, module.running_var
+            synced.num_batches_tracked = module.num_batches_tracked
+        synced.train(module.training)
+        return synced
+    for name, child in module.named_children():
+        module.add_module(name, sync_batchnorm(child, device))
+    return module
 
 
 def torchrun_command(nproc: int, module_args: Sequence[str]) -> list[str]:

@@ -312,16 +312,14 @@ def _train(settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device, in
 
 
 def _wrap(model: nn.Module, settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device) -> nn.Module:
-    """DDP (with SyncBatchNorm on CUDA) and torch.compile on CUDA when asked."""
+    """DDP (BatchNorm statistics over all ranks) and torch.compile on CUDA when asked."""
     net = model
     if ctx.enabled:
-        if dev.type == "cuda":
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        # A safety net for MoAE variants: every parameter normally gets a gradient (atoms through
-        # the stacked matmuls, the hard gate an exact zero), but routing may change.
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[dev.index] if dev.type == "cuda" else None,
-            find_unused_parameters=bool(settings.get("moae")))
+        net = ddp.sync_batchnorm(net, dev)
+        # Every parameter gets a gradient in every variant, whatever the routing: MoAE atoms
+        # through the stacked matmuls (an empty group gives zeros), the hard gate an exact
+        # zero (moae._ZeroGradTo). DDP raises at the next step if one ever does not.
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
     if dev.type == "cuda" and settings["train"]["compile"]:
         net = torch.compile(net)
     return net
