@@ -19,6 +19,13 @@ for key, names in (("eval.benchmarks", BENCHMARKS), ("data.benchmarks", config["
     if unknown:
         sys.exit(f"error: {key}: unknown benchmark {unknown[0]!r}; valid: atustc, {', '.join(CROSS_BENCHMARKS)}")
 
+# Your own dataset (custom) has no synthetic miniature: evaluating it needs its source.
+if "custom" in BENCHMARKS and "custom" not in config["data"]["benchmarks"]:
+    sys.exit("error: eval.benchmarks lists custom, but data.benchmarks.custom is not set; set its source to "
+             "your folder or archive holding atreid.csv (README: Bring your own dataset)")
+# index_benchmark indexes the releases; index_custom also passes the chosen protocol family.
+RELEASE_BENCHMARK_PATTERN = one_of([name for name in CROSS_BENCHMARKS if name != "custom"])
+
 
 # data.benchmarks.<name> with the schema's defaults (an absent entry: the miniature).
 BENCHMARK_SOURCES = {
@@ -95,7 +102,7 @@ rule index_benchmark:
         verification=f"{DATA_DIR}/{{benchmark}}/verification.json",
         verification_txt=f"{DATA_DIR}/{{benchmark}}/verification.txt",
     wildcard_constraints:
-        benchmark=CROSS_BENCHMARK_PATTERN,
+        benchmark=RELEASE_BENCHMARK_PATTERN,
     params:
         expected=lambda wc: BENCHMARK_SOURCES[wc.benchmark]["expected_counts"],
     threads: 1
@@ -108,4 +115,27 @@ rule index_benchmark:
     shell:
         "atreid index-benchmark --benchmark {wildcards.benchmark:q} --images {input:q}"
         " --expected {params.expected:q} --workers {threads} --index {output.index:q}"
+        " --report {output.verification:q} --report-txt {output.verification_txt:q} 2> {log:q}"
+
+
+rule index_custom:
+    input:
+        f"{DATA_DIR}/custom/images",
+    output:
+        index=f"{DATA_DIR}/custom/index.csv",
+        verification=f"{DATA_DIR}/custom/verification.json",
+        verification_txt=f"{DATA_DIR}/custom/verification.txt",
+    params:
+        expected=BENCHMARK_SOURCES["custom"]["expected_counts"],
+        protocol=BENCHMARK_SOURCES["custom"].get("protocol", "standard"),
+    threads: 1
+    conda:
+        CONDA_ENV
+    log:
+        "logs/data/index_custom.log",
+    benchmark:
+        "logs/data/index_custom.benchmark.tsv"
+    shell:
+        "atreid index-benchmark --benchmark custom --images {input:q} --expected {params.expected:q}"
+        " --protocol {params.protocol:q} --workers {threads} --index {output.index:q}"
         " --report {output.verification:q} --report-txt {output.verification_txt:q} 2> {log:q}"

@@ -334,3 +334,36 @@ def test_unknown_protocol_on_the_command_line(dataset, tmp_path, capsys):
     assert err == ("error: data.benchmarks.custom.protocol: unknown protocol 'crossmodal' for custom; valid: "
                    "standard, cross_modality, clothes_changing; fix it in params.yaml")
     assert not (tmp_path / "index.csv").exists()
+
+
+# ---- through the workflow ---------------------------------------------------------------------
+@pytest.mark.slow
+def test_workflow_imports_indexes_and_plans_the_evaluation_of_a_custom_dataset(tmp_path):
+    """prepare_benchmark (folder import) -> install_benchmark -> index_custom for real, then
+    the evaluation's plan; a changed protocol redoes the index; custom without a source stops."""
+    from tests.e2e import copy_tracked_files, jobs_of_dry_run, run
+
+    work = copy_tracked_files(tmp_path / "work")
+    write_dataset(work / "data" / "raw" / "mine")
+
+    def custom(protocol: str) -> str:
+        return f'data={{"benchmarks": {{"custom": {{"source": "data/raw/mine", "protocol": "{protocol}"}}}}}}'
+
+    evaluate = 'eval={"benchmarks": [atustc, custom]}'
+    run(["snakemake", "--cores", "1", "data/custom/index.csv", "--config", custom("cross_modality")], work)
+    report = json.loads((work / "data" / "custom" / "verification.json").read_text())
+    assert report["protocol"] == "cross_modality" and report["statistics"]["all"]["images"] == 26
+    assert (work / "data" / "custom" / "images" / "custom" / "atreid.csv").is_file()
+    assert json.loads((work / "data" / "custom" / "source.json").read_text())["kind"] == "folder"
+
+    plan = run(["snakemake", "-n", "results/metrics/full/seed0/custom.json", "--config",
+                custom("cross_modality"), evaluate], work)
+    jobs = jobs_of_dry_run(plan.stdout)
+    assert jobs["evaluate_run"] == 1 and "index_custom" not in jobs and "prepare_benchmark" not in jobs
+    plan = run(["snakemake", "-n", "data/custom/index.csv", "--config", custom("clothes_changing")], work)
+    assert jobs_of_dry_run(plan.stdout) == {"index_custom": 1}
+
+    refused = run(["snakemake", "-n", "--config", evaluate], work, check=False)
+    assert refused.returncode != 0
+    assert ("error: eval.benchmarks lists custom, but data.benchmarks.custom is not set; set its source to your "
+            "folder or archive holding atreid.csv") in refused.stderr + refused.stdout
