@@ -10,12 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from atreid.data.adapters.atustc import verify_dataset
 from atreid.data.atustc import (
     compute_statistics,
     parse_relative_path,
     sample_frames,
     training_labels,
-    verify_dataset,
 )
 from atreid.errors import AtreidError
 from tests.conftest import write_jpeg

@@ -7,9 +7,8 @@ import logging
 from pathlib import Path
 
 from atreid.commands.data import (_json_arg, add_expansion_arguments, add_staging_argument, begin_staging,
-                                  expansion_limits, finish_staging)
+                                  expansion_limits, finish_staging, write_index)
 from atreid.errors import AtreidError
-from atreid.io import atomic_write_csv, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("atreid.benchmarks")
 
@@ -48,13 +47,7 @@ def run_index(args: argparse.Namespace) -> None:
         if not hasattr(adapter, "protocol"):
             raise AtreidError(f"--protocol: {args.benchmark} has its own protocols; only custom chooses one")
         adapter.protocol = args.protocol
-    index, report = adapter.verify(args.images, expected=args.expected, decode_workers=args.workers)
-    atomic_write_csv(args.index, index)
-    atomic_write_json(args.report, report)
-    atomic_write_text(args.report_txt, adapter.format_report(report))
-    for warning in report["warnings"]:
-        log.warning("%s: %s", args.benchmark, warning)
-    log.info("indexed %d %s images", len(index), adapter.title)
+    write_index(adapter, args, log)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

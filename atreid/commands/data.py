@@ -27,9 +27,13 @@ import os
 import secrets
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from atreid.errors import AtreidError
 from atreid.io import atomic_write_csv, atomic_write_json, atomic_write_text, remove_stale_temporaries
+
+if TYPE_CHECKING:
+    from atreid.data.adapters.base import BenchmarkAdapter
 
 log = logging.getLogger("atreid.data")
 
@@ -142,33 +146,23 @@ def run_prepare(args: argparse.Namespace) -> None:
     finish_staging(args, out, record)
 
 
-def run_index(args: argparse.Namespace) -> None:
-    """Parse and verify the copy; write the index and the verification report."""
-    from atreid.data.atustc import OFFICIAL_COUNTS, verify_dataset
-
-    expected = None
-    if args.expected == "official":
-        expected = OFFICIAL_COUNTS
-    elif args.expected == "synthetic":
-        counts_file = Path(args.images) / "synthetic_counts.json"
-        if not counts_file.is_file():
-            raise AtreidError(f"{counts_file}: missing; data.atustc.expected_counts is 'synthetic' but "
-                              "this copy was not generated here; set it to 'official' or 'none'")
-        counts = json.loads(counts_file.read_text())
-        expected = {split: counts[split] for split in ("train", "val", "query", "gallery") if split in counts}
-    index, report = verify_dataset(args.images, expected=expected, decode_workers=args.workers)
+def write_index(adapter: BenchmarkAdapter, args: argparse.Namespace, log: logging.Logger = log) -> None:
+    """Verify ``args.images`` with ``adapter``; write the index and both reports (the one
+    verification path of index-atustc and index-benchmark)."""
+    index, report = adapter.verify(args.images, expected=args.expected, decode_workers=args.workers)
     atomic_write_csv(args.index, index)
     atomic_write_json(args.report, report)
-    atomic_write_text(args.report_txt, _report_text(report))
+    atomic_write_text(args.report_txt, adapter.format_report(report))
     for warning in report["warnings"]:
-        log.warning("%s", warning)
-    log.info("indexed %d images", len(index))
+        log.warning("%s: %s", adapter.name, warning)
+    log.info("indexed %d %s images", len(index), adapter.title)
 
 
-def _report_text(report: dict) -> str:
-    from atreid.data.atustc import format_report
+def run_index(args: argparse.Namespace) -> None:
+    """Parse and verify the AT-USTC copy; write the index and the verification report."""
+    from atreid.data.adapters import get_adapter
 
-    return format_report(report)
+    write_index(get_adapter("atustc"), args)
 
 
 def run_sample(args: argparse.Namespace) -> None:
@@ -209,7 +203,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("index-atustc", help="verify an AT-USTC copy and write its index and report")
     p.add_argument("--images", required=True, help="folder holding AT-USTC/")
     p.add_argument("--expected", choices=["synthetic", "official", "none"], default="synthetic")
-    p.add_argument("--workers", type=int, default=1, help="processes decoding images")
+    p.add_argument("--workers", type=int, default=1, help="processes decoding every image (0: do not decode)")
     p.add_argument("--index", required=True)
     p.add_argument("--report", required=True, help="verification report (JSON)")
     p.add_argument("--report-txt", required=True, help="verification report (text table)")

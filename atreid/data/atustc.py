@@ -1,4 +1,4 @@
-"""AT-USTC: layout parsing, the tidy index, verification, frame sampling and labels.
+"""AT-USTC: its layout and flags, frame sampling and training labels.
 
 Reference: "Towards Anytime Retrieval: A Benchmark for Anytime Person Re-Identification"
 (IJCAI 2025). Released by signed agreement only: the pipeline imports a user's copy
@@ -11,28 +11,32 @@ person PPP, capture date DD, clothes CC (per person), camera KK (1-8 RGB, 9-16 I
 split flag F (0 train, 1 validation, 2-5 queries, 6-9 galleries, see
 ``atreid.constants.FLAG_NAMES``) and frame index NNNN inside the clip (a clip is one
 person, date, clothes and camera).
+
+Scanning, verification and the report go through the registered adapter ``atustc``
+(``atreid.data.adapters.atustc``), the same path as every benchmark; this module keeps
+what only AT-USTC has (the path scheme, flags, frame sampling, labels) and the entry
+points other modules use (:func:`find_dataset_root`, :func:`scan_layout`,
+:func:`compute_statistics`), which call the adapter.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from atreid.constants import FLAG_NAMES, IR_CAMERAS, RGB_CAMERAS
+from atreid.constants import IR_CAMERAS, RGB_CAMERAS
 from atreid.errors import AtreidError
-from atreid.io import progress
 
 TOP_FOLDER = "AT-USTC"
-CLIP_DIR_RE = re.compile(r"^p(?P<person>\d{3})-d(?P<date>\d{2})-c(?P<clothes>\d{2})$")
-FRAME_FILE_RE = re.compile(r"^cam(?P<camera>\d{2})-f(?P<flag>\d)-(?P<frame>\d{4})\.jpg$")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+LAYOUT = f"{TOP_FOLDER}/pPPP-dDD-cCC/camKK-fF-NNNN.jpg"
+# One image path relative to the AT-USTC folder: person 001-999, camera 01-16, flag 0-9.
+PATH_RE = re.compile(r"^(?P<clip_dir>p(?P<person>(?!000)\d{3})-d(?P<date>\d{2})-c(?P<clothes>\d{2}))/"
+                     r"cam(?P<camera>0[1-9]|1[0-6])-f(?P<flag>\d)-(?P<frame>\d{4})\.jpg$")
 INDEX_COLUMNS = ["path", "person", "date", "clothes", "camera", "modality", "flag", "frame", "clip"]
 
 # Splits of the verification report: name -> flags.
@@ -65,43 +69,33 @@ def modality_of_camera(camera: int) -> str:
     raise ValueError(f"camera {camera} is outside 1-16")
 
 
-def parse_relative_path(rel: str) -> dict[str, Any] | None:
-    """Fields of one image path relative to the dataset root, or None if malformed."""
-    parts = rel.split("/")
-    if len(parts) != 2:
-        return None
-    clip_dir = CLIP_DIR_RE.match(parts[0])
-    frame_file = FRAME_FILE_RE.match(parts[1])
-    if not clip_dir or not frame_file:
-        return None
-    camera = int(frame_file["camera"])
-    flag = int(frame_file["flag"])
-    person = int(clip_dir["person"])
-    if not (1 <= camera <= 16) or flag not in FLAG_NAMES or person < 1:
-        return None
+def index_row(found: re.Match[str]) -> dict[str, Any]:
+    """The index row of a :data:`PATH_RE` match."""
+    camera = int(found["camera"])
     return {
-        "path": rel,
-        "person": person,
-        "date": int(clip_dir["date"]),
-        "clothes": int(clip_dir["clothes"]),
+        "path": found.string,
+        "person": int(found["person"]),
+        "date": int(found["date"]),
+        "clothes": int(found["clothes"]),
         "camera": camera,
         "modality": modality_of_camera(camera),
-        "flag": flag,
-        "frame": int(frame_file["frame"]),
-        "clip": f"{parts[0]}-cam{camera:02d}",
+        "flag": int(found["flag"]),
+        "frame": int(found["frame"]),
+        "clip": f"{found['clip_dir']}-cam{camera:02d}",
     }
+
+
+def parse_relative_path(rel: str) -> dict[str, Any] | None:
+    """Fields of one image path relative to the dataset root, or None if malformed."""
+    found = PATH_RE.match(rel)
+    return None if found is None else index_row(found)
 
 
 def find_dataset_root(images_dir: str | Path) -> Path:
     """The ``AT-USTC`` folder inside ``images_dir`` (or ``images_dir`` itself)."""
-    images_dir = Path(images_dir)
-    if (images_dir / TOP_FOLDER).is_dir():
-        return images_dir / TOP_FOLDER
-    if images_dir.is_dir() and images_dir.name == TOP_FOLDER:
-        return images_dir
-    raise AtreidError(
-        f"{images_dir}: no {TOP_FOLDER}/ folder found; the dataset must unpack to "
-        f"{TOP_FOLDER}/pPPP-dDD-cCC/camKK-fF-NNNN.jpg (check data.atustc.source)")
+    from atreid.data.adapters import get_adapter
+
+    return get_adapter("atustc").find_root(images_dir)
 
 
 def scan_layout(root: str | Path) -> tuple[pd.DataFrame, list[str], list[str]]:
@@ -111,171 +105,19 @@ def scan_layout(root: str | Path) -> tuple[pd.DataFrame, list[str], list[str]]:
         (index, malformed, ignored): the tidy index sorted by path; image files whose
         path does not match the layout (a hard problem); other files (reported only).
     """
-    root = Path(root)
-    rows: list[dict[str, Any]] = []
+    from atreid.data.adapters import get_adapter
+
+    adapter = get_adapter("atustc")
     malformed: list[str] = []
-    ignored: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            rel = Path(dirpath, name).relative_to(root).as_posix()
-            if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-                ignored.append(rel)
-                continue
-            fields = parse_relative_path(rel)
-            if fields is None:
-                malformed.append(rel)
-            else:
-                rows.append(fields)
-    index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
-    index = index.sort_values("path", kind="stable").reset_index(drop=True)
-    return index, malformed, ignored
+    rows, ignored = adapter.walk_layout(Path(root), malformed=malformed)
+    return adapter.frame(rows), malformed, ignored
 
 
 def compute_statistics(index: pd.DataFrame) -> dict[str, dict[str, int]]:
     """Per split (and per flag) counts: ids, outfits, RGB/IR cameras, clips, images."""
+    from atreid.data.adapters import get_adapter
 
-    def stats(frame: pd.DataFrame) -> dict[str, int]:
-        return {
-            "ids": int(frame["person"].nunique()),
-            "outfits": int(frame[["person", "clothes"]].drop_duplicates().shape[0]),
-            "rgb_cameras": int(frame.loc[frame["modality"] == "rgb", "camera"].nunique()),
-            "ir_cameras": int(frame.loc[frame["modality"] == "ir", "camera"].nunique()),
-            "clips": int(frame["clip"].nunique()),
-            "images": int(len(frame)),
-        }
-
-    result = {split: stats(index[index["flag"].isin(flags)]) for split, flags in SPLITS.items()}
-    for flag in FLAG_NAMES:
-        result[f"flag{flag}"] = stats(index[index["flag"] == flag])
-    result["all"] = stats(index)
-    return result
-
-
-def _decode_one(path: str) -> str | None:
-    """Fully decode one image; return an error string or None."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.width < 1 or image.height < 1:
-                return "empty image"
-    except Exception as exc:  # noqa: BLE001 - any decoder failure means a corrupt file
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def find_corrupt_images(root: Path, paths: list[str], workers: int) -> dict[str, str]:
-    """Decode every image (in ``workers`` processes, with progress); return path -> error."""
-    full = [str(root / p) for p in paths]
-    errors: dict[str, str] = {}
-    chunk = max(1, min(256, len(full) // (workers * 8) or 1))
-    if workers <= 1:
-        results = map(_decode_one, full)
-        for rel, error in zip(paths, progress(results, total=len(full), desc="decode images", unit="img")):
-            if error:
-                errors[rel] = error
-        return errors
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(_decode_one, full, chunksize=chunk)
-        for rel, error in zip(paths, progress(results, total=len(full), desc="decode images", unit="img")):
-            if error:
-                errors[rel] = error
-    return errors
-
-
-def compare_counts(actual: dict[str, dict[str, int]], expected: dict[str, dict[str, int]],
-                   tolerance: float) -> list[dict[str, Any]]:
-    """Differences between actual and expected counts (relative tolerance)."""
-    differences = []
-    for split, fields in expected.items():
-        for field, want in fields.items():
-            have = actual.get(split, {}).get(field)
-            if have is None:
-                continue
-            rel = abs(have - want) / max(want, 1)
-            if rel > tolerance:
-                differences.append({"split": split, "field": field, "expected": want,
-                                    "actual": have, "relative_difference": round(rel, 4)})
-    return differences
-
-
-def verify_dataset(images_dir: str | Path, *, expected: dict[str, dict[str, int]] | None,
-                   decode_workers: int = 1, tolerance: float = COUNT_TOLERANCE
-                   ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Parse and check a dataset copy; return (index, report).
-
-    Hard problems (malformed names, corrupt images, missing splits, ids shared by train
-    and test) raise :class:`AtreidError` naming the file and the fix. Soft differences
-    (counts off the expected figures, stray non-image files, a missing validation split)
-    are recorded in the report's ``warnings``.
-    """
-    root = find_dataset_root(images_dir)
-    index, malformed, ignored = scan_layout(root)
-    if malformed:
-        more = f" (and {len(malformed) - 1} more)" if len(malformed) > 1 else ""
-        raise AtreidError(
-            f"{root / malformed[0]}{more}: file name does not match "
-            "pPPP-dDD-cCC/camKK-fF-NNNN.jpg (camera 01-16, flag 0-9); rename or remove it")
-    if index.empty:
-        raise AtreidError(f"{root}: no images found; the folder must hold pPPP-dDD-cCC/camKK-fF-NNNN.jpg files")
-    corrupt = find_corrupt_images(root, index["path"].tolist(), decode_workers)
-    if corrupt:
-        first = sorted(corrupt)[0]
-        more = f" (and {len(corrupt) - 1} more)" if len(corrupt) > 1 else ""
-        raise AtreidError(f"{root / first}{more}: unreadable or corrupt image ({corrupt[first]}); "
-                          "re-extract the dataset or replace the file")
-    present = set(index["flag"].unique().tolist())
-    missing = [f for f in FLAG_NAMES if f != 1 and f not in present]
-    if missing:
-        names = ", ".join(f"flag {f} ({FLAG_NAMES[f]})" for f in missing)
-        raise AtreidError(f"{root}: empty or missing split: {names}; the copy is incomplete, re-import it")
-    train_ids = set(index.loc[index["flag"].isin((0, 1)), "person"])
-    test_ids = set(index.loc[index["flag"] >= 2, "person"])
-    shared = sorted(train_ids & test_ids)
-    if shared:
-        raise AtreidError(f"{root}: persons {shared[:5]} appear in both training and test splits; "
-                          "the copy mixes splits, re-import it")
-
-    statistics = compute_statistics(index)
-    warnings: list[str] = []
-    if 1 not in present:
-        warnings.append("no validation images (flag 1); training does not use them")
-    if ignored:
-        warnings.append(f"{len(ignored)} non-image files ignored, e.g. {ignored[0]}")
-    differences = compare_counts(statistics, expected or {}, tolerance)
-    for diff in differences:
-        warnings.append(f"{diff['split']} {diff['field']}: {diff['actual']} (expected {diff['expected']})")
-    report = {
-        "root": str(root),
-        "statistics": statistics,
-        "expected": expected or {},
-        "tolerance": tolerance,
-        "count_differences": differences,
-        "warnings": warnings,
-        "ignored_files": ignored[:100],
-        "ok": True,
-    }
-    return index, report
-
-
-def format_report(report: dict[str, Any]) -> str:
-    """A readable statistics table like the paper's, plus warnings."""
-    stats = report["statistics"]
-    header = f"{'split':<10}" + "".join(f"{f:>12}" for f in STAT_FIELDS)
-    lines = [f"AT-USTC verification: {report['root']}", "", header, "-" * len(header)]
-    for split in ("train", "val", "query", "gallery", "test", "all"):
-        lines.append(f"{split:<10}" + "".join(f"{stats[split][f]:>12,}" for f in STAT_FIELDS))
-    lines += ["", "per flag:"]
-    for flag, name in FLAG_NAMES.items():
-        s = stats[f"flag{flag}"]
-        lines.append(f"  {flag} {name:<14} ids {s['ids']:>5}  clips {s['clips']:>6}  images {s['images']:>8,}")
-    lines.append("")
-    if report["expected"]:
-        lines.append(f"expected counts compared with tolerance {report['tolerance']:.0%}")
-    lines += [f"WARNING: {w}" for w in report["warnings"]] or ["no warnings"]
-    return "\n".join(lines) + "\n"
+    return get_adapter("atustc").statistics(index)
 
 
 def _evenly_spaced(n: int, keep: int) -> np.ndarray:

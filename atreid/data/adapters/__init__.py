@@ -1,7 +1,10 @@
-"""Registry of the cross-dataset benchmark adapters (one module per benchmark).
+"""Registry of the dataset adapters (one module per dataset): AT-USTC and the
+cross-dataset benchmarks.
 
 ``get_adapter(name)`` returns the adapter registered under ``name``; an unknown name is
-an error listing the valid ones. Adding a benchmark = one adapter module decorated with
+an error listing the valid ones. ``benchmark_names()`` lists the cross-dataset
+benchmarks (every adapter but AT-USTC, the training dataset), ``dataset_names()`` every
+adapter. Adding a benchmark = one adapter module decorated with
 :func:`register_benchmark` (imported below), its protocol entry in
 ``atreid.eval.cross_dataset`` and one ``data.benchmarks`` entry in params.yaml.
 """
@@ -29,20 +32,26 @@ def register_benchmark(cls: A) -> A:
 
 
 def benchmark_names() -> list[str]:
-    """Registered benchmark names, sorted."""
-    return sorted(_REGISTRY)
+    """Registered cross-dataset benchmark names, sorted (AT-USTC is not one)."""
+    return sorted(name for name, cls in _REGISTRY.items() if cls.cross_dataset)
+
+
+def dataset_names() -> list[str]:
+    """Every registered adapter: the cross-dataset benchmarks, then the others (atustc)."""
+    return [*benchmark_names(), *sorted(set(_REGISTRY) - set(benchmark_names()))]
 
 
 def get_adapter(name: str) -> BenchmarkAdapter:
-    """A fresh adapter for benchmark ``name`` (unknown names list the valid ones)."""
+    """A fresh adapter for dataset ``name`` (unknown names list the valid ones)."""
     try:
         return _REGISTRY[name]()
     except KeyError:
-        raise AtreidError(f"unknown benchmark {name!r}; valid: {', '.join(benchmark_names())}") from None
+        raise AtreidError(f"unknown benchmark {name!r}; valid: {', '.join(dataset_names())}") from None
 
 
 # Importing the modules registers the adapters (kept last: they import this package).
 from atreid.data.adapters import (  # noqa: E402,F401
+    atustc,
     cuhk03,
     custom,
     deepchange,
@@ -56,4 +65,4 @@ from atreid.data.adapters import (  # noqa: E402,F401
     vc_clothes,
 )
 
-__all__: list[str] = ["BenchmarkAdapter", "benchmark_names", "get_adapter", "register_benchmark"]
+__all__: list[str] = ["BenchmarkAdapter", "benchmark_names", "dataset_names", "get_adapter", "register_benchmark"]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from atreid.data.adapters import register_benchmark
-from atreid.data.adapters.base import BenchmarkAdapter, is_image, list_files
+from atreid.data.adapters.base import BenchmarkAdapter
 
 FILE_RE = re.compile(r"^[pP](?P<person>\d+)_[cC](?P<camera>\d+)_(?P<date>\d{8})_(?P<time>\d{6})(?:_[^/]*)?\.(?:jpg|png)$")
 TIME_SCALE = 1_000_000  # hhmmss occupies the last six digits of a clothes id
@@ -66,14 +66,12 @@ class DeepChange(BenchmarkAdapter):
     approximate = frozenset({("train", "ids"), ("train", "images")})
 
     def parse(self, root: Path) -> tuple[list[dict[str, Any]], list[str]]:
-        rows: list[dict[str, Any]] = []
-        for folder, split in FOLDERS.items():
-            for rel in list_files(root / folder, root):
-                if not is_image(rel):
-                    continue
-                found = self.match(FILE_RE, rel, root, "pPPPP_cCC_YYYYMMDD_hhmmss_*.jpg naming")
-                date, time = int(found["date"]), int(found["time"])
-                rows.append({"path": rel, "person": int(found["person"]), "camera": int(found["camera"]),
-                             "modality": "rgb", "clothes": clothes_proxy(date, time), "split": split,
-                             "clothes_with_year": clothes_proxy_with_year(date, time), "date": date, "time": time})
+        rows, _ = self.walk(root, FOLDERS, FILE_RE, "pPPPP_cCC_YYYYMMDD_hhmmss_*.jpg naming", self.row)
         return rows, []
+
+    @staticmethod
+    def row(found: re.Match[str], rel: str, split: str) -> dict[str, Any]:
+        date, time = int(found["date"]), int(found["time"])
+        return {"path": rel, "person": int(found["person"]), "camera": int(found["camera"]), "modality": "rgb",
+                "clothes": clothes_proxy(date, time), "split": split,
+                "clothes_with_year": clothes_proxy_with_year(date, time), "date": date, "time": time}

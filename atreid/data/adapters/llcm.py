@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from atreid.data.adapters import register_benchmark
-from atreid.data.adapters.base import BenchmarkAdapter, is_image, list_files, read_id_list, read_path_list
+from atreid.data.adapters.base import BenchmarkAdapter, read_id_list, read_path_list
 
 FILE_RE = re.compile(r"^(?P<person>\d{4})_c(?P<camera>\d{2})_s(?P<s>\d+)_f(?P<f>\d+)_(?P<mod>vis|nir)\.jpg$")
 TEST_RE = re.compile(r"^test_(?P<mod>vis|nir)/cam(?P<camera>\d)/(?P<person>\d{4})/[^/]+$")
@@ -67,16 +67,16 @@ class LLCM(BenchmarkAdapter):
                              "camera": camera_id(int(found["camera"]), modality), "modality": modality,
                              "clothes": -1, "split": "train"})
         test_ids = set(read_id_list(root / "idx" / "test_id.txt"))
-        for folder in ("test_vis", "test_nir"):
-            for rel in list_files(root / folder, root):
-                if not is_image(rel):
-                    continue
-                found = self.match(TEST_RE, rel, root, "test_{vis,nir}/camK/PPPP/<file> layout", text=rel)
-                self.match(FILE_RE, rel, root, pattern)
-                person = int(found["person"])
-                if person not in test_ids:
-                    continue
-                modality = MODALITY[found["mod"]]
-                rows.append({"path": rel, "person": person, "camera": camera_id(int(found["camera"]), modality),
-                             "modality": modality, "clothes": -1, "split": "test"})
-        return rows, []
+
+        def test_row(found: re.Match[str], rel: str, split: str) -> dict[str, Any] | None:
+            self.match(FILE_RE, rel, root, pattern)
+            person = int(found["person"])
+            if person not in test_ids:
+                return None
+            modality = MODALITY[found["mod"]]
+            return {"path": rel, "person": person, "camera": camera_id(int(found["camera"]), modality),
+                    "modality": modality, "clothes": -1, "split": split}
+
+        test, _ = self.walk(root, {"test_vis": "test", "test_nir": "test"}, TEST_RE,
+                            "test_{vis,nir}/camK/PPPP/<file> layout", test_row, on_path=True)
+        return rows + test, []

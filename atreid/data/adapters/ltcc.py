@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from atreid.data.adapters import register_benchmark
-from atreid.data.adapters.base import BenchmarkAdapter, is_image, list_files, read_id_list
+from atreid.data.adapters.base import BenchmarkAdapter, read_id_list
 from atreid.errors import AtreidError
 
 FILE_RE = re.compile(r"^(?P<person>\d+)_(?P<clothes>\d+)_c(?P<camera>\d+)_(?P<frame>\d+)\.png$")
@@ -57,20 +57,15 @@ class LTCC(BenchmarkAdapter):
 
     def parse(self, root: Path) -> tuple[list[dict[str, Any]], list[str]]:
         changing = {"train": self.changing_ids(root, "train"), "test": self.changing_ids(root, "test")}
-        rows: list[dict[str, Any]] = []
-        ignored = 0
-        for folder, split in FOLDERS.items():
+
+        def row(found: re.Match[str], rel: str, split: str) -> dict[str, Any]:
+            person = int(found["person"])
             part = "train" if split == "train" else "test"
-            for rel in list_files(root / folder, root):
-                if not is_image(rel):
-                    ignored += 1
-                    continue
-                found = self.match(FILE_RE, rel, root, "PPP_CC_cK_NNNNNN.png naming")
-                person = int(found["person"])
-                rows.append({"path": rel, "person": person, "camera": int(found["camera"]), "modality": "rgb",
-                             "clothes": int(found["clothes"]), "split": split,
-                             "clothes_changing": int(person in changing[part])})
-        warnings = [f"{ignored} non-image files ignored"] if ignored else []
+            return {"path": rel, "person": person, "camera": int(found["camera"]), "modality": "rgb",
+                    "clothes": int(found["clothes"]), "split": split, "clothes_changing": int(person in changing[part])}
+
+        rows, ignored = self.walk(root, FOLDERS, FILE_RE, "PPP_CC_cK_NNNNNN.png naming", row)
+        warnings = [f"{len(ignored)} non-image files ignored"] if ignored else []
         return rows, warnings
 
     def extra_statistics(self, index: pd.DataFrame) -> dict[str, dict[str, int]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from atreid.data.adapters import register_benchmark
-from atreid.data.adapters.base import BenchmarkAdapter, is_image, list_files
+from atreid.data.adapters.base import BenchmarkAdapter
 
 FILE_RE = re.compile(r"^(?P<person>-1|\d{4})_c(?P<camera>\d)s(?P<sequence>\d)_(?P<frame>\d{6})_(?P<box>\d{2})\.jpg$")
 JUNK_ID = -1
@@ -34,25 +34,17 @@ def parse_market_style(adapter: BenchmarkAdapter, root: Path, folders: dict[str,
 
     Junk boxes (person -1) are dropped and counted in ``adapter.dropped``.
     """
-    rows: list[dict[str, Any]] = []
-    ignored: list[str] = []
-    junk = 0
-    for folder, split in folders.items():
-        for rel in list_files(root / folder, root):
-            if "/" in rel[len(folder) + 1:] or not is_image(rel):
-                ignored.append(rel)
-                continue
-            found = adapter.match(regex, rel, root, pattern)
-            person = int(found["person"])
-            if person == JUNK_ID:
-                junk += 1
-                continue
-            rows.append({"path": rel, "person": person, "camera": int(found["camera"]), "modality": "rgb",
-                         "clothes": -1, "split": split})
-    if junk:
-        adapter.dropped["junk boxes, person id -1"] = junk
+    rows, ignored = adapter.walk(root, folders, regex, pattern, market_row, flat=True)
+    kept = [row for row in rows if row["person"] != JUNK_ID]
+    if len(kept) < len(rows):
+        adapter.dropped["junk boxes, person id -1"] = len(rows) - len(kept)
     warnings = [f"{len(ignored)} other files ignored, e.g. {ignored[0]}"] if ignored else []
-    return rows, warnings
+    return kept, warnings
+
+
+def market_row(found: re.Match[str], rel: str, split: str) -> dict[str, Any]:
+    return {"path": rel, "person": int(found["person"]), "camera": int(found["camera"]), "modality": "rgb",
+            "clothes": -1, "split": split}
 
 
 @register_benchmark

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from atreid.data.adapters import register_benchmark
-from atreid.data.adapters.base import BenchmarkAdapter, is_image, list_files
+from atreid.data.adapters.base import BenchmarkAdapter
 
 TRAIN_RE = re.compile(r"^rgb/(?P<split>train|val)/(?P<person>\d+)/(?P<camera>[ABC])_cropped_rgb(?P<n>\d+)\.jpg$")
 TEST_RE = re.compile(r"^rgb/test/(?P<camera>[ABC])/(?P<person>\d+)/cropped_rgb(?P<n>\d+)\.jpg$")
@@ -49,21 +49,15 @@ class PRCC(BenchmarkAdapter):
     approximate = frozenset({("test", "images"), ("test", "ids"), ("train", "ids"), ("all", "ids")})
 
     def parse(self, root: Path) -> tuple[list[dict[str, Any]], list[str]]:
-        rows: list[dict[str, Any]] = []
-        for part in ("train", "val"):
-            for rel in list_files(root / "rgb" / part, root):
-                if not is_image(rel):
-                    continue
-                found = self.match(TRAIN_RE, rel, root, "rgb/{train,val}/PPP/{A,B,C}_cropped_rgbNNN.jpg layout",
-                                   text=rel)
-                letter = found["camera"]
-                rows.append({"path": rel, "person": int(found["person"]), "camera": CAMERAS[letter],
-                             "modality": "rgb", "clothes": CLOTHES[letter], "split": part})
-        for rel in list_files(root / "rgb" / "test", root):
-            if not is_image(rel):
-                continue
-            found = self.match(TEST_RE, rel, root, "rgb/test/{A,B,C}/PPP/cropped_rgbNNN.jpg layout", text=rel)
-            letter = found["camera"]
-            rows.append({"path": rel, "person": int(found["person"]), "camera": CAMERAS[letter],
-                         "modality": "rgb", "clothes": CLOTHES[letter], "split": TEST_SPLIT[letter]})
-        return rows, []
+        train, _ = self.walk(root, {"rgb/train": "train", "rgb/val": "val"}, TRAIN_RE,
+                             "rgb/{train,val}/PPP/{A,B,C}_cropped_rgbNNN.jpg layout", self.row, on_path=True)
+        test, _ = self.walk(root, {"rgb/test": None}, TEST_RE, "rgb/test/{A,B,C}/PPP/cropped_rgbNNN.jpg layout",
+                            self.row, on_path=True)
+        return train + test, []
+
+    @staticmethod
+    def row(found: re.Match[str], rel: str, split: str | None) -> dict[str, Any]:
+        """A training/validation row keeps its folder's split; a test row's camera gives it."""
+        letter = found["camera"]
+        return {"path": rel, "person": int(found["person"]), "camera": CAMERAS[letter], "modality": "rgb",
+                "clothes": CLOTHES[letter], "split": split or TEST_SPLIT[letter]}

@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from atreid.data.adapters import register_benchmark
-from atreid.data.adapters.base import BenchmarkAdapter, is_image, list_files, read_path_list
+from atreid.data.adapters.base import BenchmarkAdapter, read_path_list
 
 PATH_RE = re.compile(r"^(?P<folder>Visible|Thermal)/(?P<dir>\d+)/"
                      r"(?P<stem>[^/]+)_(?P<vt>[vt])_(?P<frame>\d+)_(?P<person>\d+)\.(?:bmp|jpg|png)$")
@@ -64,20 +64,17 @@ class RegDB(BenchmarkAdapter):
     }
 
     def parse(self, root: Path) -> tuple[list[dict[str, Any]], list[str]]:
-        rows: dict[str, dict[str, Any]] = {}
-        mismatched = 0
-        for folder in ("Visible", "Thermal"):
-            for rel in list_files(root / folder, root):
-                if not is_image(rel):
-                    continue
-                found = self.match(PATH_RE, rel, root, "{Visible,Thermal}/PPP/*_{v,t}_FFFFF_P.bmp layout", text=rel)
-                if (found["vt"] == "v") != (folder == "Visible"):
-                    raise self.malformed(root, rel, "naming (_v_ files belong in Visible/, _t_ in Thermal/)")
-                person = int(found["dir"])
-                mismatched += person != int(found["person"])
-                rows[rel] = {"path": rel, "person": person, "camera": FOLDER_CAMERA[folder],
-                             "modality": FOLDER_MODALITY[folder], "clothes": -1, "split": "train",
-                             "train_trials": [], "test_trials": []}
+        def row(found: re.Match[str], rel: str, folder: str) -> dict[str, Any]:
+            if (found["vt"] == "v") != (folder == "Visible"):
+                raise self.malformed(root, rel, "naming (_v_ files belong in Visible/, _t_ in Thermal/)")
+            return {"path": rel, "person": int(found["dir"]), "camera": FOLDER_CAMERA[folder],
+                    "modality": FOLDER_MODALITY[folder], "clothes": -1, "split": "train", "train_trials": [],
+                    "test_trials": [], "name_person": int(found["person"])}
+
+        images, _ = self.walk(root, {folder: folder for folder in FOLDER_CAMERA}, PATH_RE,
+                              "{Visible,Thermal}/PPP/*_{v,t}_FFFFF_P.bmp layout", row, on_path=True)
+        mismatched = sum(image.pop("name_person") != image["person"] for image in images)
+        rows = {image["path"]: image for image in images}
         for part in ("train", "test"):
             for modality in ("visible", "thermal"):
                 for k in TRIALS:

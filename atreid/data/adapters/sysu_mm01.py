@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from atreid.data.adapters import register_benchmark
-from atreid.data.adapters.base import BenchmarkAdapter, is_image, list_files, read_id_list
+from atreid.data.adapters.base import BenchmarkAdapter, read_id_list
 from atreid.errors import AtreidError
 
 PATH_RE = re.compile(r"^cam(?P<camera>[1-6])/(?P<person>\d{4})/(?P<frame>\d{4})\.jpg$")
@@ -58,23 +58,22 @@ class SYSUMM01(BenchmarkAdapter):
                     raise AtreidError(f"{root / 'exp' / f'{split}_id.txt'}: person {person} also in "
                                       f"{owner[person]}_id.txt; the split files overlap, re-extract exp/")
                 owner[person] = split
-        rows: list[dict[str, Any]] = []
         unlisted: set[int] = set()
-        for camera in range(1, 7):
-            for rel in list_files(root / f"cam{camera}", root):
-                if not is_image(rel):
-                    continue
-                found = self.match(PATH_RE, rel, root, "cam{1-6}/PPPP/NNNN.jpg layout", text=rel)
-                person = int(found["person"])
-                split = owner.get(person)
-                if split is None:
-                    unlisted.add(person)
-                    continue
-                modality = "rgb" if camera in RGB_CAMERAS else "ir"
-                if split == "test":
-                    split = "query" if modality == "ir" else "gallery"
-                rows.append({"path": rel, "person": person, "camera": camera, "modality": modality,
-                             "clothes": -1, "split": split})
+
+        def row(found: re.Match[str], rel: str, camera: int) -> dict[str, Any] | None:
+            person = int(found["person"])
+            split = owner.get(person)
+            if split is None:
+                unlisted.add(person)
+                return None
+            modality = "rgb" if camera in RGB_CAMERAS else "ir"
+            if split == "test":
+                split = "query" if modality == "ir" else "gallery"
+            return {"path": rel, "person": person, "camera": camera, "modality": modality, "clothes": -1,
+                    "split": split}
+
+        rows, _ = self.walk(root, {f"cam{camera}": camera for camera in range(1, 7)}, PATH_RE,
+                            "cam{1-6}/PPPP/NNNN.jpg layout", row, on_path=True)
         warnings = []
         if unlisted:
             warnings.append(f"{len(unlisted)} persons with images are in no exp/*_id.txt file and were left "

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from atreid.data.adapters import register_benchmark
-from atreid.data.adapters.base import BenchmarkAdapter, is_image, list_files
+from atreid.data.adapters.base import BenchmarkAdapter
 
 FILE_RE = re.compile(r"^(?P<person>\d+)-(?P<camera>\d+)-(?P<outfit>\d+)-(?P<image>\d+)\.(?:jpg|png)$")
 FOLDERS = {"train": "train", "query": "query", "gallery": "gallery"}
@@ -35,12 +35,10 @@ class VCClothes(BenchmarkAdapter):
     stat_groups = {"test": ("query", "gallery")}
 
     def parse(self, root: Path) -> tuple[list[dict[str, Any]], list[str]]:
-        rows: list[dict[str, Any]] = []
-        for folder, split in FOLDERS.items():
-            for rel in list_files(root / folder, root):
-                if not is_image(rel):
-                    continue
-                found = self.match(FILE_RE, rel, root, "PPPP-CC-OO-NNNN.jpg naming")
-                rows.append({"path": rel, "person": int(found["person"]), "camera": int(found["camera"]),
-                             "modality": "rgb", "clothes": int(found["outfit"]), "split": split})
+        rows, _ = self.walk(root, FOLDERS, FILE_RE, "PPPP-CC-OO-NNNN.jpg naming", self.row)
         return rows, []
+
+    @staticmethod
+    def row(found: re.Match[str], rel: str, split: str) -> dict[str, Any]:
+        return {"path": rel, "person": int(found["person"]), "camera": int(found["camera"]), "modality": "rgb",
+                "clothes": int(found["outfit"]), "split": split}
