@@ -118,11 +118,21 @@ def _pick(rng: np.random.Generator, items, k: int) -> list:
     return [int(x) for x in rng.choice(list(items), size=k, replace=False)]
 
 
+def _start(ctx: Context, top: str, max_id: int, count: int) -> tuple[Plan, np.random.Generator, list[int]]:
+    """The plan of release folder ``top``, its generator and ``count`` sorted person ids
+    drawn from the release's id range 1..``max_id`` (the first draw of every plan)."""
+    rng = ctx.rng(_PLAN)
+    return Plan(top), rng, sorted(_pick(rng, range(1, max_id + 1), count))
+
+
+def _text_files(lists: dict[str, list[str]], name: str = "{}") -> dict[str, str]:
+    """List files, one entry a line: file name (``name`` formatted with the key) -> text."""
+    return {name.format(key): "\n".join(lines) + "\n" for key, lines in lists.items()}
+
+
 # ---- Market-1501 / CUHK03-NP / MSMT17 ---------------------------------------------------------
 def plan_market1501(ctx: Context) -> Plan:
-    plan = Plan("Market-1501-v15.09.15")
-    rng = ctx.rng(_PLAN)
-    ids = sorted(_pick(rng, range(1, 1502), 4 + 16))
+    plan, rng, ids = _start(ctx, "Market-1501-v15.09.15", 1501, 4 + 16)
     train, test = ids[:4], ids[4:]
     counter = iter(range(1, 100_000))
 
@@ -158,9 +168,7 @@ def plan_market1501(ctx: Context) -> Plan:
 
 def plan_cuhk03(ctx: Context, indexed: str) -> Plan:
     """The whole cuhk03-np release (both box types); the index rows are those of ``indexed``."""
-    plan = Plan("cuhk03-np")
-    rng = ctx.rng(_PLAN)
-    ids = sorted(_pick(rng, range(1, 1468), 4 + 14))
+    plan, _, ids = _start(ctx, "cuhk03-np", 1467, 4 + 14)
     train, test = ids[:4], ids[4:]
     for kind in ("detected", "labeled"):
         for pid in ids:
@@ -209,15 +217,13 @@ def plan_msmt17(ctx: Context) -> Plan:
                     lists[list_name].append(f"{rel} {label}")
                     plan.shots.append(Shot(f"test/{rel}", who, 1, cam, False,
                                            _row(f"test/{rel}", label + 10_000, cam, split)))
-    plan.texts = {n: "\n".join(lines) + "\n" for n, lines in lists.items()}
+    plan.texts = _text_files(lists)
     return plan
 
 
 # ---- SYSU-MM01 / RegDB / LLCM ----------------------------------------------------------------------
 def plan_sysu_mm01(ctx: Context) -> Plan:
-    plan = Plan("SYSU-MM01")
-    rng = ctx.rng(_PLAN)
-    ids = sorted(_pick(rng, range(1, 534), 7 + 14))
+    plan, rng, ids = _start(ctx, "SYSU-MM01", 533, 7 + 14)
     order = rng.permutation(ids).tolist()
     parts = {"train": sorted(order[:5]), "val": sorted(order[5:7]), "test": sorted(order[7:])}
     for split, persons in parts.items():
@@ -278,9 +284,7 @@ def plan_regdb(ctx: Context) -> Plan:
 
 
 def plan_llcm(ctx: Context) -> Plan:
-    plan = Plan("LLCM")
-    rng = ctx.rng(_PLAN)
-    ids = sorted(_pick(rng, range(1, 1065), 4 + 14))
+    plan, rng, ids = _start(ctx, "LLCM", 1064, 4 + 14)
     train, test = ids[:4], ids[4:]
     lists: dict[str, list[str]] = {n: [] for n in ("train_vis", "train_nir", "test_vis", "test_nir")}
     ir_cams = (1, 2, 4, 5, 6, 7, 8, 9)  # LLCM has no infrared view at camera 3
@@ -304,16 +308,14 @@ def plan_llcm(ctx: Context) -> Plan:
                         lists[f"train_{mod}"].append(f"{rel} {train.index(pid)}")
                         row = _row(rel, pid, camera, "train", modality=modality)
                         plan.shots.append(Shot(rel, pid, 1, cam, modality == "ir", row))
-    plan.texts = {f"idx/{n}.txt": "\n".join(lines) + "\n" for n, lines in lists.items()}
+    plan.texts = _text_files(lists, "idx/{}.txt")
     plan.texts["idx/test_id.txt"] = ",".join(str(p) for p in test)
     return plan
 
 
 # ---- PRCC / LTCC / DeepChange / VC-Clothes -------------------------------------------------------------
 def plan_prcc(ctx: Context) -> Plan:
-    plan = Plan("prcc")
-    rng = ctx.rng(_PLAN)
-    ids = sorted(_pick(rng, range(1, 222), 4 + 16))
+    plan, rng, ids = _start(ctx, "prcc", 221, 4 + 16)
     parts = {"train": ids[:3], "val": ids[3:4], "test": ids[4:]}
     cameras, clothes = {"A": 1, "B": 2, "C": 3}, {"A": 1, "B": 1, "C": 2}
     for part, persons in parts.items():
@@ -333,9 +335,7 @@ def plan_prcc(ctx: Context) -> Plan:
 
 
 def plan_ltcc(ctx: Context) -> Plan:
-    plan = Plan("LTCC_ReID")
-    rng = ctx.rng(_PLAN)
-    ids = sorted(_pick(rng, range(1, 153), 4 + 16))
+    plan, rng, ids = _start(ctx, "LTCC_ReID", 152, 4 + 16)
     train, test = ids[:4], ids[4:]
     changing = {"train": set(train[:2]), "test": set(_pick(rng, test, 10))}
     counter = iter(range(1, 1_000_000))
@@ -366,9 +366,7 @@ def plan_ltcc(ctx: Context) -> Plan:
 def plan_deepchange(ctx: Context) -> Plan:
     from atreid.data.adapters.deepchange import clothes_proxy, clothes_proxy_with_year
 
-    plan = Plan("DeepChangeDataset")
-    rng = ctx.rng(_PLAN)
-    ids = sorted(_pick(rng, range(1, 1122), 6 + 12))
+    plan, rng, ids = _start(ctx, "DeepChangeDataset", 1121, 6 + 12)
     groups = {"train": ids[:4], "val": ids[4:6], "test": ids[6:]}
     days = pd.date_range("2019-05-01", "2020-04-30", freq="D")
     bbox_lists: dict[str, list[str]] = {}
@@ -401,14 +399,12 @@ def plan_deepchange(ctx: Context) -> Plan:
                                            _row(rel, pid, cam, split, clothes=clothes_proxy(date, time),
                                                 clothes_with_year=clothes_proxy_with_year(date, time), date=date,
                                                 time=time)))
-    plan.texts = {n: "\n".join(lines) + "\n" for n, lines in bbox_lists.items()}
+    plan.texts = _text_files(bbox_lists)
     return plan
 
 
 def plan_vc_clothes(ctx: Context) -> Plan:
-    plan = Plan("VC-Clothes")
-    rng = ctx.rng(_PLAN)
-    ids = sorted(_pick(rng, range(1, 513), 4 + 14))
+    plan, rng, ids = _start(ctx, "VC-Clothes", 512, 4 + 14)
     train, test = ids[:4], ids[4:]
     for pid in ids:
         # Cameras 2 and 3 see outfit 1; camera 1 outfit 1 or 2; camera 4 outfit 2 or 3.
@@ -495,9 +491,7 @@ def generate_miniature(name: str, out_dir: str | Path, *, seed: int = 0, image_h
     adapter = get_adapter(name)
     plan, rows = plan_miniature(name, seed)
     ctx = Context(name, seed)
-    statistics = adapter.statistics(rows)
-    for group, fields in adapter.extra_statistics(rows).items():
-        statistics.setdefault(group, {}).update(fields)
+    statistics = adapter.all_statistics(rows)
     counts = {"benchmark": name, "seed": int(seed), "files": len(plan.shots), "statistics": statistics}
     with atomic_output_dir(out_dir) as tmp:
         root = tmp / plan.top
