@@ -22,6 +22,7 @@ from atreid.constants import RESERVED_VARIANT_NAMES
 from atreid.errors import AtreidError
 
 SCHEMA_RESOURCE = "schema/params.schema.yaml"
+DEFAULT_TRAIN_ON = "atustc"  # data.train_on's default (atreid.data.labels uses it too)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -171,9 +172,10 @@ def validate_params(params: dict[str, Any], *, source: str = "params.yaml") -> d
 
 
 def _check_benchmarks(params: dict[str, Any], source: str) -> None:
-    """Benchmark names must be registered adapters (or atustc): the same check for the CLI
-    and the workflow, before any job runs."""
-    names = {"eval.benchmarks": params["eval"]["benchmarks"], "data.benchmarks": params["data"]["benchmarks"]}
+    """Benchmark names (and data.train_on) must be registered adapters (or atustc): the
+    same check for the CLI and the workflow, before any job runs."""
+    names = {"eval.benchmarks": params["eval"]["benchmarks"], "data.benchmarks": params["data"]["benchmarks"],
+             "data.train_on": [params["data"]["train_on"]]}
     if not any(name != "atustc" for listed in names.values() for name in listed):
         return  # nothing to look up (spares the adapters' import)
     from atreid.data.adapters import benchmark_names  # imported here: pulls in pandas
@@ -216,7 +218,7 @@ def resolve_variant(params: dict[str, Any], name: str, seed: int) -> dict[str, A
     ``model`` and ``train`` are the params.yaml sections deep-merged with the variant's
     own overrides, and ``seed`` is the run's seed (one of ``params["seeds"]``, given
     explicitly: each seed is a run of its own), so the result is everything that decides
-    the trained weights.
+    the trained weights. ``train_on`` names ``data.train_on`` when it is not AT-USTC.
     """
     variants = params["variants"]
     if name not in variants:
@@ -236,6 +238,11 @@ def resolve_variant(params: dict[str, Any], name: str, seed: int) -> dict[str, A
     }
     if "reference_checkpoint" in variant:
         resolved["reference_checkpoint"] = variant["reference_checkpoint"]
+    # The training dataset, named only when it is not AT-USTC: the default's settings (so
+    # its jobs, model files and metrics files) are what they were before data.train_on.
+    train_on = params.get("data", {}).get("train_on", DEFAULT_TRAIN_ON)
+    if train_on != DEFAULT_TRAIN_ON and "reference_checkpoint" not in variant:
+        resolved["train_on"] = train_on
     return resolved
 
 

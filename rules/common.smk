@@ -37,6 +37,20 @@ DATA = SimpleNamespace(
 )
 
 
+# The training set (data.train_on): AT-USTC's sampled frames (rules/data.smk), or a
+# benchmark's training split labelled by label_training_split (rules/train.smk) into
+# data/<name>/train_labelled.csv + labels.json, its paths relative to data/<name>/images.
+TRAIN_ON = config["data"]["train_on"]
+if TRAIN_ON == "atustc":
+    TRAIN_DATA = SimpleNamespace(index=DATA.sampled_index, labels=DATA.labels, images=DATA.images,
+                                 images_root=f"{DATA.images}/AT-USTC")
+else:
+    TRAIN_DATA = SimpleNamespace(index=f"{DATA_DIR}/{TRAIN_ON}/train_labelled.csv",
+                                 labels=f"{DATA_DIR}/{TRAIN_ON}/labels.json",
+                                 images=f"{DATA_DIR}/{TRAIN_ON}/images",
+                                 images_root=f"{DATA_DIR}/{TRAIN_ON}/images")
+
+
 def one_of(names):
     """A wildcard constraint matching exactly ``names`` (and nothing when there are none)."""
     return "|".join(re.escape(name) for name in names) if names else "(?!)"

@@ -4,20 +4,49 @@
 # In-progress checkpoints live in checkpoints/{variant}/seed{seed}/ (not a declared output, so the
 # deletion of outputs snakemake does before a job cannot destroy them): an interrupted
 # job resumes from its last complete epoch when it is run again.
+# The training set is data.train_on's (TRAIN_DATA, rules/common.smk): AT-USTC's sampled
+# frames, or a benchmark's training split labelled by label_training_split below. A
+# variant needing labels that split lacks (SAID: clothes) is refused by its training job.
+
+# Your own dataset (custom) has no synthetic miniature to train on.
+if TRAIN_ON == "custom" and "custom" not in config["data"]["benchmarks"]:
+    sys.exit("error: data.train_on is custom, but data.benchmarks.custom is not set; set its source to your "
+             "folder or archive holding atreid.csv")
+
+
+rule label_training_split:
+    input:
+        index=f"{DATA_DIR}/{{benchmark}}/index.csv",
+        images=f"{DATA_DIR}/{{benchmark}}/images",
+    output:
+        index=f"{DATA_DIR}/{{benchmark}}/train_labelled.csv",
+        labels=f"{DATA_DIR}/{{benchmark}}/labels.json",
+    wildcard_constraints:
+        # The registered benchmarks (AT-USTC's training set comes from sample_frames).
+        benchmark=one_of([name for name in CROSS_BENCHMARKS if name != "atustc"]),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/data/label_training_split_{benchmark}.log",
+    benchmark:
+        "logs/data/label_training_split_{benchmark}.benchmark.tsv"
+    shell:
+        "atreid label-training-split --benchmark {wildcards.benchmark:q} --index {input.index:q}"
+        " --images {input.images:q} --out {output.index:q} --labels {output.labels:q} 2> {log:q}"
 
 
 rule train_model:
     input:
-        index=DATA.sampled_index,
-        labels=DATA.labels,
-        images=DATA.images,
+        index=TRAIN_DATA.index,
+        labels=TRAIN_DATA.labels,
+        images=TRAIN_DATA.images,
         pretrained=pretrained_input,
     output:
         model="models/{variant}/seed{seed}/model.pt",
         history="models/{variant}/seed{seed}/history.csv",
     params:
         settings=variant_settings,
-        images_root=f"{DATA.images}/AT-USTC",
+        images_root=TRAIN_DATA.images_root,
         checkpoint_dir="checkpoints/{variant}/seed{seed}",
         # model.pretrained "synthetic": the pretrain_backbone stage's file (rules/pretrain.smk).
         pretrained_file=lambda wc, input: ["--pretrained-file", *input.pretrained] if synthetic_backbone(wc) else [],

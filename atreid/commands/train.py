@@ -1,4 +1,5 @@
-"""Training step: ``atreid train`` trains one variant (resuming an interrupted run)."""
+"""Training steps: ``atreid label-training-split`` labels a benchmark's training split
+(``data.train_on``), ``atreid train`` trains one variant (resuming an interrupted run)."""
 
 from __future__ import annotations
 
@@ -35,12 +36,35 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_label_split(args: argparse.Namespace) -> int:
+    from atreid.data.labels import build_training_split
+    from atreid.io import atomic_write_csv, atomic_write_json
+
+    labelled, maps = build_training_split(args.index, args.images, args.benchmark)
+    atomic_write_csv(args.out, labelled)
+    atomic_write_json(args.labels, maps)
+    log.info("%s training split: %d images, %d persons, %d outfits; modalities %s, clothes labels: %s",
+             args.benchmark, len(labelled), len(maps["persons"]), len(maps["outfits"]),
+             "+".join(maps["modalities"]), "yes" if maps["clothes"] else "no")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("label-training-split",
+                              help="a benchmark's training split with person/outfit labels (data.train_on)")
+    p.add_argument("--benchmark", required=True, help="registered benchmark name (data.train_on)")
+    p.add_argument("--index", required=True, help="data/<benchmark>/index.csv")
+    p.add_argument("--images", required=True, help="data/<benchmark>/images (the written paths are relative to it)")
+    p.add_argument("--out", required=True, help="data/<benchmark>/train_labelled.csv")
+    p.add_argument("--labels", required=True, help="data/<benchmark>/labels.json (label maps)")
+    p.set_defaults(func=run_label_split)
+
     p = subparsers.add_parser("train", help="train one variant (resumes from --checkpoint-dir)")
     p.add_argument("--variant-json", type=_json_arg, required=True,
                    help="the variant's resolved settings as JSON (atreid.config.resolve_variant)")
-    p.add_argument("--index", default="data/atustc/train_sampled.csv", help="sampled training index CSV")
-    p.add_argument("--labels", default="data/atustc/labels.json", help="label maps JSON")
+    p.add_argument("--index", default="data/atustc/train_sampled.csv",
+                   help="training index CSV: AT-USTC's sampled frames or data/<train_on>/train_labelled.csv")
+    p.add_argument("--labels", default="data/atustc/labels.json", help="label maps JSON (data/<train_on>/labels.json)")
     p.add_argument("--images", default="data/atustc/images/AT-USTC", help="folder the index paths are relative to")
     p.add_argument("--out", required=True, help="models/{variant}/{run}/model.pt")
     p.add_argument("--history", required=True, help="models/{variant}/{run}/history.csv")

@@ -14,6 +14,12 @@ design (CPU: a resumed run ends with weights ``torch.equal`` to an uninterrupted
 
 The triplet loss is on when ``epoch > train.triplet_start_epoch`` (reference behaviour;
 the recipe's 999 means never).
+
+The training set is ``data.train_on``'s (``settings["train_on"]``, AT-USTC when absent):
+a variant needing labels the split lacks is refused before anything is built
+(:func:`atreid.data.labels.check_trainable`), and a head whose loss subset is empty is
+reported -- in the log, and in the history as an empty loss and accuracy for every epoch
+in which no batch gave it a sample, never a 0 (:func:`head_epoch_means`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ import torch
 from torch import nn
 
 from atreid.config import settings_digest
+from atreid.constants import SCENARIOS
+from atreid.data.labels import DEFAULT_TRAIN_ON, check_trainable, empty_heads, label_support
 from atreid.engine import distributed as ddp
 from atreid.engine.checkpoint import (CheckpointWriter, cpu_copy, cpu_state_dict, find_checkpoint,
                                       model_from_settings, remove_checkpoint, remove_stale_checkpoint_temporaries,
@@ -125,6 +133,33 @@ def check_labels(index: pd.DataFrame, labels: dict[str, Any], index_path: Path, 
                               "label maps come from different runs: rebuild both")
 
 
+def head_subset_sizes(modality: torch.Tensor, said: bool) -> list[int]:
+    """Samples in each head's identity-loss subset of one batch (SAID: by modality; else all)."""
+    if not said:
+        return [int(modality.numel())] * len(SCENARIOS)
+    from atreid.losses.said import head_masks
+
+    return head_masks(modality, len(SCENARIOS)).sum(dim=1).tolist()
+
+
+def head_epoch_means(row: dict[str, Any], seen: list[float]) -> list[str]:
+    """Per-head loss and accuracy of ``row`` as means over the batches where the head had samples.
+
+    ``row`` holds per-batch means over the epoch's batches (``loss_h{i}``, ``acc_h{i}``);
+    ``seen[i]`` is the share of those batches in which head ``i``'s subset was not empty.
+    A head with no sample in the whole epoch gets NaN (an empty history cell), not the
+    criterion's 0. Returns the names of those heads.
+    """
+    empty = []
+    for head, share in enumerate(seen):
+        if share <= 0:
+            empty.append(SCENARIOS[head])
+        for key in (f"loss_h{head}", f"acc_h{head}"):
+            if key in row:
+                row[key] = row[key] / share if share > 0 else math.nan
+    return empty
+
+
 # ---- pieces a test may replace ----------------------------------------------------------
 def build_training_model(settings: dict[str, Any], num_persons: int, num_outfits: int) -> nn.Module:
     return model_from_settings(settings, num_persons, num_outfits)
@@ -209,6 +244,11 @@ def _train(settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device, in
     index = read_training_index(index_csv)
     labels = read_label_maps(labels_json)
     check_labels(index, labels, index_csv, labels_json)
+    support = label_support(index, settings.get("train_on", DEFAULT_TRAIN_ON))
+    check_trainable(settings, support)
+    if ctx.is_main:
+        for head, why in empty_heads(settings, support).items():
+            log.warning("head %s is not trained: %s", head, why)
     if not images_root.is_dir():
         raise AtreidError(f"{images_root}: image folder not found; --images must be the folder the index paths "
                           "are relative to")
@@ -270,6 +310,7 @@ def _train(settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device, in
             # Reseed after the iterator exists: creating one may draw from torch's generator.
             seed_everything(epoch_seed(seed, epoch, ctx.rank))
             sums: dict[str, float] = {}
+            seen = [0] * len(SCENARIOS)  # batches in which each head's subset had samples
             started = time.perf_counter()
             if ctx.is_main:
                 batches = progress(batches, total=iters, desc=f"train {name} epoch {epoch}/{epochs}", unit="it")
@@ -279,20 +320,26 @@ def _train(settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device, in
                                    epoch=epoch, iteration=iteration)
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + value
+                for head, size in enumerate(head_subset_sizes(modality, settings["said"])):
+                    seen[head] += size > 0
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             elapsed = time.perf_counter() - started
             keys = list(sums)
-            means = ddp.all_reduce_mean(torch.tensor([sums[k] / iters for k in keys], dtype=torch.float64,
-                                                     device=dev))
+            means = ddp.all_reduce_mean(torch.tensor([sums[k] / iters for k in keys] + [n / iters for n in seen],
+                                                     dtype=torch.float64, device=dev)).tolist()
             row: dict[str, Any] = {"epoch": epoch, "lr": lr}
-            row.update({k: float(v) for k, v in zip(keys, means.tolist())})
+            row.update({k: float(v) for k, v in zip(keys, means)})
+            empty = head_epoch_means(row, means[len(keys):])
             row["images_per_s"] = global_batch * iters / elapsed
             row["epoch_time_s"] = elapsed
             history.append(row)
             if ctx.is_main:
                 log.info("epoch %d/%d lr %.6g loss %.4f %.1f images/s", epoch, epochs, lr,
                          row.get("loss", math.nan), row["images_per_s"])
+                if empty:
+                    log.warning("epoch %d: no sample for head(s) %s in any batch: their loss and accuracy are "
+                                "left empty in the history", epoch, ", ".join(empty))
                 snapshot = {"digest": digest, "epoch": epoch, "name": name, "model": cpu_state_dict(model),
                             "optimizer": cpu_copy(optimizer.state_dict()), "sampler": sampler.state_dict(),
                             "history": [dict(r) for r in history], "rng": rng_states()}

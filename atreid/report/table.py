@@ -20,6 +20,11 @@ is left out of that column's mean. With ``paper=True`` the published numbers of 
 method (matched by its SAID/MoAE/HDW switches) are added as ``paper:<column>`` and
 ``diff:<column>`` (the mean minus the published number).
 
+When a variant was trained on another dataset than AT-USTC (``data.train_on``, recorded in
+its model's settings as ``train_on``), a ``trained_on`` column after ``synthetic`` names
+each row's training dataset (the chance row: ``-``); a table of AT-USTC-trained variants
+only has no such column, as before the setting existed.
+
 A last row, ``chance``, holds what a uniformly random ranking scores in expectation on
 each protocol (``chance_summary`` of the metrics files: it depends only on the test
 lists and removal rules, not on the model or the seed). It is computed, not measured:
@@ -108,7 +113,9 @@ def _paper_lookup(settings: dict[str, Any]) -> dict[str, float]:
 
 STD_SUFFIX = ":std"
 RUNS_COLUMN = "n"
-_NOT_METRICS = ("variant", "synthetic", RUNS_COLUMN)
+TRAINED_ON_COLUMN = "trained_on"
+DEFAULT_TRAINED_ON = "atustc"  # what a model's settings without ``train_on`` were trained on
+_NOT_METRICS = ("variant", "synthetic", TRAINED_ON_COLUMN, RUNS_COLUMN)
 
 
 def run_key(path: Path, metrics: dict[str, Any]) -> str:
@@ -142,6 +149,7 @@ def build_table(metric_files: list[Path], *, paper: bool = False) -> pd.DataFram
     variant: the mean ± std over its runs (a run = one evaluated model file)."""
     runs: dict[str, dict[str, dict[str, Any]]] = {}  # variant -> run -> column -> value
     synthetic: dict[str, bool] = {}
+    trained_on: dict[str, set[str]] = {}
     published: dict[str, dict[str, float]] = {}
     chance: dict[str, Any] = {"variant": CHANCE_ROW, "synthetic": False}
     for path in metric_files:
@@ -152,15 +160,19 @@ def build_table(metric_files: list[Path], *, paper: bool = False) -> pd.DataFram
         chance["synthetic"] = bool(chance["synthetic"] or metrics.get("synthetic", False))
         run = runs.setdefault(variant, {}).setdefault(run_key(path, metrics), {})
         synthetic[variant] = bool(synthetic.get(variant, False) or metrics.get("synthetic", False))
+        trained_on.setdefault(variant, set()).add(metrics.get("settings", {}).get("train_on", DEFAULT_TRAINED_ON))
         for key, value in metrics["summary"].items():
             run[_column(metrics["benchmark"], key)] = _number(value)
         if paper:
             published[variant] = _paper_lookup(metrics["settings"])
+    show_trained_on = any(names != {DEFAULT_TRAINED_ON} for names in trained_on.values())
     table = []
     for variant, by_run in runs.items():
         for run in by_run.values():
             add_average(run)
-        row = {"variant": variant, "synthetic": synthetic[variant], **aggregate_runs(list(by_run.values()))}
+        trained = {TRAINED_ON_COLUMN: "+".join(sorted(trained_on[variant]))} if show_trained_on else {}
+        row = {"variant": variant, "synthetic": synthetic[variant], **trained,
+               **aggregate_runs(list(by_run.values()))}
         if paper:
             for column in [c for c in row if c not in _NOT_METRICS and not c.endswith(STD_SUFFIX)]:
                 if column in published[variant]:
@@ -171,7 +183,8 @@ def build_table(metric_files: list[Path], *, paper: bool = False) -> pd.DataFram
         add_average(chance)
         values = {k: v for k, v in chance.items() if k not in ("variant", "synthetic")}
         # Computed once from the test lists: one "run", no spread.
-        table.append({"variant": CHANCE_ROW, "synthetic": chance["synthetic"], **aggregate_runs([values])})
+        trained = {TRAINED_ON_COLUMN: "-"} if show_trained_on else {}
+        table.append({"variant": CHANCE_ROW, "synthetic": chance["synthetic"], **trained, **aggregate_runs([values])})
     return pd.DataFrame(table)
 
 
