@@ -27,6 +27,11 @@ and ``cc-query-only``.
 
 Adding a benchmark = its adapter (``atreid/data/adapters/<name>.py``), its entry in
 :data:`PROTOCOLS` (a few lines of data) and its ``data.benchmarks`` entry in params.yaml.
+
+Your own dataset (``custom``) chooses a protocol family by name instead
+(:data:`PROTOCOL_FAMILIES`: ``standard`` as Market-1501, ``cross_modality`` as LLCM,
+``clothes_changing`` as VC-Clothes); its index step records the choice in
+``verification.json``, and :func:`evaluate_cross_dataset` scores that family.
 """
 
 from __future__ import annotations

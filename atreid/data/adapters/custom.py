@@ -30,13 +30,16 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
 
 from atreid.data.adapters import register_benchmark
 from atreid.data.adapters.base import INDEX_COLUMNS, STAT_FIELDS, BenchmarkAdapter
 from atreid.errors import AtreidError
+
+if TYPE_CHECKING:
+    from atreid.eval.cross_dataset import BenchmarkProtocols
 
 CSV_NAME = "atreid.csv"
 COUNTS_NAME = "atreid_counts.json"
@@ -202,7 +205,7 @@ class CustomDataset(BenchmarkAdapter):
                 raise AtreidError(f"{table.csv}: no {split} rows; the evaluation needs query and gallery "
                                   "rows (persons not in train)")
 
-    def check_protocol(self, table: CsvTable, index: pd.DataFrame, spec: Any) -> None:
+    def check_protocol(self, table: CsvTable, index: pd.DataFrame, spec: BenchmarkProtocols) -> None:
         """Every protocol of the chosen family finds queries and a gallery; clothes-changing
         protocols need the clothes of every image they compare."""
         from atreid.eval.cross_dataset import select
