@@ -18,8 +18,9 @@ from atreid.config import load_params, resolve_variant, validate_params
 from atreid.data.adapters import benchmark_names, get_adapter
 from atreid.data.adapters.base import INDEX_COLUMNS
 from atreid.errors import AtreidError
-from atreid.eval.cross_dataset import PROTOCOL_FAMILIES, candidate_rows, get_protocols, score_protocols
+from atreid.eval.cross_dataset import PROTOCOL_FAMILIES, get_protocols
 from tests.conftest import REPO
+from tests.test_miniatures import perfect_scores
 
 FAMILIES = ("standard", "cross_modality", "clothes_changing")
 MAIN = {"standard": "standard", "cross_modality": "both-directions", "clothes_changing": "cc"}
@@ -170,12 +171,7 @@ def test_every_protocol_of_each_family_scores_perfect_features(dataset, family):
     adapter.protocol = family
     index, _ = adapter.verify(dataset / "data" / "custom" / "images")
     spec = get_protocols("custom", family)
-    rows = candidate_rows(index, spec).reset_index(drop=True)
-    persons = {p: i for i, p in enumerate(sorted(rows["person"].unique()))}
-    features = torch.zeros(len(rows), 6, len(persons))
-    for i, person in enumerate(rows["person"]):
-        features[i, :, persons[person]] = 1.0
-    results = score_protocols(features, rows, spec)
+    results = perfect_scores(index, spec)
     assert spec.main == MAIN[family] and MAIN[family] in results
     for protocol in spec.protocols:
         for trial in results[protocol.name]["trials"]:

@@ -21,7 +21,7 @@ from atreid.cli import main
 from atreid.data.adapters import benchmark_names, get_adapter
 from atreid.data.adapters.base import read_benchmark_index
 from atreid.data.synthetic.miniatures import PLANS, generate_miniature, plan_miniature
-from atreid.eval.cross_dataset import candidate_rows, get_protocols, score_protocols
+from atreid.eval.cross_dataset import BenchmarkProtocols, candidate_rows, get_protocols, score_protocols
 
 SIZE = {"image_height": 64, "image_width": 32}
 # Every benchmark with a release has a miniature; custom (your own data) has none.
@@ -60,17 +60,22 @@ def test_miniature_parses_into_exactly_the_intended_index(miniatures, name):
     assert (miniatures[name] / adapter.top_folders[0]).is_dir()  # the official top folder
 
 
-@pytest.mark.parametrize("name", RELEASES)
-def test_every_protocol_of_the_miniature_has_valid_queries(miniatures, name):
-    """With 'perfect' features (one direction per person) every valid query ranks first."""
-    index, _, _ = get_adapter(name).build_index(miniatures[name])
-    spec = get_protocols(name)
+def perfect_scores(index: pd.DataFrame, spec: BenchmarkProtocols) -> dict:
+    """Every protocol of ``spec`` scored with 'perfect' features: one direction per person."""
     rows = candidate_rows(index, spec).reset_index(drop=True)
     persons = {p: i for i, p in enumerate(sorted(rows["person"].unique()))}
     features = torch.zeros(len(rows), 6, len(persons))
     for i, person in enumerate(rows["person"]):
         features[i, :, persons[person]] = 1.0
-    results = score_protocols(features, rows, spec)
+    return score_protocols(features, rows, spec)
+
+
+@pytest.mark.parametrize("name", RELEASES)
+def test_every_protocol_of_the_miniature_has_valid_queries(miniatures, name):
+    """With 'perfect' features (one direction per person) every valid query ranks first."""
+    index, _, _ = get_adapter(name).build_index(miniatures[name])
+    spec = get_protocols(name)
+    results = perfect_scores(index, spec)
     for protocol in spec.protocols:
         for trial in results[protocol.name]["trials"]:
             assert trial["num_valid"] > 0, (protocol.name, trial)
