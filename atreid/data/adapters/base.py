@@ -278,7 +278,8 @@ class BenchmarkAdapter:
         # Report against the most plausible candidate: the first existing one.
         existing = [c for c in candidates if c.is_dir()]
         self.check_required(existing[0] if existing else candidates[0])
-        raise AtreidError(f"{images_dir}: no {self.top_folders[0]}/ folder found; the dataset must unpack to "
+        top = self.top_folders[0] if self.top_folders else self.title
+        raise AtreidError(f"{images_dir}: no {top}/ folder found; the dataset must unpack to "
                           f"{self.layout} (check {self.settings_key}.source)")
 
     def _search(self, images_dir: Path) -> Path | None:
