@@ -121,6 +121,11 @@ class _AllReduceSum(torch.autograd.Function):
 
 
 def autograd_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of ``tensor`` over ranks, differentiable: each rank's input gets the summed gradient.
+
+    What makes a batch statistic that of the global batch (BN necks, HDW's group means,
+    SAID's subset counts) with the gradients one process over that batch would have.
+    """
     return _AllReduceSum.apply(tensor)
 
 

@@ -10,6 +10,12 @@ Switches only on flags (``said``, ``hdw``, ``use_triplet``), never on a variant 
   (:mod:`atreid.losses.hdw`);
 - triplet (when ``use_triplet``): sum over heads of the batch-hard triplet loss on the
   pre-BN tokens, heads 0/1 on RGB samples, 2/3 on IR, 4/5 on all.
+
+Under DDP (``rank_sum`` set, :mod:`atreid.engine.distributed`) every rank returns its
+share of the global batch's loss: the subset means and HDW's group means divide by the
+global counts, so the ranks' mean loss (what DDP's gradient averaging differentiates) is
+the single-process loss. The batch-hard triplet loss still mines within each rank's
+identities.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from torch import nn
 
 from atreid.constants import LONG_TERM_HEADS, SCENARIOS, SHORT_TERM_HEADS
 from atreid.errors import AtreidError
-from atreid.losses.hdw import hdw_loss
+from atreid.losses.hdw import RankSum, hdw_loss
 from atreid.losses.said import head_masks, identity_losses
 from atreid.losses.triplet import batch_hard_triplet
 from atreid.model.uniat import CLASSIFIER_SIZINGS
@@ -44,12 +50,16 @@ class UniATCriterion(nn.Module):
         classifier_sizing: the model's classifier sizing (``"reference"`` or
             ``"by_loss"``, :func:`atreid.model.head_classes`), checked against the
             logits; None accepts either.
+        rank_sum: under DDP, a sum over ranks that gradients flow through (the trainer
+            sets :func:`atreid.engine.distributed.autograd_all_reduce`); None for one
+            process.
     """
 
     def __init__(self, said: bool, hdw: bool, triplet_margin: float = 0.3,
                  outfit_to_person: Sequence[int] | torch.Tensor | None = None,
-                 classifier_sizing: str | None = None) -> None:
+                 classifier_sizing: str | None = None, rank_sum: RankSum | None = None) -> None:
         super().__init__()
+        self.rank_sum = rank_sum
         self.said, self.hdw, self.triplet_margin = bool(said), bool(hdw), float(triplet_margin)
         if classifier_sizing not in (None, *CLASSIFIER_SIZINGS):
             raise AtreidError(f"classifier_sizing must be one of {', '.join(CLASSIFIER_SIZINGS)}, "
@@ -120,9 +130,13 @@ class UniATCriterion(nn.Module):
         logits = [lg.float() for lg in logits]
         losses, mask, correct = identity_losses(logits, person, outfit, modality, self.outfit_to_person, self.said)
         count = mask.sum(dim=1).clamp_min(1)
-        head_mean = losses.sum(dim=1) / count
+        if self.rank_sum is None:
+            head_mean = losses.sum(dim=1) / count
+        else:  # this rank's share of the global subset means: sum here * ranks / global count
+            totals = self.rank_sum(torch.cat([mask.sum(dim=1).to(losses.dtype), losses.new_ones(1)]))
+            head_mean = losses.sum(dim=1) * totals[-1] / totals[:-1].clamp_min(1)
         if self.hdw:
-            total, weights = hdw_loss(losses, mask)
+            total, weights = hdw_loss(losses, mask, self.rank_sum)
         else:
             total, weights = head_mean.sum(), torch.ones_like(head_mean)
         triplet = total.new_zeros(())
