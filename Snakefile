@@ -54,3 +54,12 @@ rule all:
             variant=VARIANTS,
             scenario=SCENARIO_NAMES,
         ),
+
+
+# After every real run (Snakemake calls no handler for -n), record in dvc.lock the DVC
+# stages whose outputs this run built or found current, so that `dvc status` agrees with
+# Snakemake (atreid/commands/dvc_sync.py; skipped inside `dvc repro`, which records itself).
+onsuccess:
+    from atreid.commands.dvc_sync import record_snakemake_run
+
+    record_snakemake_run(workflow)

@@ -133,7 +133,7 @@ def test_whole_chain_then_only_the_changed_variant_is_out_of_date(workdir):
     # dvc repro reruns exactly the affected stages (through Snakemake).
     repro = run(["dvc", "repro"], workdir)
     ran = set(re.findall(r"Running stage '([^']+)'", repro.stdout))
-    assert ran == {"train@full-0", "evaluate@full-0", "curves@full", "table"}, \
+    assert ran == {"train@full-0", "evaluate@full-0", "curves@full", "galleries@full", "table", "figures"}, \
         repro.stdout
     status = run(["dvc", "status", "dvc.yaml"], workdir)
     assert stale_dvc_stages(status.stdout) == set(), status.stdout

@@ -1,0 +1,202 @@
+"""DVC knows what Snakemake built, and a DVC remote round trip (issue 18).
+
+One pipeline run is shared by the slow tests, in order: a `make run`-equivalent
+(`snakemake --cores 2`) in a copy of the repository whose params.yaml is shrunk (DVC
+reads params.yaml, so the shrink is there, not in --config). Then:
+1. the run recorded itself in dvc.lock: `dvc status` is clean and quick, `snakemake -n`
+   has nothing to do; committed as run A and pushed to a local-folder remote;
+2. one variant's setting changes: `dvc status` names its training stage only, and
+   `dvc repro` reruns that variant's stages, the table and the figures; committed as run B
+   and pushed;
+3. a fresh `git clone` + `dvc pull` (+ `snakemake --touch`) holds run B's table and has
+   nothing left for `snakemake -n`; `git checkout` of run A + `dvc checkout` brings back run A's model and table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from atreid.commands.dvc_sync import covered, skip_reason
+from tests.e2e import commit_all, copy_tracked_files, run
+
+TINY = {
+    "data": {
+        "synthetic": {"train_persons": 8, "test_persons": 6, "outfits": [2, 2], "dates": 2,
+                      "train_cameras_per_outfit": 4, "train_frames_per_clip": 6, "image_height": 64,
+                      "image_width": 32},
+        "atustc": {"frames_per_clip": 4, "decode_workers": 1},
+    },
+    "model": {"image_size": [64, 32]},
+    "pretrain": {"persons": 6, "outfits": 2, "cameras": 4, "views": 2, "iterations": 3, "batch_size": 8,
+                 "threads": 1},
+    "train": {"epochs": 1, "iters_per_epoch": 3, "batch_p": 4, "batch_k": 4, "num_workers": 0},
+}
+VARIANTS = {"baseline": {"ncls": 6, "said": False, "moae": False, "hdw": False},
+            "ncls1": {"ncls": 1, "said": False, "moae": False, "hdw": False}}
+STAGES_OF_NCLS1 = {"train@ncls1-0", "evaluate@ncls1-0", "curves@ncls1", "galleries@ncls1", "table", "figures"}
+
+
+def stale_dvc_stages(output: str) -> set[str]:
+    return {line.strip().rstrip(":") for line in output.splitlines()
+            if line and not line.startswith((" ", "\t")) and line.strip().endswith(":")}
+
+
+def git(work: Path, *args: str) -> str:
+    return run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], work).stdout.strip()
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_params(work: Path, change) -> None:
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    change(params)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def shrink(params: dict) -> None:
+    from atreid.config import deep_merge
+
+    params.update(deep_merge(params, TINY))
+    params["seeds"] = [0]
+    params["variants"] = VARIANTS
+    params["eval"]["benchmarks"] = ["atustc", "market1501"]
+    params["data"]["benchmarks"] = {"market1501": params["data"]["benchmarks"]["market1501"]}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> SimpleNamespace:
+    """The repository copy after one `snakemake --cores 2`, and what the tests record."""
+    tmp = tmp_path_factory.mktemp("dvc_sync")
+    work = copy_tracked_files(tmp / "repo")
+    write_params(work, shrink)
+    commit_all(work)
+    built = run(["snakemake", "--cores", "2"], work)
+    return SimpleNamespace(work=work, remote=tmp / "remote", clone=tmp / "clone", log=built.stderr, runs={})
+
+
+@pytest.mark.slow
+def test_a_snakemake_run_records_itself_in_dvc_lock(pipeline):
+    work = pipeline.work
+    assert "dvc.lock: recorded" in pipeline.log, pipeline.log[-3000:]
+    assert (work / "dvc.lock").is_file()
+    start = time.monotonic()
+    status = run(["dvc", "status"], work)
+    seconds = time.monotonic() - start
+    assert stale_dvc_stages(status.stdout) == set(), status.stdout
+    print(f"dvc status after the run: {seconds:.1f} s")
+    assert seconds < 30, seconds  # seconds, not the minute of hashing without a lock
+    # dvc commit --no-relink left Snakemake's files and modification times alone.
+    dry = run(["snakemake", "-n"], work)
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout
+
+    # Run A: committed, and pushed to a local folder (the README's "DVC remote").
+    run(["dvc", "remote", "add", "-d", "storage", str(pipeline.remote)], work)
+    run(["dvc", "remote", "add", "datasets", str(pipeline.remote)], work)
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "run A")
+    run(["dvc", "push"], work)
+    pipeline.runs["A"] = {"rev": git(work, "rev-parse", "HEAD"),
+                          "table": (work / "results" / "table.csv").read_bytes(),
+                          "model": digest(work / "models" / "ncls1" / "seed0" / "model.pt")}
+
+
+@pytest.mark.slow
+def test_dvc_repro_after_a_one_variant_change_reruns_that_variant_only(pipeline):
+    work = pipeline.work
+    write_params(work, lambda params: params["variants"]["ncls1"].update(train={"iters_per_epoch": 4}))
+    status = run(["dvc", "status"], work)
+    assert stale_dvc_stages(status.stdout) == {"train@ncls1-0"}, status.stdout
+
+    repro = run(["dvc", "repro"], work)
+    ran = set(re.findall(r"Running stage '([^']+)'", repro.stdout))
+    assert ran == STAGES_OF_NCLS1, repro.stdout
+    assert stale_dvc_stages(run(["dvc", "status"], work).stdout) == set()
+    assert digest(work / "models" / "ncls1" / "seed0" / "model.pt") != pipeline.runs["A"]["model"]
+
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "run B: ncls1 trains 4 iterations an epoch")
+    run(["dvc", "push"], work)
+    pipeline.runs["B"] = {"table": (work / "results" / "table.csv").read_bytes()}
+    assert pipeline.runs["B"]["table"] != pipeline.runs["A"]["table"]
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_pulls_the_run_and_checks_out_an_older_one(pipeline):
+    clone = pipeline.clone
+    run(["git", "clone", "-q", str(pipeline.work), str(clone)], pipeline.work)
+    pulled = run(["dvc", "pull"], clone)
+    assert (clone / "results" / "table.csv").read_bytes() == pipeline.runs["B"]["table"], pulled.stdout
+    assert stale_dvc_stages(run(["dvc", "status"], clone).stdout) == set()
+    # DVC wrote the files in its own order (new times): Snakemake accepts them once touched.
+    run(["snakemake", "--touch", "--cores", "1"], clone)
+    dry = run(["snakemake", "-n"], clone)
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout
+    assert stale_dvc_stages(run(["dvc", "status"], clone).stdout) == set()
+
+    git(clone, "checkout", "-q", pipeline.runs["A"]["rev"])
+    run(["dvc", "checkout"], clone)
+    assert (clone / "results" / "table.csv").read_bytes() == pipeline.runs["A"]["table"]
+    assert digest(clone / "models" / "ncls1" / "seed0" / "model.pt") == pipeline.runs["A"]["model"]
+
+
+@pytest.mark.slow
+def test_only_the_shared_remote_leaves_the_datasets_behind(pipeline, tmp_path):
+    """`dvc push -r storage` (a shared remote) skips every dataset: they go to `datasets`."""
+    work = pipeline.work
+    shared = tmp_path / "shared"
+    run(["dvc", "remote", "add", "--local", "shared", str(shared)], work)
+    run(["dvc", "push", "-r", "shared"], work)
+    pushed = {path.name for path in shared.rglob("*") if path.is_file()}
+    lock = yaml.safe_load((work / "dvc.lock").read_text())
+    hashes = {stage: {out["path"]: out["md5"] for out in entry.get("outs", [])}
+              for stage, entry in lock["stages"].items()}
+    model = hashes["train@ncls1-0"]["models/ncls1/seed0/model.pt"]
+    assert model[2:] in pushed
+    for stage in ("data", "benchmark_data@market1501"):
+        for path, md5 in hashes[stage].items():
+            assert md5.removesuffix(".dir")[2:] not in pushed, path
+
+
+# ---- the hook's decisions, without a pipeline ----------------------------------------
+def test_covered_needs_every_file_of_a_folder_or_the_folder_itself(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    for name in ("a.json", "b.json"):
+        (tmp_path / "run" / name).write_text("{}")
+    assert covered("run", {"run/a.json", "run/b.json"})
+    assert not covered("run", {"run/a.json"})  # b.json: not built by this run
+    assert covered("run/a.json", {"run"}) and covered("run", {"run"})
+    assert not covered("missing.json", {"missing.json"})
+
+
+def test_no_record_inside_dvc_repro_or_with_other_settings(tmp_path, monkeypatch):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / ".dvc").mkdir()
+    plain = SimpleNamespace(config_settings=SimpleNamespace(config={}, configfiles=[]))
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    assert skip_reason(plain, tmp_path) is None
+    overridden = SimpleNamespace(config_settings=SimpleNamespace(config={"seeds": [3]}, configfiles=[]))
+    assert "params.yaml" in skip_reason(overridden, tmp_path)
+    preset = SimpleNamespace(config_settings=SimpleNamespace(config={}, configfiles=[Path("presets/paper.yaml")]))
+    assert "--configfile" in skip_reason(preset, tmp_path)
+    assert "not a DVC repository" in skip_reason(plain, tmp_path / "elsewhere")
+    monkeypatch.setenv("DVC_STAGE", "train@full-0")
+    assert skip_reason(plain, tmp_path) == ""  # DVC writes its own lock: silently
+
+
+def test_a_dry_run_leaves_dvc_alone(tmp_path):
+    """Snakemake calls no onsuccess handler for -n: no dvc.lock, and no dvc import."""
+    work = copy_tracked_files(tmp_path / "repo")
+    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
+    dry = run(["snakemake", "-n"], work)
+    assert "dvc.lock" not in dry.stdout + dry.stderr and not (work / "dvc.lock").exists()
