@@ -10,16 +10,17 @@ images) for two variants that differ only in ``train.devices`` and ``train.cpu_t
 - ``one``: ``devices: 1``, the documented single-process equivalent: the same global
   P x K = 4 x 4 batch in one process.
 
-They must end with the same weights: the two ranks' batches together are the
+The variant is ``full`` (SAID, MoAE, HDW) with the triplet loss on from the first
+epoch. The runs must end with the same weights: the two ranks' batches together are the
 single-process batch (same rows, same augmentation seeds; tests/test_ddp.py), DDP
 averages the gradients, and every batch statistic is that of the global batch -- the BN
 necks' (:class:`atreid.engine.distributed.GlooSyncBatchNorm` on CPU), SAID's subset
-counts and HDW's group means (the criterion's ``rank_sum``). Measured difference: 5e-7 at
-most (BN running means of magnitude 0.9, a few float32 ulps): sums taken in another
-order (all-reduce, per-rank batches). Before, with per-rank statistics, it was 0.3 on
-the running means and 0.04 on the classifiers (BN), and 0.012 on the classifiers (HDW).
-Not covered: the batch-hard triplet loss mines within each rank's identities (off in
-the recipe: triplet_start_epoch 999).
+counts, HDW's group means (the criterion's ``rank_sum``) and the triplet loss's hardest
+positives and negatives (``rank_gather``). Measured difference: 6.6e-7 at most (BN
+running means of magnitude 1, a few float32 ulps; 2.6e-7 on the parameters): sums
+taken in another order (all-reduce, per-rank batches). With per-rank statistics it was
+0.3 on the running means and 0.04 on the classifiers (BN), 0.012 on the classifiers
+(HDW).
 
 The variant has MoAE, the one whose DDP wrapper had ``find_unused_parameters``: it is
 off, and 4 steps without DDP's "parameters that were not used" error show none is
@@ -31,6 +32,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -43,7 +45,8 @@ pytestmark = pytest.mark.slow
 # process does; after 4 SGD steps weights agree to a few float32 ulps.
 TOLERANCE = 2e-6
 
-VARIANT = {"ncls": 6, "said": True, "moae": True, "hdw": True}  # params.yaml's full (Uni-AT)
+# params.yaml's full (Uni-AT), with the triplet loss from the first epoch (the recipe has it never).
+VARIANT = {"ncls": 6, "said": True, "moae": True, "hdw": True, "train": {"triplet_start_epoch": 0}}
 SHRUNK = {
     "data": {
         "synthetic": {"train_persons": 8, "test_persons": 6, "outfits": [2, 2], "dates": 2,
@@ -65,8 +68,8 @@ def trained(tmp_path_factory) -> Path:
     work = copy_tracked_files(tmp_path_factory.mktemp("ddp_rule") / "repo")
     params = deep_merge(yaml.safe_load((work / "params.yaml").read_text()), SHRUNK)
     params["seeds"] = [0]
-    params["variants"] = {"two": {**VARIANT, "train": {"devices": 2, "cpu_threads": 2}},
-                          "one": {**VARIANT, "train": {"devices": 1, "cpu_threads": 1}}}
+    params["variants"] = {"two": deep_merge(VARIANT, {"train": {"devices": 2, "cpu_threads": 2}}),
+                          "one": deep_merge(VARIANT, {"train": {"devices": 1, "cpu_threads": 1}})}
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     commit_all(work)
     done = run(["snakemake", "--cores", "2", "models/two/seed0/model.pt", "models/one/seed0/model.pt"], work)
@@ -105,6 +108,10 @@ def test_same_weights_as_the_single_process_equivalent(trained):
     diffs = {key: (value.double() - one["state_dict"][key].double()).abs().max().item()
              for key, value in two["state_dict"].items()}
     worst = max(diffs, key=diffs.get)
-    # Measured 5e-7 (a BN running mean of magnitude 0.9, a few float32 ulps); with per-rank
-    # BN and HDW statistics it was 0.3 (running means) and 0.04 (classifiers).
+    # Measured 6.6e-7 (a BN running mean of magnitude 1, a few float32 ulps), 2.6e-7 on the
+    # parameters; with per-rank BN and HDW statistics it was 0.3 (running means) and 0.04
+    # (classifiers).
     assert diffs[worst] <= TOLERANCE, f"{worst}: {diffs[worst]:.3g}"
+    for variant in ("two", "one"):  # the triplet loss took part
+        history = pd.read_csv(trained / "models" / variant / "seed0" / "history.csv")
+        assert (history["loss_triplet"] > 0).all(), history

@@ -129,6 +129,34 @@ def autograd_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     return _AllReduceSum.apply(tensor)
 
 
+class _AllGather(torch.autograd.Function):
+    """The ranks' tensors (of one shape) concatenated along dim 0 in rank order; each rank's
+    input gets its slice of the gradient summed over ranks."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        ctx.rows = tensor.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        start = dist.get_rank() * ctx.rows
+        return total[start:start + ctx.rows]
+
+
+def autograd_all_gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` (the same shape on all) concatenated in rank order, differentiable.
+
+    The batch-hard triplet loss mines over the global batch with it; every rank computes
+    the same loss, and DDP's gradient averaging then gives the single-process gradient.
+    """
+    return _AllGather.apply(tensor)
+
+
 class GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the batch of every rank (CPU/gloo).
 

@@ -268,8 +268,8 @@ def _train(settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device, in
     seed_everything(seed)
     model = build_training_model(settings, num_persons, num_outfits)
     criterion = build_criterion(settings, labels)
-    if ctx.enabled:  # batch means of the loss (SAID subsets, HDW groups) over the global batch
-        criterion.rank_sum = ddp.autograd_all_reduce
+    if ctx.enabled:  # the loss's batch statistics (SAID, HDW, triplet mining) over the global batch
+        criterion.rank_sum, criterion.rank_gather = ddp.autograd_all_reduce, ddp.autograd_all_gather
     state, state_path = find_checkpoint(checkpoint_dir, digest, main=ctx.is_main)
     if state is None and pretrained != "none":
         report = load_pretrained_weights(model, pretrained,

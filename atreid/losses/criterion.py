@@ -11,11 +11,11 @@ Switches only on flags (``said``, ``hdw``, ``use_triplet``), never on a variant 
 - triplet (when ``use_triplet``): sum over heads of the batch-hard triplet loss on the
   pre-BN tokens, heads 0/1 on RGB samples, 2/3 on IR, 4/5 on all.
 
-Under DDP (``rank_sum`` set, :mod:`atreid.engine.distributed`) every rank returns its
-share of the global batch's loss: the subset means and HDW's group means divide by the
-global counts, so the ranks' mean loss (what DDP's gradient averaging differentiates) is
-the single-process loss. The batch-hard triplet loss still mines within each rank's
-identities.
+Under DDP (``rank_sum`` and ``rank_gather`` set, :mod:`atreid.engine.distributed`)
+every rank returns its share of the global batch's loss: the subset means and HDW's
+group means divide by the global counts, and the triplet loss mines over the gathered
+global batch (the same value on every rank), so the ranks' mean loss (what DDP's
+gradient averaging differentiates) is the single-process loss.
 """
 
 from __future__ import annotations
@@ -53,13 +53,16 @@ class UniATCriterion(nn.Module):
         rank_sum: under DDP, a sum over ranks that gradients flow through (the trainer
             sets :func:`atreid.engine.distributed.autograd_all_reduce`); None for one
             process.
+        rank_gather: under DDP, the ranks' tensors concatenated, differentiable
+            (:func:`atreid.engine.distributed.autograd_all_gather`); None for one process.
     """
 
     def __init__(self, said: bool, hdw: bool, triplet_margin: float = 0.3,
                  outfit_to_person: Sequence[int] | torch.Tensor | None = None,
-                 classifier_sizing: str | None = None, rank_sum: RankSum | None = None) -> None:
+                 classifier_sizing: str | None = None, rank_sum: RankSum | None = None,
+                 rank_gather: RankSum | None = None) -> None:
         super().__init__()
-        self.rank_sum = rank_sum
+        self.rank_sum, self.rank_gather = rank_sum, rank_gather
         self.said, self.hdw, self.triplet_margin = bool(said), bool(hdw), float(triplet_margin)
         if classifier_sizing not in (None, *CLASSIFIER_SIZINGS):
             raise AtreidError(f"classifier_sizing must be one of {', '.join(CLASSIFIER_SIZINGS)}, "
@@ -141,9 +144,12 @@ class UniATCriterion(nn.Module):
             total, weights = head_mean.sum(), torch.ones_like(head_mean)
         triplet = total.new_zeros(())
         if use_triplet:
-            subsets = head_masks(modality, NUM_HEADS)
+            feats, ids, mods = tokens, person, modality
+            if self.rank_gather is not None:  # DDP: mine over the global batch
+                feats, ids, mods = (self.rank_gather(t) for t in (tokens, person, modality))
+            subsets = head_masks(mods, NUM_HEADS)
             for h in range(NUM_HEADS):
-                triplet = triplet + batch_hard_triplet(tokens[:, h], person, subsets[h], self.triplet_margin)
+                triplet = triplet + batch_hard_triplet(feats[:, h], ids, subsets[h], self.triplet_margin)
             total = total + triplet
         acc = correct.sum(dim=1) / count
         # One device-to-host copy for all statistics.
