@@ -67,7 +67,10 @@ class LabelSupport:
 def label_support(train: pd.DataFrame, dataset: str) -> LabelSupport:
     """The labels the training rows ``train`` (``modality``, ``clothes`` columns) carry."""
     present = set(train["modality"].astype(str)) if "modality" in train else set()
-    unlabelled = int((train["clothes"].astype("int64") < 0).sum()) if "clothes" in train else len(train)
+    if "clothes" in train:  # -1 (or an empty cell) is "no clothes label"
+        unlabelled = int((pd.to_numeric(train["clothes"], errors="coerce").fillna(-1) < 0).sum())
+    else:
+        unlabelled = len(train)
     return LabelSupport(dataset=dataset, modalities=tuple(m for m in MODALITY_NAMES if m in present),
                         clothes=len(train) > 0 and unlabelled == 0, unlabelled_clothes=unlabelled,
                         images=len(train))
