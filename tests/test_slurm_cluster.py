@@ -1,0 +1,252 @@
+"""The smallest pipeline on a real (single-node) SLURM cluster, through profiles/slurm.
+
+tests/slurm/start_cluster.sh installs Debian's SLURM (apt) and starts munge, MariaDB +
+slurmdbd, slurmctld and slurmd on this machine, on 127.0.0.1 only: one node declared as
+32 CPUs, 128 GB and two `gpu` GRES, partitions `main` (default) and `gpus`, account
+`atreid-lab`, and JobRequeue=0 (jobs are requeueable only when they ask for it). Then, in
+two copies of the repository with the same shrunk params.yaml (one variant, one seed, 3
+short epochs, AT-USTC + Market-1501):
+
+1. `snakemake --cores 2 results/table.csv` runs it locally: the reference;
+2. `snakemake --profile profiles/slurm results/table.csv` runs it on SLURM, the profile
+   unchanged, only its site variables set (ATREID_SLURM_PARTITION=main,
+   ATREID_SLURM_GPU_PARTITION=gpus, ATREID_SLURM_ACCOUNT=atreid-lab);
+3. once the training job has written its first epoch's checkpoint, `scontrol requeue`
+   puts it back in the queue, as SLURM does to a preempted (PreemptMode=REQUEUE) job or
+   one whose node failed; the test only lifts SLURM's 2-minute hold on requeued jobs;
+4. checks: sacct lists exactly one COMPLETED job per job of the run except the local
+   rules (install_*), with the partition, the account and, for training and evaluation,
+   one GPU; the training job was requeued and its second start resumed after the first
+   epoch (its log says so); each job's SLURM log is in
+   .snakemake/slurm_logs/rule_<rule>/<wildcards>/<jobid>.log and each rule's log under
+   logs/; results/table.csv is byte for byte the local run's.
+
+The daemons are stopped afterwards, also when the test fails. The test is skipped, with
+the reason, where the cluster cannot start (not root, no apt-get, a package that does not
+install, a daemon that does not come up).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.e2e import BIN, commit_all, copy_tracked_files, jobs_of_dry_run, run
+
+pytestmark = pytest.mark.slow
+
+SCRIPTS = REPO / "tests" / "slurm"
+SITE = {"ATREID_SLURM_PARTITION": "main", "ATREID_SLURM_GPU_PARTITION": "gpus",
+        "ATREID_SLURM_ACCOUNT": "atreid-lab"}
+LOCAL_RULES = {"install_atustc", "install_benchmark"}
+GPU_RULES = {"train_model", "evaluate_run"}
+SHRUNK = {
+    "data": {
+        "synthetic": {"train_persons": 8, "test_persons": 6, "outfits": [2, 2], "dates": 2,
+                      "train_cameras_per_outfit": 4, "train_frames_per_clip": 6, "image_height": 64,
+                      "image_width": 32},
+        "atustc": {"frames_per_clip": 4, "decode_workers": 1},
+    },
+    "model": {"image_size": [64, 32]},
+    "pretrain": {"persons": 6, "outfits": 2, "cameras": 4, "views": 2, "iterations": 3, "batch_size": 8,
+                 "threads": 1},
+    # Three epochs: the requeue lands after the first one, two remain to resume.
+    "train": {"epochs": 3, "iters_per_epoch": 6, "batch_p": 4, "batch_k": 4, "num_workers": 0},
+}
+
+
+def shrunk_copy(work: Path) -> Path:
+    """A copy of the repository whose params.yaml is the shrunk pipeline."""
+    from atreid.config import deep_merge
+
+    copy_tracked_files(work)
+    params = deep_merge(yaml.safe_load((work / "params.yaml").read_text()), SHRUNK)
+    params["variants"] = {"full": params["variants"]["full"]}
+    params["seeds"] = [0]
+    params["eval"]["benchmarks"] = ["atustc", "market1501"]
+    params["data"]["benchmarks"] = {"market1501": params["data"]["benchmarks"]["market1501"]}
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    commit_all(work)
+    return work
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> dict[str, str]:
+    """The environment of commands on a running single-node cluster (with the site variables)."""
+    state = tmp_path_factory.mktemp("slurm-cluster")
+    try:
+        started = subprocess.run(["bash", str(SCRIPTS / "start_cluster.sh"), str(state)],
+                                 capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["bash", str(SCRIPTS / "stop_cluster.sh"), str(state)], timeout=120)
+        pytest.skip("SLURM test cluster: start_cluster.sh took over 15 min")
+    if started.returncode != 0:
+        subprocess.run(["bash", str(SCRIPTS / "stop_cluster.sh"), str(state)], timeout=120)
+        reason = started.stderr.strip().splitlines()
+        pytest.skip("SLURM test cluster did not start: " + "\n".join(reason[:1] + reason[-20:]))
+    try:
+        yield dict(os.environ, **SITE)
+    finally:
+        subprocess.run(["bash", str(SCRIPTS / "stop_cluster.sh"), str(state)], timeout=120)
+
+
+def slurm(cmd: list[str], env: dict[str, str]) -> str:
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def requeue_training_after_first_epoch(snakemake: subprocess.Popen, work: Path, env: dict[str, str]) -> str:
+    """Requeue the running training job once checkpoints/ holds its first epoch; its job id."""
+    checkpoint = work / "checkpoints" / "full" / "seed0" / "last.pt"
+    while snakemake.poll() is None:
+        if checkpoint.is_file():
+            jobs = slurm(["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k"], env).split()
+            train = [line.split("|")[0] for line in jobs if line.split("|")[1].startswith("rule_train_model")]
+            if train:
+                slurm(["scontrol", "requeue", train[0]], env)
+                # A requeued job waits 2 min (BeginTime) before it may start again: not here.
+                for _ in range(50):
+                    if "PENDING" in slurm(["squeue", "-h", "-j", train[0], "-o", "%T"], env):
+                        slurm(["scontrol", "update", f"JobId={train[0]}", "StartTime=now"], env)
+                        return train[0]
+                    time.sleep(0.2)
+                raise AssertionError(f"training job {train[0]} did not return to the queue")
+        time.sleep(0.2)
+    raise AssertionError("snakemake ended before the training job wrote its first checkpoint")
+
+
+def test_smallest_pipeline_on_slurm_equals_the_local_run(cluster, tmp_path):
+    local = shrunk_copy(tmp_path / "local")
+    run(["snakemake", "--cores", "2", "results/table.csv"], local)
+
+    work = shrunk_copy(tmp_path / "slurm")
+    env = dict(cluster, PATH=f"{BIN}{os.pathsep}{cluster.get('PATH', '')}", ATREID_QUIET="1")
+    planned = jobs_of_dry_run(run(["snakemake", "--profile", "profiles/slurm", "-n", "results/table.csv"],
+                                  work).stdout)
+    expected = {rule: n for rule, n in planned.items() if rule not in LOCAL_RULES}
+    assert set(planned) & LOCAL_RULES and expected.get("train_model") == 1, planned
+
+    # The profile as it is; only the status polling starts sooner than the plugin's 40 s.
+    command = ["snakemake", "--profile", "profiles/slurm", "results/table.csv",
+               "--slurm-init-seconds-before-status-checks", "2"]
+    with open(tmp_path / "snakemake.log", "w") as log:
+        snakemake = subprocess.Popen(command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            requeued = requeue_training_after_first_epoch(snakemake, work, env)
+            assert snakemake.wait(timeout=900) == 0
+        finally:
+            if snakemake.poll() is None:
+                snakemake.terminate()
+                snakemake.wait(timeout=60)
+    output = (tmp_path / "snakemake.log").read_text()
+    assert "SLURM run ID" in output, output[-3000:]
+    run_id = re.search(r"SLURM run ID: (\S+)", output)[1]
+
+    # sacct: one COMPLETED job per non-local job, where the profile sent it.
+    sacct = slurm(["sacct", "-X", "-P", "-n", "--starttime", "2000-01-01", "--name", run_id,
+                   "--format=JobIDRaw,State,Partition,Account,AllocTRES%200,Comment%300"], env)
+    (tmp_path / "sacct.txt").write_text(sacct)
+    rows = [line.split("|") for line in sacct.splitlines()]
+    assert rows, output[-3000:]
+    by_rule: dict[str, int] = {}
+    for job_id, state, partition, account, tres, comment in rows:
+        rule = re.match(r"rule_(\w+?)(_wildcards_.*)?$", comment)[1]
+        by_rule[rule] = by_rule.get(rule, 0) + 1
+        assert state == "COMPLETED", rows
+        assert account == "atreid-lab", rows
+        assert partition == ("gpus" if rule in GPU_RULES else "main"), rows
+        assert ("gres/gpu=1" in tres) == (rule in GPU_RULES), rows
+        logs = list((work / ".snakemake" / "slurm_logs" / f"rule_{rule}").glob(f"**/{job_id}.log"))
+        assert len(logs) == 1, (rule, job_id)
+    assert by_rule == expected, (by_rule, expected)
+
+    # The training job was requeued by SLURM and resumed from its checkpoint.
+    history = slurm(["sacct", "-D", "-X", "-P", "-n", "-j", requeued, "--format=State"], env).split()
+    assert history == ["REQUEUED", "COMPLETED"], history
+    train_log = (work / "logs" / "train" / "full" / "seed0.log").read_text()
+    assert re.search(r"resuming full.* after epoch [12] of 3", train_log), train_log
+
+    for rule_log in ("data/index_atustc.log", "train/full/seed0.log", "evaluate/full/seed0.log", "table.log"):
+        assert (work / "logs" / rule_log).is_file(), rule_log
+    assert (work / "results" / "table.csv").read_bytes() == (local / "results" / "table.csv").read_bytes()
+
+
+def profile(**site: str) -> dict:
+    """profiles/slurm/config.yaml as snakemake reads it, with these site variables set."""
+    import yte
+
+    saved = {name: os.environ.pop(name, None) for name in (*SITE, "ATREID_SLURM_GPUS")}
+    try:
+        os.environ.update(site)
+        with open(REPO / "profiles" / "slurm" / "config.yaml") as stream:
+            return yte.process_yaml(stream, require_use_yte=True)
+    finally:
+        for name in (*SITE, "ATREID_SLURM_GPUS"):
+            os.environ.pop(name, None)
+            if saved[name] is not None:
+                os.environ[name] = saved[name]
+
+
+def test_profile_site_variables():
+    plain = profile()
+    assert plain["executor"] == "slurm" and plain["slurm-requeue"] is True and plain["retries"] >= 1
+    assert plain["default-resources"]["slurm_partition"] == "cpu"
+    assert "slurm_account" not in plain["default-resources"]
+    assert plain["set-resources"]["train_model"]["slurm_partition"] == "gpu"
+    assert "gpu" not in plain["set-resources"]["train_model"]  # the rule's: train.devices
+    assert plain["set-resources"]["evaluate_run"]["gpu"] == 1
+    # Threads stay the rules' own (CPU results depend on them).
+    assert not set(plain.get("set-threads", {})) & {"train_model", "evaluate_run", "pretrain_backbone"}
+
+    site = profile(**SITE)
+    assert site["default-resources"]["slurm_partition"] == "main"
+    assert site["default-resources"]["slurm_account"] == "atreid-lab"
+    assert site["set-resources"]["evaluate_run"]["slurm_partition"] == "gpus"
+
+    cpu_only = profile(ATREID_SLURM_PARTITION="batch", ATREID_SLURM_GPUS="0")
+    for rule in ("train_model", "evaluate_run"):
+        assert cpu_only["set-resources"][rule]["gpu"] == 0
+        assert cpu_only["set-resources"][rule]["slurm_partition"] == "batch"
+
+
+def test_gpu_requests_follow_train_devices(tmp_path):
+    """`snakemake -n --profile profiles/slurm`: a training job asks for train.devices GPUs
+    (none with ATREID_SLURM_GPUS=0), an evaluation job for one."""
+    from atreid.config import deep_merge
+
+    work = copy_tracked_files(tmp_path / "repo")
+    params = deep_merge(yaml.safe_load((work / "params.yaml").read_text()), SHRUNK)
+    params["variants"] = {"full": params["variants"]["full"],
+                          "baseline": {**params["variants"]["baseline"], "train": {"devices": 2}}}
+    params["seeds"] = [0]
+    params["eval"]["benchmarks"] = ["atustc"]
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def gpus(**site: str) -> dict[str, str]:
+        env = {name: value for name, value in os.environ.items() if not name.startswith("ATREID_SLURM_")}
+        env.update(site, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+        dry = subprocess.run(["snakemake", "--profile", "profiles/slurm", "-n", "results/table.csv"], cwd=work,
+                             env=env, capture_output=True, text=True)
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        found = {}
+        for block in (dry.stdout + dry.stderr).split("rule ")[1:]:
+            name = block.split(":")[0]
+            wildcards = re.search(r"wildcards: (.*)", block)
+            gpu = re.search(r"resources: .*\bgpu=(\d+)", block)
+            key = f"{name} {wildcards[1] if wildcards else ''}".strip()
+            found[key] = gpu[1] if gpu else "-"
+        return found
+
+    requests = gpus()
+    assert requests["train_model variant=full, seed=0"] == "1"
+    assert requests["train_model variant=baseline, seed=0"] == "2"
+    assert requests["evaluate_run variant=full, run=seed0"] == "1"
+    assert requests["prepare_atustc"] == "-"
+    requests = gpus(ATREID_SLURM_GPUS="0")
+    assert {requests["train_model variant=baseline, seed=0"], requests["evaluate_run variant=full, run=seed0"]} == {"0"}
