@@ -9,12 +9,14 @@ reads params.yaml, so the shrink is there, not in --config). Then:
    `dvc repro` reruns that variant's stages, the table and the figures; committed as run B
    and pushed;
 3. a fresh `git clone` + `dvc pull` (+ `snakemake --touch`) holds run B's table and has
-   nothing left for `snakemake -n`; `git checkout` of run A + `dvc checkout` brings back run A's model and table.
+   nothing left for `snakemake -n`; `git checkout` of run A + `dvc pull` there (`dvc
+   checkout` in the repository that made the runs) brings back run A's model and table.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import subprocess
 import time
@@ -143,10 +145,17 @@ def test_a_fresh_clone_pulls_the_run_and_checks_out_an_older_one(pipeline):
     assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout
     assert stale_dvc_stages(run(["dvc", "status"], clone).stdout) == set()
 
-    git(clone, "checkout", "-q", pipeline.runs["A"]["rev"])
-    run(["dvc", "checkout"], clone)
-    assert (clone / "results" / "table.csv").read_bytes() == pipeline.runs["A"]["table"]
-    assert digest(clone / "models" / "ncls1" / "seed0" / "model.pt") == pipeline.runs["A"]["model"]
+    # An older run: the clone fetches what its cache lacks (dvc pull), the repository that
+    # made the runs has it already (dvc checkout).
+    for repo, restore in ((clone, "pull"), (pipeline.work, "checkout")):
+        git(repo, "checkout", "-q", pipeline.runs["A"]["rev"])
+        run(["dvc", restore], repo)
+        assert (repo / "results" / "table.csv").read_bytes() == pipeline.runs["A"]["table"], restore
+        assert digest(repo / "models" / "ncls1" / "seed0" / "model.pt") == pipeline.runs["A"]["model"], restore
+        assert stale_dvc_stages(run(["dvc", "status"], repo).stdout) == set(), restore
+    git(pipeline.work, "checkout", "-q", "-")
+    run(["dvc", "checkout"], pipeline.work)
+    assert (pipeline.work / "results" / "table.csv").read_bytes() == pipeline.runs["B"]["table"]
 
 
 @pytest.mark.slow
@@ -160,11 +169,33 @@ def test_only_the_shared_remote_leaves_the_datasets_behind(pipeline, tmp_path):
     lock = yaml.safe_load((work / "dvc.lock").read_text())
     hashes = {stage: {out["path"]: out["md5"] for out in entry.get("outs", [])}
               for stage, entry in lock["stages"].items()}
-    model = hashes["train@ncls1-0"]["models/ncls1/seed0/model.pt"]
-    assert model[2:] in pushed
+    cache = work / ".dvc" / "cache" / "files" / "md5"
+
+    def objects(md5: str) -> set[str]:
+        """The names of an output's objects in a remote: its own, and a folder's files'."""
+        names = {md5[2:]}
+        if md5.endswith(".dir"):
+            names |= {entry["md5"][2:] for entry in json.loads((cache / md5[:2] / md5[2:]).read_text())}
+        return names
+
+    assert objects(hashes["train@ncls1-0"]["models/ncls1/seed0/model.pt"]) <= pushed
+    assert objects(hashes["galleries@ncls1"]["results/galleries/ncls1"]) <= pushed
     for stage in ("data", "benchmark_data@market1501"):
         for path, md5 in hashes[stage].items():
-            assert md5.removesuffix(".dir")[2:] not in pushed, path
+            assert not objects(md5) & pushed, path
+
+
+@pytest.mark.slow
+def test_a_partial_run_records_only_its_own_stages(pipeline):
+    """`snakemake <one model>` records that training (and what it found current upstream),
+    and leaves the stages after it to `dvc status`."""
+    work = pipeline.work
+    write_params(work, lambda params: params["variants"]["baseline"].update(train={"iters_per_epoch": 2}))
+    built = run(["snakemake", "--cores", "2", "models/baseline/seed0/model.pt"], work)
+    assert "left as they were" in built.stderr, built.stderr[-2000:]
+    status = run(["dvc", "status"], work)
+    assert stale_dvc_stages(status.stdout) == {"evaluate@baseline-0", "curves@baseline", "galleries@baseline",
+                                               "figures"}, status.stdout
 
 
 # ---- the hook's decisions, without a pipeline ----------------------------------------
