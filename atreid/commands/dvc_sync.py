@@ -64,7 +64,7 @@ def record_snakemake_run(workflow) -> None:
         os.unlink(f.name)
     for line in (result.stdout + result.stderr).splitlines():
         print(line, file=sys.stderr)
-    if result.returncode != 0:
+    if result.returncode != 0 and f"{PREFIX}:" not in result.stdout + result.stderr:  # it crashed
         print(f"{PREFIX}: not updated (atreid dvc-sync exited with {result.returncode}); "
               f"`dvc status` will show the stages this run built as changed", file=sys.stderr)
 
