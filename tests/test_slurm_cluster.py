@@ -4,7 +4,7 @@ tests/slurm/start_cluster.sh installs Debian's SLURM (apt) and starts munge, Mar
 slurmdbd, slurmctld and slurmd on this machine, on 127.0.0.1 only: one node declared as
 32 CPUs, 128 GB and two `gpu` GRES, partitions `main` (default) and `gpus`, account
 `atreid-lab`, and JobRequeue=0 (jobs are requeueable only when they ask for it). Then, in
-two copies of the repository with the same shrunk params.yaml (one variant, one seed, 4
+two copies of the repository with the same shrunk params.yaml (one variant, one seed, 5
 short epochs, AT-USTC + Market-1501):
 
 1. `snakemake --cores 2 results/table.csv` runs it locally: the reference;
@@ -12,12 +12,16 @@ short epochs, AT-USTC + Market-1501):
    unchanged, only its site variables set (ATREID_SLURM_PARTITION=main,
    ATREID_SLURM_GPU_PARTITION=gpus, ATREID_SLURM_ACCOUNT=atreid-lab);
 3. once the training job has written its first epoch's checkpoint, `scontrol requeue`
-   puts it back in the queue, as SLURM does to a preempted (PreemptMode=REQUEUE) job or
-   one whose node failed; the test only lifts SLURM's 2-minute hold on requeued jobs;
+   puts it back in the queue, as SLURM does to a job preempted with PreemptMode=REQUEUE
+   or one whose node failed (the test only lifts SLURM's 2-minute hold on requeued
+   jobs); once its second start has resumed and checkpointed a later epoch, its training
+   process is killed (SIGKILL, as by the OOM killer): the job FAILS, and snakemake
+   submits it again (the profile's retries);
 4. checks: sacct lists exactly one COMPLETED job per job of the run except the local
-   rules (install_*), with the partition, the account and, for training and evaluation,
-   one GPU; the training job was requeued and its second start resumed after the first
-   epoch (its log says so); each job's SLURM log is in
+   rules (install_*), plus the failed training job, each with the partition, the
+   account and, for training and evaluation, one GPU; the training job's history is
+   REQUEUED then FAILED, its second start resumed after the first epoch and the retry
+   after a later one (the logs say so); each job's SLURM log is in
    .snakemake/slurm_logs/rule_<rule>/<wildcards>/<jobid>.log and each rule's log under
    logs/; results/table.csv is byte for byte the local run's.
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -57,8 +62,8 @@ SHRUNK = {
     "model": {"image_size": [64, 32]},
     "pretrain": {"persons": 6, "outfits": 2, "cameras": 4, "views": 2, "iterations": 3, "batch_size": 8,
                  "threads": 1},
-    # Four epochs: the requeue lands after the first one, three remain to resume.
-    "train": {"epochs": 4, "iters_per_epoch": 6, "batch_p": 4, "batch_k": 4, "num_workers": 0},
+    # Five epochs: the requeue lands after the first one, the cancel after a later one.
+    "train": {"epochs": 5, "iters_per_epoch": 6, "batch_p": 4, "batch_k": 4, "num_workers": 0},
 }
 
 
@@ -101,24 +106,65 @@ def slurm(cmd: list[str], env: dict[str, str]) -> str:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, timeout=60).stdout
 
 
-def requeue_training_after_first_epoch(snakemake: subprocess.Popen, work: Path, env: dict[str, str]) -> str:
-    """Requeue the running training job once checkpoints/ holds its first epoch; its job id."""
-    checkpoint = work / "checkpoints" / "full" / "seed0" / "last.pt"
-    while snakemake.poll() is None:
-        if checkpoint.is_file():
-            jobs = slurm(["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k"], env).split()
-            train = [line.split("|")[0] for line in jobs if line.split("|")[1].startswith("rule_train_model")]
-            if train:
-                slurm(["scontrol", "requeue", train[0]], env)
-                # A requeued job waits 2 min (BeginTime) before it may start again: not here.
-                for _ in range(50):
-                    if "PENDING" in slurm(["squeue", "-h", "-j", train[0], "-o", "%T"], env):
-                        slurm(["scontrol", "update", f"JobId={train[0]}", "StartTime=now"], env)
-                        return train[0]
-                    time.sleep(0.2)
-                raise AssertionError(f"training job {train[0]} did not return to the queue")
+def wait_for(condition, snakemake: subprocess.Popen, what: str, timeout: float = 900):
+    """The first true value of ``condition()``, polled while snakemake runs."""
+    deadline = time.monotonic() + timeout
+    while snakemake.poll() is None and time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
         time.sleep(0.2)
-    raise AssertionError("snakemake ended before the training job wrote its first checkpoint")
+    raise AssertionError(f"not seen while snakemake ran (or within {timeout} s): {what}")
+
+
+def training_process(work: Path) -> int | None:
+    """The pid of the `atreid train` process running in ``work``, if any."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"train" in argv and b"--checkpoint-dir" in argv and (proc / "cwd").resolve() == work.resolve():
+                return int(proc.name)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def interrupt_training(snakemake: subprocess.Popen, work: Path, env: dict[str, str]) -> tuple[str, str]:
+    """Requeue the training job after its first epoch, kill its training after a later one.
+
+    The requeue is what SLURM does to a job preempted with PreemptMode=REQUEUE or one
+    whose node failed. The kill (SIGKILL, as the kernel's OOM killer sends) makes the job
+    FAILED, and snakemake submits it again (the profile's retries), as for a job over its
+    time limit. Returns the job id and the training log as it was before the kill.
+    """
+    checkpoint = work / "checkpoints" / "full" / "seed0" / "last.pt"  # written atomically: complete
+    train_log = work / "logs" / "train" / "full" / "seed0.log"
+
+    def mtime() -> int | None:
+        try:
+            return checkpoint.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+
+    def running_training() -> str | None:
+        jobs = [line.split("|") for line in slurm(["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k"], env).split()]
+        return next((job for job, comment in jobs if comment.startswith("rule_train_model")), None)
+
+    job = wait_for(lambda: checkpoint.is_file() and running_training(), snakemake, "a first checkpoint")
+    slurm(["scontrol", "requeue", job], env)
+    # A requeued job may start again only 2 min later (its BeginTime): lift that.
+    wait_for(lambda: "PENDING" in slurm(["squeue", "-h", "-j", job, "-o", "%T"], env), snakemake,
+             f"job {job} back in the queue", timeout=30)
+    slurm(["scontrol", "update", f"JobId={job}", "StartTime=now"], env)
+
+    # Once the second start has resumed (its log is new) and replaced the checkpoint with
+    # a later epoch's, kill its training.
+    wait_for(lambda: train_log.is_file() and "resuming " in train_log.read_text(), snakemake, "the resume")
+    resumed_from = mtime()
+    wait_for(lambda: mtime() not in (None, resumed_from), snakemake, "a checkpoint after the resume")
+    log_before_kill = train_log.read_text()
+    os.kill(wait_for(lambda: training_process(work), snakemake, "the training process"), signal.SIGKILL)
+    return job, log_before_kill
 
 
 def test_smallest_pipeline_on_slurm_equals_the_local_run(cluster, tmp_path):
@@ -139,39 +185,49 @@ def test_smallest_pipeline_on_slurm_equals_the_local_run(cluster, tmp_path):
     with open(tmp_path / "snakemake.log", "w") as log:
         snakemake = subprocess.Popen(command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
-            requeued = requeue_training_after_first_epoch(snakemake, work, env)
-            assert snakemake.wait(timeout=900) == 0
+            interrupted, log_before_kill = interrupt_training(snakemake, work, env)
+            assert snakemake.wait(timeout=600) == 0
         finally:
-            if snakemake.poll() is None:
-                snakemake.terminate()
-                snakemake.wait(timeout=60)
+            if snakemake.poll() is None:  # Ctrl-C (cancels its jobs), then a kill
+                snakemake.send_signal(signal.SIGINT)
+                try:
+                    snakemake.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    snakemake.kill()
+                    snakemake.wait()
     output = (tmp_path / "snakemake.log").read_text()
     assert "SLURM run ID" in output, output[-3000:]
     run_id = re.search(r"SLURM run ID: (\S+)", output)[1]
 
-    # sacct: one COMPLETED job per non-local job, where the profile sent it.
+    # sacct: one COMPLETED job per non-local job (two for training: the failed one and its
+    # retry), each where the profile sent it, and its SLURM log.
     sacct = slurm(["sacct", "-X", "-P", "-n", "--starttime", "2000-01-01", "--name", run_id,
                    "--format=JobIDRaw,State,Partition,Account,AllocTRES%200,Comment%300"], env)
     (tmp_path / "sacct.txt").write_text(sacct)
     rows = [line.split("|") for line in sacct.splitlines()]
     assert rows, output[-3000:]
-    by_rule: dict[str, int] = {}
+    completed: dict[str, int] = {}
     for job_id, state, partition, account, tres, comment in rows:
         rule = re.match(r"rule_(\w+?)(_wildcards_.*)?$", comment)[1]
-        by_rule[rule] = by_rule.get(rule, 0) + 1
-        assert state == "COMPLETED", rows
+        if job_id == interrupted:
+            assert rule == "train_model" and state == "FAILED", rows
+        else:
+            assert state == "COMPLETED", rows
+            completed[rule] = completed.get(rule, 0) + 1
         assert account == "atreid-lab", rows
         assert partition == ("gpus" if rule in GPU_RULES else "main"), rows
         assert ("gres/gpu=1" in tres) == (rule in GPU_RULES), rows
         logs = list((work / ".snakemake" / "slurm_logs" / f"rule_{rule}").glob(f"**/{job_id}.log"))
         assert len(logs) == 1, (rule, job_id)
-    assert by_rule == expected, (by_rule, expected)
+    assert completed == expected, (completed, expected)
 
-    # The training job was requeued by SLURM and resumed from its checkpoint.
-    history = slurm(["sacct", "-D", "-X", "-P", "-n", "-j", requeued, "--format=State"], env).split()
-    assert history == ["REQUEUED", "COMPLETED"], history
+    # Requeued by SLURM, the job resumed after the first epoch; failed, it was submitted
+    # again (a new job) and resumed after a later one.
+    history = slurm(["sacct", "-D", "-X", "-P", "-n", "-j", interrupted, "--format=State"], env).split()
+    assert history == ["REQUEUED", "FAILED"], history
+    assert re.search(r"resuming full.* after epoch [12] of 5", log_before_kill), log_before_kill
     train_log = (work / "logs" / "train" / "full" / "seed0.log").read_text()
-    assert re.search(r"resuming full.* after epoch [123] of 4", train_log), train_log
+    assert re.search(r"resuming full.* after epoch [234] of 5", train_log), train_log
 
     assert len(rule_logs) == sum(planned.values()), rule_logs
     for rule_log in rule_logs:
