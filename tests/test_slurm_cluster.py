@@ -183,7 +183,9 @@ def test_smallest_pipeline_on_slurm_equals_the_local_run(cluster, tmp_path):
     command = ["snakemake", "--profile", "profiles/slurm", "results/table.csv",
                "--slurm-init-seconds-before-status-checks", "2"]
     with open(tmp_path / "snakemake.log", "w") as log:
-        snakemake = subprocess.Popen(command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        # SIGINT as in a terminal (a parent started in the background may ignore it).
+        snakemake = subprocess.Popen(command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             interrupted, log_before_kill = interrupt_training(snakemake, work, env)
             assert snakemake.wait(timeout=600) == 0
