@@ -62,7 +62,7 @@ SHRUNK = {
     "model": {"image_size": [64, 32]},
     "pretrain": {"persons": 6, "outfits": 2, "cameras": 4, "views": 2, "iterations": 3, "batch_size": 8,
                  "threads": 1},
-    # Five epochs: the requeue lands after the first one, the cancel after a later one.
+    # Five epochs: the requeue lands after the first one, the kill after a later one.
     "train": {"epochs": 5, "iters_per_epoch": 6, "batch_p": 4, "batch_k": 4, "num_workers": 0},
 }
 
