@@ -127,8 +127,11 @@ def training_threads(wildcards):
     depend on the thread count) and lets snakemake run that many jobs side by side. A
     function of the job (not a number fixed at parse time), so commands that set no
     --cores, such as `snakemake --report`, still parse the workflow."""
-    fixed = resolve_variant(config, wildcards.variant, FIRST_SEED)["train"].get("cpu_threads", 0)
-    return fixed or max(1, min(workflow.cores, os.cpu_count() or 1))
+    train = resolve_variant(config, wildcards.variant, FIRST_SEED)["train"]
+    fixed = train.get("cpu_threads", 0)
+    # Under DDP on the CPU each of the train.devices processes runs at least one thread
+    # (the trainer gives each max(1, threads // devices)), so reserve that many cores.
+    return max(fixed, int(train.get("devices", 1))) if fixed else max(1, min(workflow.cores, os.cpu_count() or 1))
 
 
 def benchmark_inputs(wildcards):

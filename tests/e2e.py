@@ -37,6 +37,49 @@ def copy_tracked_files(work: Path) -> Path:
     return work
 
 
+# The smallest pipeline the end-to-end tests run: a synthetic AT-USTC of 8 + 6 persons at
+# 64x32, 3 pre-training iterations and one epoch of 3 iterations (tests override pieces).
+TINY_PARAMS = {
+    "data": {
+        "synthetic": {"train_persons": 8, "test_persons": 6, "outfits": [2, 2], "dates": 2,
+                      "train_cameras_per_outfit": 4, "train_frames_per_clip": 6, "image_height": 64,
+                      "image_width": 32},
+        "atustc": {"frames_per_clip": 4, "decode_workers": 1},
+    },
+    "model": {"image_size": [64, 32]},
+    "pretrain": {"persons": 6, "outfits": 2, "cameras": 4, "views": 2, "iterations": 3, "batch_size": 8,
+                 "threads": 1},
+    "train": {"epochs": 1, "iters_per_epoch": 3, "batch_p": 4, "batch_k": 4, "num_workers": 0},
+    "seeds": [0],
+}
+
+
+def tiny_params(work: Path, variants: dict, *, benchmarks: list[str] | None = None,
+                overrides: dict | None = None) -> dict:
+    """Write ``work``/params.yaml as the repository's, shrunk to :data:`TINY_PARAMS`
+    (deep-merged with ``overrides``), with exactly ``variants`` and, when given, only
+    ``benchmarks`` evaluated (and imported); return the params."""
+    import yaml
+
+    from atreid.config import deep_merge
+
+    params = deep_merge(yaml.safe_load((work / "params.yaml").read_text()), TINY_PARAMS)
+    params = deep_merge(params, overrides or {})
+    params["variants"] = variants  # replaced, not merged: the test's variants only
+    if benchmarks is not None:
+        params["eval"]["benchmarks"] = list(benchmarks)
+        params["data"]["benchmarks"] = {name: params["data"]["benchmarks"][name] for name in benchmarks
+                                        if name in params["data"]["benchmarks"]}
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+def stale_dvc_stages(output: str) -> set[str]:
+    """The stages `dvc status` lists as changed (its unindented ``name:`` lines)."""
+    return {line.strip().rstrip(":") for line in output.splitlines()
+            if line and not line.startswith((" ", "\t")) and line.strip().endswith(":")}
+
+
 def commit_all(work: Path) -> None:
     """Make ``work`` a git repository with one commit (DVC needs one)."""
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],

@@ -35,9 +35,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-import yaml
 
-from tests.e2e import commit_all, copy_tracked_files, run
+from tests.e2e import commit_all, copy_tracked_files, run, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -47,18 +46,6 @@ TOLERANCE = 2e-6
 
 # params.yaml's full (Uni-AT), with the triplet loss from the first epoch (the recipe has it never).
 VARIANT = {"ncls": 6, "said": True, "moae": True, "hdw": True, "train": {"triplet_start_epoch": 0}}
-SHRUNK = {
-    "data": {
-        "synthetic": {"train_persons": 8, "test_persons": 6, "outfits": [2, 2], "dates": 2,
-                      "train_cameras_per_outfit": 4, "train_frames_per_clip": 6, "image_height": 64,
-                      "image_width": 32},
-        "atustc": {"frames_per_clip": 4, "decode_workers": 1},
-    },
-    "model": {"image_size": [64, 32]},
-    "pretrain": {"persons": 6, "outfits": 2, "cameras": 4, "views": 2, "iterations": 3, "batch_size": 8,
-                 "threads": 1},
-    "train": {"epochs": 1, "iters_per_epoch": 4, "batch_p": 4, "batch_k": 4, "num_workers": 0},
-}
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +53,9 @@ def trained(tmp_path_factory) -> Path:
     from atreid.config import deep_merge
 
     work = copy_tracked_files(tmp_path_factory.mktemp("ddp_rule") / "repo")
-    params = deep_merge(yaml.safe_load((work / "params.yaml").read_text()), SHRUNK)
-    params["seeds"] = [0]
-    params["variants"] = {"two": deep_merge(VARIANT, {"train": {"devices": 2, "cpu_threads": 2}}),
-                          "one": deep_merge(VARIANT, {"train": {"devices": 1, "cpu_threads": 1}})}
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    tiny_params(work, {"two": deep_merge(VARIANT, {"train": {"devices": 2, "cpu_threads": 1}}),
+                       "one": deep_merge(VARIANT, {"train": {"devices": 1, "cpu_threads": 1}})},
+                overrides={"train": {"iters_per_epoch": 4}})
     commit_all(work)
     done = run(["snakemake", "--cores", "2", "models/two/seed0/model.pt", "models/one/seed0/model.pt"], work)
     (work / "snakemake.out").write_text(done.stdout + done.stderr)

@@ -27,28 +27,11 @@ import pytest
 import yaml
 
 from atreid.commands.dvc_sync import covered, skip_reason
-from tests.e2e import commit_all, copy_tracked_files, run
+from tests.e2e import commit_all, copy_tracked_files, run, stale_dvc_stages, tiny_params
 
-TINY = {
-    "data": {
-        "synthetic": {"train_persons": 8, "test_persons": 6, "outfits": [2, 2], "dates": 2,
-                      "train_cameras_per_outfit": 4, "train_frames_per_clip": 6, "image_height": 64,
-                      "image_width": 32},
-        "atustc": {"frames_per_clip": 4, "decode_workers": 1},
-    },
-    "model": {"image_size": [64, 32]},
-    "pretrain": {"persons": 6, "outfits": 2, "cameras": 4, "views": 2, "iterations": 3, "batch_size": 8,
-                 "threads": 1},
-    "train": {"epochs": 1, "iters_per_epoch": 3, "batch_p": 4, "batch_k": 4, "num_workers": 0},
-}
 VARIANTS = {"baseline": {"ncls": 6, "said": False, "moae": False, "hdw": False},
             "ncls1": {"ncls": 1, "said": False, "moae": False, "hdw": False}}
 STAGES_OF_NCLS1 = {"train@ncls1-0", "evaluate@ncls1-0", "curves@ncls1", "galleries@ncls1", "table", "figures"}
-
-
-def stale_dvc_stages(output: str) -> set[str]:
-    return {line.strip().rstrip(":") for line in output.splitlines()
-            if line and not line.startswith((" ", "\t")) and line.strip().endswith(":")}
 
 
 def git(work: Path, *args: str) -> str:
@@ -65,22 +48,12 @@ def write_params(work: Path, change) -> None:
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def shrink(params: dict) -> None:
-    from atreid.config import deep_merge
-
-    params.update(deep_merge(params, TINY))
-    params["seeds"] = [0]
-    params["variants"] = VARIANTS
-    params["eval"]["benchmarks"] = ["atustc", "market1501"]
-    params["data"]["benchmarks"] = {"market1501": params["data"]["benchmarks"]["market1501"]}
-
-
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> SimpleNamespace:
     """The repository copy after one `snakemake --cores 2`, and what the tests record."""
     tmp = tmp_path_factory.mktemp("dvc_sync")
     work = copy_tracked_files(tmp / "repo")
-    write_params(work, shrink)
+    tiny_params(work, VARIANTS, benchmarks=["atustc", "market1501"])
     commit_all(work)
     built = run(["snakemake", "--cores", "2"], work)
     return SimpleNamespace(work=work, remote=tmp / "remote", clone=tmp / "clone", log=built.stderr, runs={})

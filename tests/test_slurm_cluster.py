@@ -43,7 +43,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.e2e import BIN, commit_all, copy_tracked_files, jobs_of_dry_run, run
+from tests.e2e import BIN, commit_all, copy_tracked_files, jobs_of_dry_run, run, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -52,32 +52,15 @@ SITE = {"ATREID_SLURM_PARTITION": "main", "ATREID_SLURM_GPU_PARTITION": "gpus",
         "ATREID_SLURM_ACCOUNT": "atreid-lab"}
 LOCAL_RULES = {"install_atustc", "install_benchmark"}
 GPU_RULES = {"train_model", "evaluate_run"}
-SHRUNK = {
-    "data": {
-        "synthetic": {"train_persons": 8, "test_persons": 6, "outfits": [2, 2], "dates": 2,
-                      "train_cameras_per_outfit": 4, "train_frames_per_clip": 6, "image_height": 64,
-                      "image_width": 32},
-        "atustc": {"frames_per_clip": 4, "decode_workers": 1},
-    },
-    "model": {"image_size": [64, 32]},
-    "pretrain": {"persons": 6, "outfits": 2, "cameras": 4, "views": 2, "iterations": 3, "batch_size": 8,
-                 "threads": 1},
-    # Five epochs: the requeue lands after the first one, the kill after a later one.
-    "train": {"epochs": 5, "iters_per_epoch": 6, "batch_p": 4, "batch_k": 4, "num_workers": 0},
-}
+# Five epochs: the requeue lands after the first one, the kill after a later one.
+FIVE_EPOCHS = {"train": {"epochs": 5, "iters_per_epoch": 6}}
 
 
 def shrunk_copy(work: Path) -> Path:
     """A copy of the repository whose params.yaml is the shrunk pipeline."""
-    from atreid.config import deep_merge
-
     copy_tracked_files(work)
-    params = deep_merge(yaml.safe_load((work / "params.yaml").read_text()), SHRUNK)
-    params["variants"] = {"full": params["variants"]["full"]}
-    params["seeds"] = [0]
-    params["eval"]["benchmarks"] = ["atustc", "market1501"]
-    params["data"]["benchmarks"] = {"market1501": params["data"]["benchmarks"]["market1501"]}
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    variants = yaml.safe_load((work / "params.yaml").read_text())["variants"]
+    tiny_params(work, {"full": variants["full"]}, benchmarks=["atustc", "market1501"], overrides=FIVE_EPOCHS)
     commit_all(work)
     return work
 
@@ -278,15 +261,10 @@ def test_profile_site_variables():
 def test_gpu_requests_follow_train_devices(tmp_path):
     """`snakemake -n --profile profiles/slurm`: a training job asks for train.devices GPUs
     (none with ATREID_SLURM_GPUS=0), an evaluation job for one."""
-    from atreid.config import deep_merge
-
     work = copy_tracked_files(tmp_path / "repo")
-    params = deep_merge(yaml.safe_load((work / "params.yaml").read_text()), SHRUNK)
-    params["variants"] = {"full": params["variants"]["full"],
-                          "baseline": {**params["variants"]["baseline"], "train": {"devices": 2}}}
-    params["seeds"] = [0]
-    params["eval"]["benchmarks"] = ["atustc"]
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    variants = yaml.safe_load((work / "params.yaml").read_text())["variants"]
+    tiny_params(work, {"full": variants["full"], "baseline": {**variants["baseline"], "train": {"devices": 2}}},
+                benchmarks=["atustc"], overrides=FIVE_EPOCHS)
 
     def gpus(**site: str) -> dict[str, str]:
         env = {name: value for name, value in os.environ.items() if not name.startswith("ATREID_SLURM_")}

@@ -223,33 +223,17 @@ def test_head_epoch_means_keep_full_epochs_exact():
 
 
 # ---- end to end through Snakemake --------------------------------------------------------------
-TINY = {
-    "data": {
-        "train_on": "market1501",
-        "synthetic": {"train_persons": 8, "test_persons": 6, "outfits": [2, 2], "dates": 2,
-                      "train_cameras_per_outfit": 4, "train_frames_per_clip": 6, "image_height": 64,
-                      "image_width": 32},
-        "atustc": {"frames_per_clip": 4, "decode_workers": 1},
-    },
-    "model": {"image_size": [64, 32]},
-    "pretrain": {"persons": 6, "outfits": 2, "cameras": 4, "views": 2, "iterations": 3, "batch_size": 8,
-                 "threads": 1},
-    "train": {"epochs": 1, "iters_per_epoch": 2, "batch_p": 4, "batch_k": 2, "num_workers": 0},
-    "eval": {"batch_size": 64},
-}
+TRAIN_ON_MARKET = {"data": {"train_on": "market1501"}, "eval": {"batch_size": 64},
+                   "train": {"iters_per_epoch": 2, "batch_k": 2}}
 
 
 @pytest.mark.slow
 def test_train_on_a_market1501_miniature_through_snakemake(tmp_path):
-    from tests.e2e import commit_all, copy_tracked_files, jobs_of_dry_run, run
+    from tests.e2e import commit_all, copy_tracked_files, jobs_of_dry_run, run, tiny_params
 
     work = copy_tracked_files(tmp_path / "repo")
-    params = deep_merge(yaml.safe_load((work / "params.yaml").read_text()), TINY)
-    params["seeds"] = [0]
-    params["variants"] = {"baseline": {"ncls": 6, "said": False, "moae": False, "hdw": False}}
-    params["eval"]["benchmarks"] = ["market1501", "atustc"]
-    params["data"]["benchmarks"] = {"market1501": params["data"]["benchmarks"]["market1501"]}
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    params = tiny_params(work, {"baseline": {"ncls": 6, "said": False, "moae": False, "hdw": False}},
+                         benchmarks=["market1501", "atustc"], overrides=TRAIN_ON_MARKET)
     commit_all(work)
 
     dry = run(["snakemake", "-n", "results/table.csv"], work)

@@ -26,45 +26,18 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.e2e import commit_all, copy_tracked_files, jobs_of_dry_run, run
+from tests.e2e import commit_all, copy_tracked_files, jobs_of_dry_run, run, stale_dvc_stages, tiny_params
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "data": {
-        "synthetic": {"train_persons": 8, "test_persons": 6, "outfits": [2, 2], "dates": 2,
-                      "train_cameras_per_outfit": 4, "train_frames_per_clip": 6, "image_height": 64,
-                      "image_width": 32},
-        "atustc": {"frames_per_clip": 4, "decode_workers": 1},
-    },
-    "model": {"image_size": [64, 32]},
-    "pretrain": {"persons": 6, "outfits": 2, "cameras": 4, "views": 2, "iterations": 3, "batch_size": 8,
-                 "threads": 1},
-    "train": {"epochs": 1, "iters_per_epoch": 3, "batch_p": 4, "batch_k": 4, "num_workers": 0},
-    "seeds": [0],
-    "variants": {"full": {"ncls": 6, "said": True, "moae": True, "hdw": True},
-                 "baseline": {"ncls": 6, "said": False, "moae": False, "hdw": False}},
-    "eval": {"batch_size": 64, "benchmarks": ["atustc", "market1501"]},
-}
-
-
-def stale_dvc_stages(output: str) -> set[str]:
-    return {line.strip().rstrip(":") for line in output.splitlines()
-            if line and not line.startswith((" ", "\t")) and line.strip().endswith(":")}
+VARIANTS = {"full": {"ncls": 6, "said": True, "moae": True, "hdw": True},
+            "baseline": {"ncls": 6, "said": False, "moae": False, "hdw": False}}
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     work = copy_tracked_files(tmp_path_factory.mktemp("e2e") / "repo")
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    from atreid.config import deep_merge
-
-    params = deep_merge(params, TINY)
-    params["variants"] = TINY["variants"]
-    params["seeds"] = TINY["seeds"]
-    params["eval"]["benchmarks"] = TINY["eval"]["benchmarks"]
-    params["data"]["benchmarks"] = {"market1501": params["data"]["benchmarks"]["market1501"]}
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    tiny_params(work, VARIANTS, benchmarks=["atustc", "market1501"], overrides={"eval": {"batch_size": 64}})
     commit_all(work)
     return work
 

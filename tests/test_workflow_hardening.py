@@ -171,3 +171,17 @@ def test_killed_snakemake_rerun_says_unlock_and_unlock_works(work):
     done = run(["snakemake", "--cores", "1", target], work)
     assert "hint:" not in done.stdout + done.stderr
     assert (work / target / "AT-USTC").is_dir()
+
+
+def test_benchmark_data_stage_allows_every_benchmark_rule():
+    """`dvc repro` of a benchmark (built-in or `custom`) runs Snakemake with the stage's
+    --allowed-rules: each rule of rules/benchmarks.smk must be in it, or the stage of the
+    dataset that rule builds stops with "no rule allowed" (index_custom was once missing)."""
+    import re
+
+    from tests.conftest import REPO
+
+    rules = set(re.findall(r"^rule (\w+):", (REPO / "rules" / "benchmarks.smk").read_text(), flags=re.M))
+    command = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["benchmark_data"]["do"]["cmd"]
+    allowed = set(command.split("--allowed-rules", 1)[1].split())
+    assert rules and rules == allowed, (rules, allowed)

@@ -169,7 +169,7 @@ def plan_market1501(ctx: Context) -> Plan:
 def plan_cuhk03(ctx: Context, indexed: str) -> Plan:
     """The whole cuhk03-np release (both box types); the index rows are those of ``indexed``."""
     plan, _, ids = _start(ctx, "cuhk03-np", 1467, 4 + 14)
-    train, test = ids[:4], ids[4:]
+    train = ids[:4]
     for kind in ("detected", "labeled"):
         for pid in ids:
             split_images = (("bounding_box_train", 2),) if pid in train else (("query", 1), ("bounding_box_test", 2))
