@@ -98,18 +98,31 @@ def complete_stages(stages: Iterable, current: set[str], root: str) -> tuple[lis
     return complete, incomplete
 
 
+def commit_stages(stages: list) -> None:
+    """What `dvc commit --force --no-relink <stage>` does for each stage, with dvc.lock
+    written once per file: a `Repo.commit` per stage re-resolves the whole dvc.yaml and
+    rewrites the lock each time (~1.7 s a stage, a minute for the demo's 34)."""
+    by_file: dict[str, list] = {}
+    for stage in stages:
+        by_file.setdefault(stage.dvcfile.path, []).append(stage)
+    for group in by_file.values():
+        for stage in group:
+            stage.save()
+            stage.commit(relink=False)
+        group[0].dvcfile.dump_stages(group, update_pipeline=False)
+
+
 def run_dvc_sync(args: argparse.Namespace) -> None:
     from dvc.exceptions import DvcException, NotDvcRepoError
-    from dvc.repo import Repo
+    from dvc.repo import Repo, lock_repo
 
     current = {os.path.normpath(line) for line in Path(args.current).read_text().splitlines() if line}
     try:
-        with Repo(".") as repo:
+        with Repo(".") as repo, lock_repo(repo):
             root = repo.root_dir
             os.chdir(root)
             complete, incomplete = complete_stages(repo.index.stages, current, root)
-            for stage in complete:
-                repo.commit(stage.addressing, force=True, relink=False)
+            commit_stages(complete)
     except NotDvcRepoError:
         print(f"{PREFIX}: not updated: not a DVC repository", file=sys.stderr)
         return
