@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,29 @@ def build_tiny_atustc(root: Path, frames: int = 5) -> Path:
             for frame in range(3):
                 write_jpeg(top / f"p{person:03d}-d01-c{clothes:02d}" / f"cam{camera:02d}-f{flag}-{frame:04d}.jpg")
     return root
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_module_scratch(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[None]:
+    """Delete the folders a test module made under pytest's base temp once it is done.
+
+    The suite writes several GB (ViT-B checkpoints, models and ONNX files, pipeline copies
+    with their DVC caches); kept to the end of the session they add up to more than a CI
+    disk may have free. ``tmp_path_retention_policy = "failed"`` (pyproject.toml) deletes a
+    passed test's ``tmp_path``; this does the same for ``tmp_path_factory`` folders of
+    module fixtures, at module teardown (after the module's own fixtures are torn down).
+    A module with a failure keeps everything, for the post-mortem."""
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    failures = request.session.testsfailed
+    yield
+    if request.session.testsfailed != failures:
+        return
+    for path in set(base.iterdir()) - before:
+        if path.is_symlink():  # pytest's "<name>current" links
+            path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

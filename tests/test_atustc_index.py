@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from atreid.data.adapters.atustc import verify_dataset
 from atreid.data.atustc import (
-    compute_statistics,
     parse_relative_path,
     sample_frames,
     training_labels,

@@ -9,7 +9,6 @@ were, and the documented recovery (``rm data/<name>/source.json && snakemake ...
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 

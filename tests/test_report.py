@@ -13,11 +13,10 @@ import pytest
 import torch
 
 from atreid.constants import SCENARIOS
-from atreid.eval.metrics import Labels
 from atreid.eval.oracle import removal_mask
 from atreid.eval.protocols import ATUSTC_SCENARIOS, index_labels, protocol_rows
 from atreid.report.gallery import plot_gallery, ranked_queries
-from atreid.report.plots import cmc_table, plot_cmc, plot_comparison, plot_training, write_cmc_csv
+from atreid.report.plots import plot_cmc, plot_comparison, plot_training, write_cmc_csv
 from atreid.report.table import build_table, table_markdown
 from tests.conftest import write_jpeg
 

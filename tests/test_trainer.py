@@ -249,9 +249,9 @@ def test_untrusted_and_corrupt_model_files(tmp_path):
 def test_pretrained_loaded_on_fresh_start_only(stand_ins, data, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(trainer, "load_pretrained_weights", lambda model, source, **_: calls.append(source) or "ok")
-    settings = tiny_settings(epochs=2)
+    settings = tiny_settings(epochs=3)
     settings["model"]["pretrained"] = "hub"
-    interrupt_after(monkeypatch, 2)  # the last epoch: killed before the model was written
+    interrupt_after(monkeypatch, 2)  # killed during the last epoch, before the model was written
     with pytest.raises(Interrupt):
         run(settings, data, tmp_path)
     assert calls == ["hub"]
@@ -259,7 +259,22 @@ def test_pretrained_loaded_on_fresh_start_only(stand_ins, data, tmp_path, monkey
     summary = run(settings, data, tmp_path)
     assert calls == ["hub"] and summary["resumed_from"] == 2  # resumed: weights come from the checkpoint
     assert (tmp_path / "model.pt").is_file()
-    assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [1, 2]
+    assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [1, 2, 3]
+
+
+def test_no_checkpoint_after_the_last_epoch(stand_ins, data, tmp_path, monkeypatch):
+    """model.pt follows the last epoch at once: a checkpoint there would be written only to
+    be deleted (3 GB for a ViT-B MoAE variant)."""
+    saved = []
+    real = trainer.save_checkpoint
+    monkeypatch.setattr(trainer, "save_checkpoint", lambda directory, state: saved.append(state["epoch"])
+                        or real(directory, state))
+    run(tiny_settings(epochs=3), data, tmp_path)
+    assert saved == [1, 2]
+    assert (tmp_path / "model.pt").is_file() and not (tmp_path / "ckpt").exists()
+    saved.clear()
+    run(tiny_settings(epochs=1), data, tmp_path / "one")
+    assert saved == [] and (tmp_path / "one" / "model.pt").is_file()
 
 
 def test_cli_arguments_round_trip():
@@ -595,7 +610,8 @@ def test_cli_train_full_disk_is_one_line(generated, tmp_path, full):
     with small_filesystem(tmp_path / "small", size="64k") as disk:
         out = disk if full == "model" else tmp_path / "out"
         ckpt = disk / "ckpt" if full == "checkpoint" else tmp_path / "ckpt"
-        done = cli_train(real_settings(epochs=1, iters_per_epoch=1), generated, out, ckpt)
+        epochs = 2 if full == "checkpoint" else 1  # the first checkpoint is the one after epoch 1 of 2
+        done = cli_train(real_settings(epochs=epochs, iters_per_epoch=1), generated, out, ckpt)
         target = ckpt / "last.pt" if full == "checkpoint" else out / "model.pt"
         assert_one_error_line(done, str(target), "No space left on device", "free space")
         leftovers = [p.name for p in target.parent.iterdir() if p.name.endswith(".tmp")]

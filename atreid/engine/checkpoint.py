@@ -1,7 +1,7 @@
 """Training checkpoints (resume) and the trained-model file.
 
 In-progress checkpoint (``checkpoints/{variant}/last.pt``, written atomically after every
-epoch, the one before kept as ``previous.pt`` to fall back to when ``last.pt`` is unreadable): model and optimiser state, the completed epoch, the sampler state, the history
+epoch but the last, the one before kept as ``previous.pt`` to fall back to when ``last.pt`` is unreadable): model and optimiser state, the completed epoch, the sampler state, the history
 rows so far, every RNG state (Python ``random``, NumPy, torch CPU, CUDA) and a digest of
 the resolved settings + training index + label maps. A checkpoint whose digest differs
 from the current job's is stale and ignored (training starts fresh and says so).

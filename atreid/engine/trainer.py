@@ -9,8 +9,9 @@ design (CPU: a resumed run ends with weights ``torch.equal`` to an uninterrupted
 - the global RNGs used inside the model (drop-path) are reseeded at the start of every
   epoch from (seed, epoch, rank), after the epoch's DataLoader iterator exists (creating
   an iterator draws from torch's generator);
-- the checkpoint written after every epoch holds model, optimiser (momentum buffers,
-  group lrs), sampler state, history and all RNG states, and is restored as a whole.
+- the checkpoint written after every epoch but the last holds model, optimiser (momentum
+  buffers, group lrs), sampler state, history and all RNG states, and is restored as a
+  whole (after the last epoch model.pt is written instead, and the checkpoints deleted).
 
 The triplet loss is on when ``epoch > train.triplet_start_epoch`` (reference behaviour;
 the recipe's 999 means never).
@@ -342,10 +343,13 @@ def _train(settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device, in
                 if empty:
                     log.warning("epoch %d: no sample for head(s) %s in any batch: their loss and accuracy are "
                                 "left empty in the history", epoch, ", ".join(empty))
-                snapshot = {"digest": digest, "epoch": epoch, "name": name, "model": cpu_state_dict(model),
-                            "optimizer": cpu_copy(optimizer.state_dict()), "sampler": sampler.state_dict(),
-                            "history": [dict(r) for r in history], "rng": rng_states()}
-                writer.submit(lambda snapshot=snapshot: save_checkpoint(checkpoint_dir, snapshot))
+                # No checkpoint after the final epoch: model.pt is written next and the checkpoints
+                # are then deleted (for ViT-B MoAE that saves a 3 GB copy and write per run).
+                if epoch < epochs:
+                    snapshot = {"digest": digest, "epoch": epoch, "name": name, "model": cpu_state_dict(model),
+                                "optimizer": cpu_copy(optimizer.state_dict()), "sampler": sampler.state_dict(),
+                                "history": [dict(r) for r in history], "rng": rng_states()}
+                    writer.submit(lambda snapshot=snapshot: save_checkpoint(checkpoint_dir, snapshot))
                 atomic_write_csv(history_path, pd.DataFrame(history))
             ddp.barrier()
     finally:
