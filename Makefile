@@ -6,14 +6,20 @@ PYTHON ?= python3
 CORES ?= $(shell nproc 2>/dev/null || echo 2)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.atreid-installed
+# The test extra (pytest, and onnx/onnxruntime for export-onnx's tests) only for make test.
+TEST_STAMP := $(VENV)/.atreid-test-installed
 
 .PHONY: run test install lint dag clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(TEST_STAMP)
 
 install: $(STAMP)
 
@@ -29,7 +35,7 @@ run: $(STAMP)
 	@echo "Retrieval galleries and curves:            results/galleries/, results/plots/"
 	@echo "Search page (4 queries, top 10):           results/search/index.html"
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
