@@ -51,7 +51,8 @@ def _free_module_scratch(tmp_path_factory: pytest.TempPathFactory, request: pyte
     disk may have free. ``tmp_path_retention_policy = "failed"`` (pyproject.toml) deletes a
     passed test's ``tmp_path``; this does the same for ``tmp_path_factory`` folders of
     module fixtures, at module teardown (after the module's own fixtures are torn down).
-    A module with a failure keeps everything, for the post-mortem."""
+    A module with a failure keeps its fixtures' folders (and pytest its failed tests'
+    tmp_path), for the post-mortem."""
     base = tmp_path_factory.getbasetemp()
     before = set(base.iterdir())
     failures = request.session.testsfailed
