@@ -3,7 +3,8 @@
 A small test session, run by pytest in a subprocess with this repository's pytest settings
 (pyproject.toml) and tests/conftest.py: a module's fixture folder and a passed test's
 tmp_path are gone by the time the next module runs; a module with a failure keeps its
-fixtures' folders and the failed test's tmp_path.
+fixtures' folders and the failed test's tmp_path. And the paper-path module, which needs
+about 5 GB, skips with the reason on a disk that is too small.
 """
 
 from __future__ import annotations
@@ -72,3 +73,20 @@ def test_passed_modules_leave_nothing_and_failed_ones_keep_their_folders(tmp_pat
     assert not any(name.startswith(("fixture_of_a", "test_a", "test_b")) for name in left), left
     kept = list(base.glob("test_c_fails*/evidence.txt"))
     assert kept and kept[0].read_text() == "for the post-mortem"
+
+
+def test_the_paper_run_skips_with_the_reason_on_a_small_disk(tmp_path):
+    """The paper-path module checks the free space before its 4.5 GB run: on a 64 MB disk
+    (a real tmpfs as pytest's base temp) its four run tests skip, saying what is needed and
+    what is free, instead of failing half-way on a full disk."""
+    from tests.test_io import small_filesystem
+
+    with small_filesystem(tmp_path / "small", size="64m") as disk:
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-ra", "-p", "no:cacheprovider",
+                               "--basetemp", str(disk / "base"), "-k", "not overlapping",
+                               str(REPO / "tests" / "test_paper_path_e2e.py")],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert "4 skipped" in done.stdout and "failed" not in done.stdout and "error" not in done.stdout, done.stdout
+    reasons = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert reasons and "the paper run needs 5 GB free in" in reasons[0], reasons
+    assert "free disk space (or point --basetemp elsewhere)" in reasons[0], reasons
