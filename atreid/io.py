@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -281,3 +282,12 @@ def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "",
     disable = bool(os.environ.get("ATREID_QUIET"))
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable,
                 mininterval=1.0, dynamic_ncols=True)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -64,6 +64,7 @@ rule prepare_benchmark:
         synthetic=lambda wc: BENCHMARK_PARAMS[wc.benchmark]["synthetic"],
         record=f"{DATA_DIR}/{{benchmark}}/source.json",
         images=f"{DATA_DIR}/{{benchmark}}/images",
+        **code_params("prepare-benchmark"),
     conda:
         CONDA_ENV
     log:
@@ -83,6 +84,8 @@ rule install_benchmark:
         source=benchmark_source_input,  # as in install_atustc
     output:
         directory(f"{DATA_DIR}/{{benchmark}}/images"),
+    params:
+        **code_params("install-images"),
     wildcard_constraints:
         benchmark=CROSS_BENCHMARK_PATTERN,
     localrule: True
@@ -105,6 +108,7 @@ rule index_benchmark:
         benchmark=RELEASE_BENCHMARK_PATTERN,
     params:
         expected=lambda wc: BENCHMARK_SOURCES[wc.benchmark]["expected_counts"],
+        **code_params("index-benchmark"),
     threads: 1
     conda:
         CONDA_ENV
@@ -128,6 +132,7 @@ rule index_custom:
     params:
         expected=BENCHMARK_SOURCES["custom"]["expected_counts"],
         protocol=BENCHMARK_SOURCES["custom"].get("protocol", "standard"),
+        **code_params("index-benchmark"),
     threads: 1
     conda:
         CONDA_ENV

@@ -225,3 +225,23 @@ def pretrained_input(wildcards):
     source = resolve_variant(config, wildcards.variant, FIRST_SEED)["model"]["pretrained"]
     return required_file(source, "model.pretrained",
                          "jx_vit_base_p16_224-80ecf9dd.pth (timm vit_base_patch16_224.orig_in21k_ft_in1k)")
+
+
+# ---- code as an input -------------------------------------------------------------
+# Every rule carries one param per package file its `atreid` verb may run (atreid/code_deps.py):
+# `<file>@<fingerprint of the parts the job may run>`. Editing code reruns exactly the jobs
+# that may run it, and `snakemake -n` names the file in the reason ("Params have changed
+# since last execution: ... before: atreid/model/moae.py@... now: atreid/model/moae.py@...").
+# Variant jobs leave out what the variant's switches turn off (MoAE, HDW, SAID's masking).
+from atreid.code_deps import snakemake_params
+
+
+# The method switches of each variant (its seed does not change which code runs).
+VARIANT_SWITCHES = {variant: resolve_variant(config, variant, FIRST_SEED) for variant in VARIANTS}
+
+
+def code_params(*verbs, by_variant=False):
+    if not by_variant:
+        return snakemake_params(verbs)
+    return snakemake_params(verbs, settings_of=lambda wildcards: VARIANT_SWITCHES[wildcards.variant],
+                            all_settings=list(VARIANT_SWITCHES.values()))

@@ -26,6 +26,7 @@ rule prepare_atustc:
         synthetic=lambda wc: as_json(atustc_source_settings()[1]),
         record=DATA.record,
         images=DATA.images,
+        **code_params("prepare-atustc"),
     threads: 2
     conda:
         CONDA_ENV
@@ -47,6 +48,8 @@ rule install_atustc:
         source=atustc_source_input,
     output:
         directory(DATA.images),
+    params:
+        **code_params("install-images"),
     localrule: True
     conda:
         CONDA_ENV
@@ -65,6 +68,7 @@ rule index_atustc:
         verification_txt=DATA.verification_txt,
     params:
         expected=config["data"]["atustc"]["expected_counts"],
+        **code_params("index-atustc"),
     threads: config["data"]["atustc"]["decode_workers"]
     conda:
         CONDA_ENV
@@ -86,6 +90,7 @@ rule sample_frames:
         labels=DATA.labels,
     params:
         frames_per_clip=config["data"]["atustc"]["frames_per_clip"],
+        **code_params("sample-frames"),
     conda:
         CONDA_ENV
     log:

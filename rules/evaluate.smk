@@ -15,6 +15,7 @@ rule evaluate_run:
         cache_dir=FEATURE_CACHE,
         benchmarks=" ".join(f"--benchmark {shlex.quote(b)}" for b in BENCHMARKS),
         out_dir="results/metrics/{variant}/{run}",
+        **code_params("evaluate", by_variant=True),
     threads: 1
     conda:
         CONDA_ENV
@@ -37,6 +38,7 @@ rule make_table:
         summary="results/summary.json",
     params:
         paper="--paper" if config["eval"]["paper_results"] else "",
+        **code_params("table"),
     conda:
         CONDA_ENV
     log:

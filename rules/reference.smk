@@ -14,6 +14,7 @@ rule import_reference_model:
         model="models/{variant}/imported/model.pt",
     params:
         settings=imported_settings,
+        **code_params("import-checkpoint", by_variant=True),
     wildcard_constraints:
         variant=one_of(IMPORTED_VARIANTS),
     conda:

@@ -14,6 +14,8 @@ rule plot_cmc:
             category="Evaluation",
             subcategory="CMC curves",
         ),
+    params:
+        **code_params("plot-cmc"),
     conda:
         CONDA_ENV
     log:
@@ -32,6 +34,8 @@ rule plot_comparison:
             category="Evaluation",
             subcategory="Comparison",
         ),
+    params:
+        **code_params("plot-comparison"),
     conda:
         CONDA_ENV
     log:
@@ -52,6 +56,7 @@ rule plot_training:
         ),
     params:
         title=lambda wc: f"{wc.variant}, {first_run(wc.variant)}",
+        **code_params("plot-training"),
     conda:
         CONDA_ENV
     log:
@@ -65,6 +70,8 @@ rule cmc_table:
         lambda wc: f"results/metrics/{wc.variant}/{first_run(wc.variant)}/atustc.json",
     output:
         "results/plots/cmc_{variant}.csv",
+    params:
+        **code_params("cmc-csv"),
     conda:
         CONDA_ENV
     log:
@@ -93,6 +100,7 @@ rule plot_galleries:
         data_dir=DATA_DIR,
         cache_dir=FEATURE_CACHE,
         seed=FIRST_SEED,
+        **code_params("galleries", by_variant=True),
     conda:
         CONDA_ENV
     log:
@@ -119,6 +127,7 @@ rule search_page:
     params:
         data_dir=DATA_DIR,
         out=lambda wc, output: os.path.dirname(output.html),
+        **code_params("search"),
     conda:
         CONDA_ENV
     log:

@@ -21,6 +21,8 @@ rule label_training_split:
     output:
         index=f"{DATA_DIR}/{{benchmark}}/train_labelled.csv",
         labels=f"{DATA_DIR}/{{benchmark}}/labels.json",
+    params:
+        **code_params("label-training-split"),
     wildcard_constraints:
         # The registered benchmarks (AT-USTC's training set comes from sample_frames).
         benchmark=one_of([name for name in CROSS_BENCHMARKS if name != "atustc"]),
@@ -50,6 +52,7 @@ rule train_model:
         checkpoint_dir="checkpoints/{variant}/seed{seed}",
         # model.pretrained "synthetic": the pretrain_backbone stage's file (rules/pretrain.smk).
         pretrained_file=lambda wc, input: ["--pretrained-file", *input.pretrained] if synthetic_backbone(wc) else [],
+        **code_params("train", by_variant=True),
     wildcard_constraints:
         variant=one_of(TRAINED_VARIANTS),
     threads: training_threads

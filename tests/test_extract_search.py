@@ -127,7 +127,7 @@ def test_extract_folder_equals_the_evaluation_features(model_file, folder, tmp_p
 def test_extract_heads_and_metadata(model_file, folder, tmp_path, capsys):
     import pyarrow.parquet as pq
 
-    from atreid.eval.features import file_sha256
+    from atreid.io import file_sha256
 
     listing = tmp_path / "list.txt"
     paths = [str(folder / "a2.jpg"), str(folder / "sub" / "d_grey.jpg")]

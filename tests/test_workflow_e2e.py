@@ -26,6 +26,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from atreid.constants import SCENARIOS
+
 from tests.e2e import commit_all, copy_tracked_files, jobs_of_dry_run, run, stale_dvc_stages, tiny_params
 
 pytestmark = pytest.mark.slow
@@ -141,7 +143,10 @@ def test_adding_a_seed_runs_only_the_new_seeds_jobs(workdir):
     full_line = next(line for line in markdown.splitlines() if line.startswith("| full |"))
     assert full_line.startswith("| full | True | 2 | ") and " ± " in full_line, full_line
     summary = json.loads((workdir / "results" / "summary.json").read_text())
-    assert summary["full"]["n"] == 2 and "Any-Time_R1:std" in summary["full"]
+    # The declared DVC metric: Any-Time and the six scenarios, R1/mAP mean and std, per variant.
+    assert set(summary) == {"full", "baseline"} and set(summary["full"]) == {"Any-Time", *SCENARIOS}
+    assert summary["full"]["Any-Time"]["R1"] == table.loc["full", "Any-Time_R1"]
+    assert summary["full"]["Any-Time"]["R1_std"] == table.loc["full", "Any-Time_R1:std"]
 
 
 def test_a_pretraining_change_reruns_it_and_everything_after(workdir):

@@ -6,7 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from atreid.commands.data import (_json_arg, add_expansion_arguments, add_staging_argument, begin_staging,
+from atreid.commands import json_object_arg
+from atreid.commands.data import (add_expansion_arguments, add_staging_argument, begin_staging,
                                   expansion_limits, finish_staging, write_index)
 from atreid.errors import AtreidError
 
@@ -54,9 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("prepare-benchmark",
                               help="generate a benchmark's synthetic miniature or import a real copy")
     p.add_argument("--benchmark", required=True, help="benchmark name (e.g. market1501)")
-    p.add_argument("--source", type=_json_arg, required=True,
+    p.add_argument("--source", type=json_object_arg, required=True,
                    help="data.benchmarks.<name> settings as JSON ({source, sha256})")
-    p.add_argument("--synthetic", type=_json_arg, default={},
+    p.add_argument("--synthetic", type=json_object_arg, default={},
                    help="miniature settings as JSON ({seed, image_height, image_width, jpeg_quality})")
     p.add_argument("--out", required=True, help="folder that will hold the release's top folder")
     p.add_argument("--record", required=True, help="JSON file recording the source's sha256")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from atreid import __version__
-from atreid.commands.data import _json_arg
+from atreid.commands import json_object_arg
 from atreid.errors import AtreidError
 from atreid.io import atomic_torch_save
 
@@ -222,7 +222,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="the reference implementation's checkpoint (epoch_best.t)")
     p.add_argument("--variant", required=True, help="variant name recorded in the model's settings")
     p.add_argument("--out", required=True, help="models/{variant}/{run}/model.pt")
-    p.add_argument("--settings-json", type=_json_arg, default=None,
+    p.add_argument("--settings-json", type=json_object_arg, default=None,
                    help="the variant's settings as JSON (resolved or partial, e.g. "
                         "'{\"model\": {\"image_size\": [256, 128]}}'); given values are checked against the "
                         "weights, absent ones inferred")

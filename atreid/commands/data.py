@@ -29,6 +29,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from atreid.commands import json_object_arg
 from atreid.errors import AtreidError
 from atreid.io import atomic_write_csv, atomic_write_json, atomic_write_text, remove_stale_temporaries
 
@@ -36,16 +37,6 @@ if TYPE_CHECKING:
     from atreid.data.adapters.base import BenchmarkAdapter
 
 log = logging.getLogger("atreid.data")
-
-
-def _json_arg(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object")
-    return value
 
 
 def expansion_limits(args: argparse.Namespace) -> dict:
@@ -184,8 +175,8 @@ def run_sample(args: argparse.Namespace) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("prepare-atustc", help="generate the synthetic AT-USTC or import a real copy")
-    p.add_argument("--source", type=_json_arg, required=True, help="data.atustc settings as JSON")
-    p.add_argument("--synthetic", type=_json_arg, required=True, help="data.synthetic settings as JSON")
+    p.add_argument("--source", type=json_object_arg, required=True, help="data.atustc settings as JSON")
+    p.add_argument("--synthetic", type=json_object_arg, required=True, help="data.synthetic settings as JSON")
     p.add_argument("--out", required=True, help="folder that will hold AT-USTC/")
     p.add_argument("--record", required=True, help="JSON file recording the source's sha256")
     p.add_argument("--threads", type=int, default=1)

@@ -54,7 +54,8 @@ def record_snakemake_run(workflow) -> None:
         if reason:
             print(f"{PREFIX}: not updated: {reason}", file=sys.stderr)
         return
-    current = sorted({os.path.normpath(str(path)) for job in workflow.dag.jobs for path in job.output})
+    current = sorted({os.path.normpath(str(path)) for job in workflow.dag.jobs if built_from_current_inputs(workflow, job)
+                      for path in job.output})
     with tempfile.NamedTemporaryFile("w", prefix="atreid-dvc-sync.", suffix=".txt", delete=False) as f:
         f.write("".join(f"{path}\n" for path in current))
     try:
@@ -67,6 +68,26 @@ def record_snakemake_run(workflow) -> None:
     if result.returncode != 0 and f"{PREFIX}:" not in result.stdout + result.stderr:  # it crashed
         print(f"{PREFIX}: not updated (atreid dvc-sync exited with {result.returncode}); "
               f"`dvc status` will show the stages this run built as changed", file=sys.stderr)
+
+
+def built_from_current_inputs(workflow, job) -> bool:
+    """Whether ``job``'s outputs were built from what the run has now: the job ran in this
+    run, or Snakemake found it up to date and its own record of each output shows the
+    params (the settings and the code fingerprints of atreid/code_deps.py) it has now.
+
+    A job that needed to run but did not (``--allowed-rules``, ``--rerun-triggers mtime``,
+    ``--touch``), or whose outputs Snakemake holds no record of (copied in, `dvc checkout`),
+    is not: its DVC stages keep their old dvc.lock entries, so `dvc status` still reports
+    them when they are stale."""
+    dag, persistence = workflow.dag, workflow.persistence
+    if dag.finished(job) and not workflow.touch:
+        return True
+    if dag.needrun(job) or not job.output:
+        return False
+    for path in job.output:
+        if persistence.metadata(path) is None:
+            return False
+    return not (persistence.params_changed(job) or persistence.code_changed(job))
 
 
 def covered(path: str, current: set[str]) -> bool:
@@ -90,7 +111,8 @@ def complete_stages(stages: Iterable, current: set[str], root: str) -> tuple[lis
         if stage.frozen or not stage.outs:
             continue
         if stage.is_data_source:  # a .dvc file (data.dvc: data/raw): cached when unchanged, never re-hashed
-            if not any(out.changed_checksum() for out in stage.outs):
+            if all(os.path.lexists(out.fs_path) for out in stage.outs) \
+                    and not any(out.changed_checksum() for out in stage.outs):
                 complete.append(stage)
             continue
         outs = [os.path.relpath(out.fs_path, root) for out in stage.outs]
@@ -128,6 +150,10 @@ def run_dvc_sync(args: argparse.Namespace) -> None:
         return
     except DvcException as exc:
         print(f"{PREFIX}: not updated: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except Exception as exc:  # noqa: BLE001 -- the last step of a run that succeeded: one line, not a traceback
+        print(f"{PREFIX}: not updated ({type(exc).__name__}: {exc}); `dvc status` will show the stages this run "
+              "built as changed; `dvc commit <stage>` records one by hand", file=sys.stderr)
         raise SystemExit(1) from None
     names = [stage.addressing for stage in complete]
     line = f"{PREFIX}: recorded {len(names)} DVC stage(s) this run built or found current"

@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from atreid.commands.data import _json_arg
+from atreid.commands import json_object_arg
 from atreid.errors import AtreidError
 from atreid.io import atomic_write_csv, atomic_write_json, atomic_write_text, remove_stale_temporaries
 
@@ -54,7 +54,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 
 def run_table(args: argparse.Namespace) -> None:
-    from atreid.report.table import build_table, table_markdown
+    from atreid.report.table import build_table, summary_metrics, table_markdown
 
     for out in (args.out, args.markdown, args.summary):
         if out:
@@ -63,10 +63,7 @@ def run_table(args: argparse.Namespace) -> None:
     atomic_write_csv(args.out, table)
     atomic_write_text(args.markdown, table_markdown(table))
     if args.summary:
-        # Flat {variant: {column: value}}: what `dvc metrics show` / `dvc exp show` compare.
-        summary = {row["variant"]: {k: v for k, v in row.items() if k != "variant"}
-                   for row in table.to_dict(orient="records")}
-        atomic_write_json(args.summary, summary)
+        atomic_write_json(args.summary, summary_metrics(table))
     log.info("table with %d rows -> %s", len(table), args.out)
 
 
@@ -76,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--benchmark", action="append", required=True,
                    help="benchmark name (e.g. atustc); repeat it for several: the model is loaded once")
     p.add_argument("--data-dir", required=True, help="data.dir (holds <benchmark>/index.csv and images)")
-    p.add_argument("--settings", type=_json_arg, required=True, help="the eval section of params as JSON")
+    p.add_argument("--settings", type=json_object_arg, required=True, help="the eval section of params as JSON")
     p.add_argument("--cache-dir", default=None, help="feature cache folder")
     p.add_argument("--out", action="append", default=None,
                    help="metrics file of a --benchmark (one per --benchmark, same order)")

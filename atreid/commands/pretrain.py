@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from atreid.commands.data import _json_arg
+from atreid.commands import json_object_arg
 
 
 def run(args: argparse.Namespace) -> int:
@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "pretrain-backbone",
         help="pre-train the backbone on a synthetic population disjoint from AT-USTC (the demo's ImageNet stand-in)")
-    p.add_argument("--settings", type=_json_arg, required=True,
+    p.add_argument("--settings", type=json_object_arg, required=True,
                    help='JSON {"arch": ..., "image_size": [h, w], "pretrain": {...}} (params.yaml model + pretrain)')
     p.add_argument("--out", required=True, help="weights file (a timm ViT state_dict), e.g. models/pretrained/backbone.pth")
     p.add_argument("--history", required=True, help="CSV of loss and accuracy during pre-training")

@@ -102,12 +102,12 @@ def run_galleries(args: argparse.Namespace) -> None:
 
 
 def _register_galleries(subparsers: argparse._SubParsersAction) -> None:
-    from atreid.commands.data import _json_arg
+    from atreid.commands import json_object_arg
 
     p = subparsers.add_parser("galleries", help="ranked retrieval galleries of one variant (one PNG per scenario)")
     p.add_argument("--model", required=True)
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--settings", type=_json_arg, required=True, help="the eval section of params as JSON")
+    p.add_argument("--settings", type=json_object_arg, required=True, help="the eval section of params as JSON")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--queries", type=int, default=4, help="queries per scenario (seeded choice)")
     p.add_argument("--top-k", type=int, default=10)

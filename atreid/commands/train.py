@@ -7,7 +7,7 @@ import argparse
 import json
 import logging
 
-from atreid.commands.data import _json_arg
+from atreid.commands import json_object_arg
 
 log = logging.getLogger("atreid.train")
 
@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_label_split)
 
     p = subparsers.add_parser("train", help="train one variant (resumes from --checkpoint-dir)")
-    p.add_argument("--variant-json", type=_json_arg, required=True,
+    p.add_argument("--variant-json", type=json_object_arg, required=True,
                    help="the variant's resolved settings as JSON (atreid.config.resolve_variant)")
     p.add_argument("--index", default="data/atustc/train_sampled.csv",
                    help="training index CSV: AT-USTC's sampled frames or data/<train_on>/train_labelled.csv")

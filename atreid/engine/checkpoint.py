@@ -273,8 +273,9 @@ def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_trained_model(path: str | Path, *, model: nn.Module, settings: dict[str, Any], labels: dict[str, Any],
-                       epoch: int) -> None:
-    """Write the final ``model.pt`` payload atomically."""
+                       epoch: int, provenance: dict[str, Any] | None = None) -> None:
+    """Write the final ``model.pt`` payload atomically (``provenance``: what the run was
+    built from, atreid.provenance.training_provenance)."""
     payload = {
         "state_dict": cpu_state_dict(model),
         "settings": settings,
@@ -285,6 +286,8 @@ def save_trained_model(path: str | Path, *, model: nn.Module, settings: dict[str
         "epoch": int(epoch),
         "atreid_version": __version__,
     }
+    if provenance is not None:
+        payload["provenance"] = provenance
     atomic_torch_save(path, payload)
 
 

@@ -46,6 +46,7 @@ from atreid.engine.checkpoint import (CheckpointWriter, cpu_copy, cpu_state_dict
 from atreid.engine.dataset import build_train_loader, read_training_index
 from atreid.engine.optim import build_optimizer, set_epoch_lr
 from atreid.errors import AtreidError
+from atreid.provenance import training_provenance
 from atreid.io import atomic_write_csv, progress, remove_stale_temporaries
 
 log = logging.getLogger("atreid.train")
@@ -357,7 +358,9 @@ def _train(settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device, in
 
     if ctx.is_main:
         atomic_write_csv(history_path, pd.DataFrame(history))
-        save_trained_model(out_path, model=model, settings=settings, labels=labels, epoch=epochs)
+        provenance = training_provenance(settings, data_folder=index_csv.parent, pretrained=pretrained)
+        save_trained_model(out_path, model=model, settings=settings, labels=labels, epoch=epochs,
+                           provenance=provenance)
         remove_checkpoint(checkpoint_dir)
         log.info("trained %s -> %s", name, out_path)
     ddp.barrier()

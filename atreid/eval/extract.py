@@ -40,7 +40,8 @@ from atreid import __version__
 from atreid.constants import SCENARIOS
 from atreid.data.adapters.base import IMAGE_SUFFIXES, is_image, list_files
 from atreid.errors import AtreidError
-from atreid.eval.features import extract_features, file_sha256, resolve_device
+from atreid.eval.features import extract_features, resolve_device
+from atreid.io import file_sha256
 from atreid.io import atomic_write_bytes, progress
 
 log = logging.getLogger("atreid.extract")

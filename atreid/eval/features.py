@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from atreid.errors import AtreidError
-from atreid.io import atomic_torch_save, progress
+from atreid.io import atomic_torch_save, file_sha256, progress
 
 log = logging.getLogger("atreid.features")
 
@@ -91,14 +91,6 @@ def extract_features(model: torch.nn.Module, root: str | Path, paths: Sequence[s
     if not chunks:
         return torch.empty(0, 6, 0)
     return torch.cat(chunks)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_key(model_path: str | Path, paths: Sequence[str], image_size: Sequence[int], flip: bool) -> str:

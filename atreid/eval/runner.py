@@ -18,6 +18,7 @@ from atreid.constants import SCENARIOS
 from atreid.errors import AtreidError
 from atreid.eval.cross_dataset import cross_dataset_evaluators
 from atreid.eval.features import cached_features, resolve_device
+from atreid.provenance import evaluation_provenance
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -101,7 +102,9 @@ def evaluate_benchmarks(names: Iterable[str], *, model_path: Path, data_dir: Pat
         metrics = EVALUATORS[name](model, model_path, data_dir, settings, model_settings["model"]["image_size"],
                                    device, cache_dir)
         metrics.update({"benchmark": name, "variant": model_settings["name"], "model": str(model_path),
-                        "settings": model_settings, "eval": settings})
+                        "settings": model_settings, "eval": settings,
+                        "provenance": evaluation_provenance(settings, data_folder=data_dir / name,
+                                                            model=payload.get("provenance"))})
         yield name, metrics
 
 

@@ -40,9 +40,8 @@ from atreid.errors import AtreidError
 from atreid.eval.extract import (LABEL_COLUMNS, ImageSet, benchmark_images, check_batch, check_images, empty_labels,
                                  image_features, load_model, model_image_size, pick_device, read_feature_table,
                                  select_images)
-from atreid.eval.features import file_sha256
 from atreid.eval.metrics import cosine_distance
-from atreid.io import atomic_write_json, atomic_write_text
+from atreid.io import atomic_write_json, atomic_write_text, file_sha256
 
 log = logging.getLogger("atreid.search")
 

@@ -45,8 +45,9 @@ from typing import Any
 
 import pandas as pd
 
-from atreid.constants import CHANCE_ROW
+from atreid.constants import CHANCE_ROW, SCENARIOS
 from atreid.errors import AtreidError
+from atreid.provenance import describe_source, settings_sha256
 
 
 # The paper's cross-dataset table: its five benchmarks (our registry names) and the
@@ -115,7 +116,37 @@ STD_SUFFIX = ":std"
 RUNS_COLUMN = "n"
 TRAINED_ON_COLUMN = "trained_on"
 DEFAULT_TRAINED_ON = "atustc"  # what a model's settings without ``train_on`` were trained on
-_NOT_METRICS = ("variant", "synthetic", TRAINED_ON_COLUMN, RUNS_COLUMN)
+# Where each row's numbers come from (atreid/provenance.py), the row's last columns: the
+# data's sources (training and every evaluated benchmark: ``synthetic`` or
+# ``<archive>@<sha256[:12]>``), the training runs' git commits (``+dirty`` when tracked
+# files differed from it), the variant's settings (without the seed) and the pretrained
+# file. Several different values over a variant's runs are joined with `` / ``.
+DATA_SOURCE_COLUMN = "data_source"
+PROVENANCE_COLUMNS = (DATA_SOURCE_COLUMN, "commit", "settings_sha256", "pretrained_sha256")
+_NOT_METRICS = ("variant", "synthetic", TRAINED_ON_COLUMN, RUNS_COLUMN, *PROVENANCE_COLUMNS)
+UNRECORDED = "unrecorded"  # a model or metrics file from before provenance was recorded
+
+
+def _data_sources(metrics: dict[str, Any]) -> list[str]:
+    """The data a metrics file's numbers depend on: the training data, then the benchmark's."""
+    provenance = metrics.get("provenance") or {}
+    sources = [provenance.get("model", {}).get("data"), provenance.get("data")]
+    return [describe_source(s) if s else UNRECORDED for s in sources]
+
+
+def _run_provenance(metrics: dict[str, Any]) -> dict[str, str]:
+    """A metrics file's values of :data:`PROVENANCE_COLUMNS` but the data source."""
+    model = (metrics.get("provenance") or {}).get("model") or {}
+    code = model.get("code") or {}
+    commit = str(code["commit"])[:12] + ("+dirty" if code.get("dirty") else "") if code.get("commit") else UNRECORDED
+    settings = {k: v for k, v in metrics.get("settings", {}).items() if k != "seed"}
+    pretrained = model.get("pretrained_sha256")
+    return {"commit": commit, "settings_sha256": settings_sha256(settings)[:12],
+            "pretrained_sha256": str(pretrained)[:12] if pretrained else UNRECORDED}
+
+
+def _joined(values: list[str]) -> str:
+    return " / ".join(dict.fromkeys(values))
 
 
 def run_key(path: Path, metrics: dict[str, Any]) -> str:
@@ -151,6 +182,8 @@ def build_table(metric_files: list[Path], *, paper: bool = False) -> pd.DataFram
     synthetic: dict[str, bool] = {}
     trained_on: dict[str, set[str]] = {}
     published: dict[str, dict[str, float]] = {}
+    sources: dict[str, list[str]] = {}  # variant -> data sources, in the order met
+    provenance: dict[str, dict[str, list[str]]] = {}  # variant -> column -> values over its runs
     chance: dict[str, Any] = {"variant": CHANCE_ROW, "synthetic": False}
     for path in metric_files:
         metrics = load_metrics(path)
@@ -161,6 +194,9 @@ def build_table(metric_files: list[Path], *, paper: bool = False) -> pd.DataFram
         run = runs.setdefault(variant, {}).setdefault(run_key(path, metrics), {})
         synthetic[variant] = bool(synthetic.get(variant, False) or metrics.get("synthetic", False))
         trained_on.setdefault(variant, set()).add(metrics.get("settings", {}).get("train_on", DEFAULT_TRAINED_ON))
+        sources.setdefault(variant, []).extend(_data_sources(metrics))
+        for column, value in _run_provenance(metrics).items():
+            provenance.setdefault(variant, {}).setdefault(column, []).append(value)
         for key, value in metrics["summary"].items():
             run[_column(metrics["benchmark"], key)] = _number(value)
         if paper:
@@ -178,13 +214,17 @@ def build_table(metric_files: list[Path], *, paper: bool = False) -> pd.DataFram
                 if column in published[variant]:
                     row[f"paper:{column}"] = published[variant][column]
                     row[f"diff:{column}"] = round(row[column] - published[variant][column], 2)
+        row[DATA_SOURCE_COLUMN] = _joined(sources[variant])
+        row.update({column: _joined(values) for column, values in provenance[variant].items()})
         table.append(row)
     if any(key not in ("variant", "synthetic") for key in chance):  # some file had chance levels
         add_average(chance)
         values = {k: v for k, v in chance.items() if k not in ("variant", "synthetic")}
         # Computed once from the test lists: one "run", no spread.
         trained = {TRAINED_ON_COLUMN: "-"} if show_trained_on else {}
-        table.append({"variant": CHANCE_ROW, "synthetic": chance["synthetic"], **trained, **aggregate_runs([values])})
+        every_source = _joined([s for variant_sources in sources.values() for s in variant_sources])
+        table.append({"variant": CHANCE_ROW, "synthetic": chance["synthetic"], **trained, **aggregate_runs([values]),
+                      DATA_SOURCE_COLUMN: every_source, **{column: "-" for column in PROVENANCE_COLUMNS[1:]}})
     return pd.DataFrame(table)
 
 
@@ -204,7 +244,8 @@ def table_markdown(table: pd.DataFrame) -> str:
     if table.empty:
         return "No results.\n"
     means = set(metric_columns(table))
-    columns = [c for c in table.columns if not (c.endswith(STD_SUFFIX) and c[:-len(STD_SUFFIX)] in means)]
+    columns = [c for c in table.columns if not (c.endswith(STD_SUFFIX) and c[:-len(STD_SUFFIX)] in means)
+               and c not in PROVENANCE_COLUMNS[1:]]
     header = "| " + " | ".join(columns) + " |"
     rule = "|" + "|".join("---" for _ in columns) + "|"
     lines = [header, rule]
@@ -217,12 +258,54 @@ def table_markdown(table: pd.DataFrame) -> str:
             else:
                 cells.append(_cell(value))
         lines.append("| " + " | ".join(cells) + " |")
-    note = ""
-    if table["synthetic"].any():
-        note = ("\n> Results marked `synthetic: True` come from the embedded synthetic dataset and a tiny "
-                "model: they test the pipeline, they are not comparable with the paper.\n")
     runs = "\n> Each cell: mean ± sample std (ddof=1) over the variant's `n` runs (one per seed; 0.00 when n = 1).\n"
-    return "\n".join(lines) + "\n" + runs + note
+    return "\n".join(lines) + "\n" + runs + synthetic_note(table) + provenance_lines(table)
+
+
+def synthetic_rows(table: pd.DataFrame) -> list[str]:
+    """The measured rows whose numbers come (partly) from synthetic data."""
+    rows = table[table["variant"] != CHANCE_ROW]
+    return [row["variant"] for _, row in rows.iterrows()
+            if row["synthetic"] or "synthetic" in str(row.get(DATA_SOURCE_COLUMN, ""))]
+
+
+def synthetic_note(table: pd.DataFrame) -> str:
+    """A plain sentence naming the rows built from synthetic data ('' when none is)."""
+    names = synthetic_rows(table)
+    if not names:
+        return ""
+    return (f"\n> **Synthetic data**: the rows {', '.join(names)} come from the embedded synthetic dataset "
+            "(data_source `synthetic`), not from AT-USTC or a real benchmark: they test the pipeline and are not "
+            "comparable with the paper.\n")
+
+
+def provenance_lines(table: pd.DataFrame) -> str:
+    """Below the table: what each row was built from (:data:`PROVENANCE_COLUMNS`)."""
+    if "commit" not in table.columns:
+        return ""
+    lines = ["", "Provenance (training commit, settings, pretrained file):", ""]
+    for _, row in table[table["variant"] != CHANCE_ROW].iterrows():
+        lines.append(f"- {row['variant']}: commit {row['commit']}, settings {row['settings_sha256']}, "
+                     f"pretrained {row['pretrained_sha256']}")
+    return "\n".join(lines) + "\n"
+
+
+def summary_metrics(table: pd.DataFrame) -> dict[str, Any]:
+    """results/summary.json, the pipeline's declared DVC metric: per variant (the chance
+    row left out), Any-Time and each scenario's R1 and mAP, mean and std over the runs.
+    Small on purpose, so that `dvc metrics show/diff` and `dvc exp show` fit a terminal;
+    every other number is in results/table.csv and the per-benchmark metrics files."""
+    summary: dict[str, Any] = {}
+    for _, row in table[table["variant"] != CHANCE_ROW].iterrows():
+        entry: dict[str, Any] = {}
+        for protocol in ("Any-Time", *SCENARIOS):
+            for metric in ("R1", "mAP"):
+                column = f"{protocol}_{metric}"
+                if column in row and not pd.isna(row[column]):
+                    entry.setdefault(protocol, {})[metric] = float(row[column])
+                    entry[protocol][f"{metric}_std"] = float(row.get(column + STD_SUFFIX, 0.0))
+        summary[row["variant"]] = entry
+    return summary
 
 
 HEADLINE_COLUMNS: tuple[str, ...] = ("Any-Time_R1", "Any-Time_mAP", "DT-ST_R1", "DT-LT_R1", "NT-ST_R1", "NT-LT_R1",
