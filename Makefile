@@ -41,8 +41,12 @@ test: $(TEST_STAMP)
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
 
+# The job graph of the default run: docs/dag.dot always; docs/dag.svg with Graphviz's `dot`
+# (Debian/Ubuntu: `sudo apt-get install graphviz`; macOS: `brew install graphviz`).
 dag: $(STAMP)
-	$(BIN)/snakemake --dag results/table.csv | dot -Tsvg > docs/dag.svg
+	$(BIN)/snakemake results/table.csv --dag dot --quiet all > docs/dag.dot.tmp && mv docs/dag.dot.tmp docs/dag.dot
+	@if command -v dot >/dev/null; then dot -Tsvg docs/dag.dot > docs/dag.svg && echo "docs/dag.svg written"; \
+	else echo "docs/dag.dot written; for docs/dag.svg install Graphviz (apt-get install graphviz) and rerun make dag"; fi
 
 clean:
 	rm -rf data models results/metrics results/table.* results/plots logs checkpoints .snakemake

@@ -41,11 +41,21 @@ ROOT = PACKAGE_DIR.parent
 # so they are left out of its code (the module's top level, which importing runs, stays
 # in). Each entry is checked by tracing every variant's training and evaluation
 # (tests/test_code_deps.py).
+# ``Class.method`` names a method: the class stays, the method's lines leave the fingerprint.
+# MoAE: without ``moae`` the module is the plain FFN (MoAE.__init__, ffn, forward's first
+# line run for every variant); only the routing and the experts are the switch's.
 SWITCHED: dict[str, tuple[Callable[[Mapping[str, Any]], bool], tuple[str, ...]]] = {
-    "atreid.model.moae": (lambda settings: bool(settings.get("moae")), ("*",)),
+    "atreid.model.moae": (lambda settings: bool(settings.get("moae")),
+                          ("_atom_linear", "_GroupedLinear", "_ZeroGradTo", "_routed_linear", "MoAE.gate_probs",
+                           "MoAE.gate_choice", "MoAE.gate_weights", "MoAE.routed_experts", "MoAE.experts",
+                           "MoAE._routes")),
     "atreid.losses.hdw": (lambda settings: bool(settings.get("hdw")), ("*",)),
     "atreid.losses.said": (lambda settings: bool(settings.get("said")), ("mask_other_outfits",)),
 }
+
+# The settings of a step that runs none of the switchable parts (the pretraining builds a
+# plain timm ViT), checked by tracing like the table above.
+NO_METHOD_SWITCHES: dict[str, bool] = {"moae": False, "hdw": False, "said": False}
 
 # Files other than Python modules that a verb reads from the package.
 PACKAGE_DATA: dict[str, tuple[str, ...]] = {
@@ -196,6 +206,10 @@ def _node_deps(module: str, symbol: str | None) -> frozenset[tuple[str, str | No
     deps.update((parent, None) for parent in parents)
     if symbol is None:
         deps |= _references(module, _body_without_functions(info.top_level))
+        # A decorated class is handed to its decorator when the module is imported (a
+        # registry: @register_benchmark), and from there to whoever looks it up by name.
+        deps.update((module, name) for name, node in info.defs.items()
+                    if isinstance(node, ast.ClassDef) and node.decorator_list)
         return frozenset(deps)
     deps.add((module, None))
     if symbol == ALL:
@@ -289,23 +303,41 @@ def _lines(path: str) -> tuple[str, ...]:
     return _normalized_lines(path, stat.st_size, stat.st_mtime_ns)
 
 
-def symbol_ranges(module: str, symbols: Iterable[str | None]) -> list[tuple[int, int]]:
+def symbol_ranges(module: str, symbols: Iterable[str | None], excluded: Iterable[str] = ()) -> list[tuple[int, int]]:
     """The (first, last) source lines of ``symbols`` of ``module`` (None: the top level
-    outside function and class bodies' definitions; ALL: the whole file)."""
+    outside function and class definitions; ALL: the whole file), without the lines of
+    the ``excluded`` methods (``Class.method``)."""
     info = _info(module)
     tree = _parse(module)
-    ranges: list[tuple[int, int]] = []
+    lines: set[int] = set()
     for symbol in set(symbols):
         if symbol == ALL:
-            return [(1, len(_lines(relative_file(module))) - 1)]
-        if symbol is None:
-            ranges.extend((node.lineno, node.end_lineno) for node in tree.body
-                          if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))
+            lines.update(range(1, len(_lines(relative_file(module)))))
+        elif symbol is None:
+            for node in tree.body:
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    lines.update(range(node.lineno, node.end_lineno + 1))
         elif symbol in info.defs:
-            node = info.defs[symbol]
-            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-            ranges.append((first, node.end_lineno))
-    return sorted(ranges)
+            lines.update(range(*_span(info.defs[symbol])))
+    for name in excluded:
+        owner, _, method = name.partition(".")
+        if owner in info.defs:
+            for node in info.defs[owner].body:
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == method:
+                    lines.difference_update(range(*_span(node)))
+    ranges: list[tuple[int, int]] = []
+    for line in sorted(lines):
+        if ranges and ranges[-1][1] == line - 1:
+            ranges[-1] = (ranges[-1][0], line)
+        else:
+            ranges.append((line, line))
+    return ranges
+
+
+def _span(node: ast.AST) -> tuple[int, int]:
+    """range() arguments covering a definition with its decorators."""
+    first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+    return first, node.end_lineno + 1
 
 
 def fingerprint(path: str, ranges: Iterable[tuple[int, int]] | None = None) -> str:
@@ -392,13 +424,27 @@ def step_fingerprints(verb: str, settings: Mapping[str, Any] | None = None) -> d
     return dict(_step_fingerprints(verb, tuple(sorted(switched_off(settings), key=str))))
 
 
+def step_ranges(verb: str, settings: Mapping[str, Any] | None = None) -> dict[str, list[tuple[int, int]]]:
+    """{module: the (first, last) lines of it that ``atreid <verb>`` may execute}."""
+    return dict(_step_ranges(verb, tuple(sorted(switched_off(settings), key=str))))
+
+
 @lru_cache(maxsize=None)
-def _step_fingerprints(verb: str, off: tuple[Node, ...]) -> tuple[tuple[str, str], ...]:
+def _step_ranges(verb: str, off: tuple[Node, ...]) -> tuple[tuple[str, tuple[tuple[int, int], ...]], ...]:
     by_module: dict[str, set[str | None]] = {}
     for module, symbol in _step_nodes(verb, off):
         by_module.setdefault(module, set()).add(symbol)
-    prints = {relative_file(module): fingerprint(relative_file(module), symbol_ranges(module, symbols))
-              for module, symbols in by_module.items()}
+    ranges = []
+    for module, symbols in sorted(by_module.items()):
+        methods = [symbol for m, symbol in off if m == module and symbol and "." in symbol]
+        ranges.append((module, tuple(symbol_ranges(module, symbols, methods))))
+    return tuple(ranges)
+
+
+@lru_cache(maxsize=None)
+def _step_fingerprints(verb: str, off: tuple[Node, ...]) -> tuple[tuple[str, str], ...]:
+    prints = {relative_file(module): fingerprint(relative_file(module), ranges)
+              for module, ranges in _step_ranges(verb, off)}
     prints.update({path: fingerprint(path) for path in PACKAGE_DATA.get(verb, ())})
     return tuple(sorted(prints.items()))
 

@@ -233,14 +233,16 @@ def pretrained_input(wildcards):
 # that may run it, and `snakemake -n` names the file in the reason ("Params have changed
 # since last execution: ... before: atreid/model/moae.py@... now: atreid/model/moae.py@...").
 # Variant jobs leave out what the variant's switches turn off (MoAE, HDW, SAID's masking).
-from atreid.code_deps import snakemake_params
+from atreid.code_deps import NO_METHOD_SWITCHES, snakemake_params
 
 
 # The method switches of each variant (its seed does not change which code runs).
 VARIANT_SWITCHES = {variant: resolve_variant(config, variant, FIRST_SEED) for variant in VARIANTS}
 
 
-def code_params(*verbs, by_variant=False):
+def code_params(*verbs, by_variant=False, switches=None):
+    if switches is not None:
+        return snakemake_params(verbs, settings_of=lambda wildcards: switches, all_settings=[switches])
     if not by_variant:
         return snakemake_params(verbs)
     return snakemake_params(verbs, settings_of=lambda wildcards: VARIANT_SWITCHES[wildcards.variant],

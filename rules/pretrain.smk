@@ -10,7 +10,7 @@ rule pretrain_backbone:
     params:
         settings=lambda wc: as_json({"arch": config["model"]["arch"], "image_size": config["model"]["image_size"],
                                      "pretrain": config["pretrain"]}),
-        **code_params("pretrain-backbone"),
+        **code_params("pretrain-backbone", switches=NO_METHOD_SWITCHES),
     threads: config["pretrain"]["threads"]  # the job uses exactly pretrain.threads (results depend on it)
     conda:
         CONDA_ENV

@@ -8,9 +8,12 @@ reads params.yaml, so the shrink is there, not in --config). Then:
 2. one variant's setting changes: `dvc status` names its training stage only, and
    `dvc repro` reruns that variant's stages, the table and the figures; committed as run B
    and pushed;
-3. a fresh `git clone` + `dvc pull` (+ `snakemake --touch`) holds run B's table and has
-   nothing left for `snakemake -n`; `git checkout` of run A + `dvc pull` there (`dvc
-   checkout` in the repository that made the runs) brings back run A's model and table.
+3. a fresh `git clone` + `dvc pull --allow-missing` (the datasets are never pushed) +
+   `dvc repro` (which rebuilds the datasets, here the synthetic ones, byte for byte, and
+   nothing else) + `snakemake --touch` holds run B's table and has nothing left for
+   `snakemake -n`; `git checkout` of run A + `dvc pull` there (`dvc checkout` in the
+   repository that made the runs) brings back run A's model and table;
+4. `dvc push` never uploads a dataset (`push: false` in dvc.yaml and data.dvc).
 """
 
 from __future__ import annotations
@@ -76,7 +79,6 @@ def test_a_snakemake_run_records_itself_in_dvc_lock(pipeline):
 
     # Run A: committed, and pushed to a local folder (the README's "DVC remote").
     run(["dvc", "remote", "add", "-d", "storage", str(pipeline.remote)], work)
-    run(["dvc", "remote", "add", "datasets", str(pipeline.remote)], work)
     git(work, "add", "-A")
     git(work, "commit", "-qm", "run A")
     run(["dvc", "push"], work)
@@ -109,8 +111,14 @@ def test_dvc_repro_after_a_one_variant_change_reruns_that_variant_only(pipeline)
 def test_a_fresh_clone_pulls_the_run_and_checks_out_an_older_one(pipeline):
     clone = pipeline.clone
     run(["git", "clone", "-q", str(pipeline.work), str(clone)], pipeline.work)
-    pulled = run(["dvc", "pull"], clone)
+    pulled = run(["dvc", "pull", "--allow-missing"], clone)  # the datasets were never pushed
     assert (clone / "results" / "table.csv").read_bytes() == pipeline.runs["B"]["table"], pulled.stdout
+    assert not (clone / "data" / "atustc" / "index.csv").exists()
+    # The clone builds its own datasets (here the generator's); they match dvc.lock, so DVC
+    # reruns nothing after them.
+    repro = run(["dvc", "repro"], clone)
+    ran = set(re.findall(r"Running stage '([^']+)'", repro.stdout))
+    assert ran == {"data", "benchmark_data@market1501"}, repro.stdout
     assert stale_dvc_stages(run(["dvc", "status"], clone).stdout) == set()
     # DVC wrote the files in its own order (new times): Snakemake accepts them once touched.
     run(["snakemake", "--touch", "--cores", "1"], clone)
@@ -132,8 +140,9 @@ def test_a_fresh_clone_pulls_the_run_and_checks_out_an_older_one(pipeline):
 
 
 @pytest.mark.slow
-def test_only_the_shared_remote_leaves_the_datasets_behind(pipeline, tmp_path):
-    """`dvc push -r storage` (a shared remote) skips every dataset: they go to `datasets`."""
+def test_dvc_push_never_uploads_a_dataset(pipeline, tmp_path):
+    """`push: false` on every dataset output (dvc.yaml, data.dvc): `dvc push` to any
+    remote uploads the models and results and no dataset."""
     work = pipeline.work
     shared = tmp_path / "shared"
     run(["dvc", "remote", "add", "--local", "shared", str(shared)], work)

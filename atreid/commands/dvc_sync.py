@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterable
 
 PREFIX = "dvc.lock"
+EMPTY_FOLDER_MD5 = "d751713988987e9331980363e24189ce.dir"  # DVC's digest of an empty folder
 
 
 def skip_reason(workflow, root: Path) -> str | None:
@@ -87,7 +88,8 @@ def built_from_current_inputs(workflow, job) -> bool:
     for path in job.output:
         if persistence.metadata(path) is None:
             return False
-    return not (persistence.params_changed(job) or persistence.code_changed(job))
+    # code_changed() without a file is a generator over the changed outputs (always truthy).
+    return not (persistence.params_changed(job) or any(persistence.code_changed(job)))
 
 
 def covered(path: str, current: set[str]) -> bool:
@@ -111,6 +113,11 @@ def complete_stages(stages: Iterable, current: set[str], root: str) -> tuple[lis
         if stage.frozen or not stage.outs:
             continue
         if stage.is_data_source:  # a .dvc file (data.dvc: data/raw): cached when unchanged, never re-hashed
+            for out in stage.outs:
+                # A fresh clone has no data/raw (the folder for your own files): the empty
+                # folder data.dvc records, made here so that it is cached and `dvc status` clean.
+                if not os.path.lexists(out.fs_path) and getattr(out.hash_info, "value", "") == EMPTY_FOLDER_MD5:
+                    os.makedirs(out.fs_path, exist_ok=True)
             if all(os.path.lexists(out.fs_path) for out in stage.outs) \
                     and not any(out.changed_checksum() for out in stage.outs):
                 complete.append(stage)

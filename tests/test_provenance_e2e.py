@@ -1,0 +1,199 @@
+"""A table you can trust (issue 23), end to end on the tiny pipeline.
+
+One pipeline, in a copy of the repository's tracked files with a shrunk params.yaml and no
+data/raw (a fresh clone), whose own `atreid/` is the code that runs (PYTHONPATH), so the
+tests can edit it. In order:
+1. `snakemake --cores 2 data/atustc/index.csv` on the fresh copy ends without a traceback
+   and says what it recorded; the whole run then leaves `dvc status` clean;
+2. every metrics file and table row says what it came from (synthetic data, the commit,
+   the settings, the pretrained file), and table.md says so in plain words;
+3. editing MoAE's routing reruns the MoAE variant's training and what follows, not the
+   baseline's; `snakemake -n` names the file;
+4. a run that leaves that training stale (`--rerun-triggers mtime`) leaves its dvc.lock
+   entry stale too: `dvc status` reports it; a normal run then clears it;
+5. editing a metric function reruns the evaluations and the table, no training; a
+   comment or a docstring reruns nothing;
+6. DVC's own verbs on this copy, with no remote configured: metrics, plots, params,
+   experiments (run, show, apply, branch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.e2e import commit_all, copy_tracked_files, jobs_of_dry_run, run, stale_dvc_stages, tiny_params
+
+pytestmark = pytest.mark.slow
+
+VARIANTS = {"full": {"ncls": 6, "said": True, "moae": True, "hdw": True},
+            "baseline": {"ncls": 6, "said": False, "moae": False, "hdw": False}}
+MOAE = "atreid/model/moae.py"
+METRICS = "atreid/eval/metrics.py"
+MOAE_ROUTING = ("        probs = self.gate_probs(cls).detach()\n", "        probs = self.gate_probs(cls).detach() * 1\n")
+CHANCE = ("    return r / n, ", "    r = r + 0\n    return r / n, ")
+
+
+def in_copy(cmd: list[str], work: Path, check: bool = True):
+    """``cmd`` in ``work`` with ``work``'s own atreid package first on the path."""
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(work)
+    try:
+        return run(cmd, work, check=check)
+    finally:
+        if previous is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = previous
+
+
+def edit(work: Path, name: str, change: tuple[str, str]) -> None:
+    file = work / name
+    text = file.read_text()
+    assert change[0] in text, change
+    file.write_text(text.replace(change[0], change[1], 1))
+
+
+def git(work: Path, *args: str) -> str:
+    return run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], work).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> SimpleNamespace:
+    work = copy_tracked_files(tmp_path_factory.mktemp("provenance") / "repo")
+    shutil.rmtree(work / "data")  # a fresh clone has no data/ at all
+    tiny_params(work, VARIANTS, benchmarks=["atustc", "market1501"])
+    commit_all(work)
+    partial = in_copy(["snakemake", "--cores", "2", "data/atustc/index.csv"], work)
+    whole = in_copy(["snakemake", "--cores", "2"], work)
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "run")
+    return SimpleNamespace(work=work, partial=partial, whole=whole)
+
+
+def test_a_fresh_copy_records_its_runs_without_a_traceback(pipeline):
+    for result in (pipeline.partial, pipeline.whole):
+        assert "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert re.search(r"^dvc\.lock: recorded \d+ DVC stage", result.stderr, re.M), result.stderr[-2000:]
+    assert "left as they were" in pipeline.partial.stderr
+    status = in_copy(["dvc", "status"], pipeline.work)
+    assert "Data and pipelines are up to date" in status.stdout, status.stdout
+
+
+def test_every_number_says_what_it_came_from(pipeline):
+    work = pipeline.work
+    head = git(work, "rev-parse", "HEAD~1")  # the commit the run ran from (HEAD records the run)
+    backbone = hashlib.sha256((work / "models" / "pretrained" / "backbone.pth").read_bytes()).hexdigest()
+    for variant in VARIANTS:
+        for benchmark in ("atustc", "market1501"):
+            metrics = json.loads((work / "results" / "metrics" / variant / "seed0" / f"{benchmark}.json").read_text())
+            provenance = metrics["provenance"]
+            assert provenance["data"] == {"source": "synthetic", "generator": "atreid 0.1.0"}
+            assert provenance["code"] == {"commit": head, "dirty": False}
+            model = provenance["model"]
+            assert model["code"] == {"commit": head, "dirty": False}
+            assert model["data"]["source"] == "synthetic" and model["pretrained_sha256"] == backbone
+            assert len(model["settings_sha256"]) == 64 and "torch" in model["packages"]
+    table = pd.read_csv(work / "results" / "table.csv").set_index("variant")
+    assert (table.loc[list(VARIANTS), "data_source"] == "synthetic").all()
+    assert (table.loc[list(VARIANTS), "commit"] == head[:12]).all()
+    assert (table.loc[list(VARIANTS), "pretrained_sha256"] == backbone[:12]).all()
+    assert table.loc["full", "settings_sha256"] != table.loc["baseline", "settings_sha256"]
+    markdown = (work / "results" / "table.md").read_text()
+    assert "**Synthetic data**: the rows full, baseline come from the embedded synthetic dataset" in markdown
+    assert f"- full: commit {head[:12]}, settings {table.loc['full', 'settings_sha256']}" in markdown
+
+
+def test_an_edit_of_moae_s_routing_reruns_the_moae_variant_only(pipeline):
+    work = pipeline.work
+    edit(work, MOAE, MOAE_ROUTING)
+    dry = in_copy(["snakemake", "-n"], work)
+    jobs = jobs_of_dry_run(dry.stdout)
+    assert jobs.get("train_model") == 1 and jobs.get("evaluate_run") == 1 and "pretrain_backbone" not in jobs, jobs
+    assert "models/full/seed0/model.pt" in dry.stdout and "models/baseline/seed0/model.pt," not in dry.stdout
+    assert re.search(r"Params have changed since last execution: .*before: 'atreid/model/moae\.py@[0-9a-f]{16}' "
+                     r"now: 'atreid/model/moae\.py@[0-9a-f]{16}'", dry.stdout), dry.stdout
+    # DVC sees code per file: both trainings list moae.py (Snakemake decides inside the stage).
+    stale = stale_dvc_stages(in_copy(["dvc", "status"], work).stdout)
+    assert {"train@full-0", "train@baseline-0"} <= stale
+
+
+def test_a_run_that_leaves_a_training_stale_leaves_its_lock_entry_stale(pipeline):
+    work = pipeline.work
+    # Snakemake told to judge by file times only: the edited training is not rerun, and the
+    # run's dvc.lock recording must not claim it was built from the edited code.
+    ran = in_copy(["snakemake", "--cores", "2", "--forcerun", "make_table", "--rerun-triggers", "mtime"], work)
+    assert "Traceback" not in ran.stderr
+    stale = stale_dvc_stages(in_copy(["dvc", "status"], work).stdout)
+    assert {"train@full-0", "evaluate@full-0"} <= stale and "train@baseline-0" not in stale, stale
+    before = (work / "models" / "baseline" / "seed0" / "model.pt").stat().st_mtime_ns
+    in_copy(["snakemake", "--cores", "2"], work)
+    assert (work / "models" / "baseline" / "seed0" / "model.pt").stat().st_mtime_ns == before  # not retrained
+    assert "Data and pipelines are up to date" in in_copy(["dvc", "status"], work).stdout
+
+
+def test_metric_code_reruns_the_evaluations_and_comments_rerun_nothing(pipeline):
+    work = pipeline.work
+    edit(work, METRICS, CHANCE)
+    dry = in_copy(["snakemake", "-n"], work)
+    jobs = jobs_of_dry_run(dry.stdout)
+    assert jobs.get("evaluate_run") == 2 and jobs.get("make_table") == 1, jobs
+    assert not {"train_model", "prepare_atustc", "index_atustc", "pretrain_backbone"} & set(jobs), jobs
+    assert "atreid/eval/metrics.py@" in dry.stdout
+    edit(work, METRICS, (CHANCE[1], CHANCE[0]))  # back: nothing to do
+    edit(work, MOAE, ("    def gate_choice(", "    # a comment\n    def gate_choice("))
+    edit(work, METRICS, ('"""', '"""A docstring edit. '))
+    dry = in_copy(["snakemake", "-n"], work)
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "edits")
+
+
+def test_dvc_s_own_verbs_work_without_a_remote(pipeline):
+    work = pipeline.work
+    shown = in_copy(["dvc", "metrics", "show"], work)
+    assert "results/summary.json" in shown.stdout and "full.Any-Time.R1" in shown.stdout, shown.stdout
+    assert "failed" not in shown.stdout + shown.stderr
+    listed = in_copy(["dvc", "metrics", "diff", "--all"], work)
+    assert re.search(r"results/summary\.json\s+full\.Any-Time\.R1\s", listed.stdout), listed.stdout
+    assert len(listed.stdout.splitlines()) == 1 + 2 * 7 * 4  # a row per number: 2 variants x 7 protocols x 4
+
+    plots = in_copy(["dvc", "plots", "show", "--json"], work)
+    assert "WARNING" not in plots.stderr and "error" not in plots.stderr.lower(), plots.stderr
+    shown_plots = json.loads(plots.stdout)["data"]
+    assert set(shown_plots) == {"models/pretrained/history.csv", "models/full/seed0/history.csv",
+                                "models/baseline/seed0/history.csv", "results/plots/cmc_full.csv",
+                                "results/plots/cmc_baseline.csv"}, set(shown_plots)
+    titles = {name: plot[0]["content"]["title"]["text"] for name, plot in shown_plots.items()}
+    assert titles["models/full/seed0/history.csv"] == "Training loss of full, seed 0"
+    cmc = shown_plots["results/plots/cmc_full.csv"][0]["content"]
+    assert cmc["encoding"]["x"]["field"] == "rank" and '"field": "AD-LT"' in json.dumps(cmc)
+    assert '"field": "loss"' in json.dumps(shown_plots["models/full/seed0/history.csv"][0]["content"])
+
+    # An experiment with one documented key changed (no `+`), compared, applied, branched.
+    experiment = in_copy(["dvc", "exp", "run", "-n", "two-iterations", "-S", "train.iters_per_epoch=2"], work)
+    assert re.search(r"Running stage 'train@full-0'", experiment.stdout), experiment.stdout[-2000:]
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    assert params["train"]["iters_per_epoch"] == 2
+    diff = in_copy(["dvc", "params", "diff"], work)
+    assert re.search(r"params\.yaml\s+train\.iters_per_epoch\s+3\s+2", diff.stdout), diff.stdout
+    compared = in_copy(["dvc", "exp", "show", "--no-pager", "--only-changed", "--drop",
+                        ".*_std|.*-[LS]T\\.|.*mAP|models|results|Created", "--csv"], work)
+    header = compared.stdout.splitlines()[0].split(",")
+    assert header[:1] == ["Experiment"] and "full.Any-Time.R1" in header and "train.iters_per_epoch" in header, header
+    assert len(header) <= 8, header  # what the README's filter keeps: fits a terminal
+    git(work, "checkout", "-q", "--", "params.yaml", "dvc.lock")
+    in_copy(["dvc", "checkout", "-q"], work)
+    in_copy(["dvc", "exp", "apply", "two-iterations"], work)
+    assert yaml.safe_load((work / "params.yaml").read_text())["train"]["iters_per_epoch"] == 2
+    in_copy(["dvc", "exp", "branch", "two-iterations", "exp-two-iterations"], work)
+    assert "exp-two-iterations" in git(work, "branch")
