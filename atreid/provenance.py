@@ -112,3 +112,12 @@ def evaluation_provenance(eval_settings: Mapping[str, Any], *, data_folder: str 
     return {"data": dataset_source(data_folder), "code": dict(git_state()),
             "eval_settings_sha256": settings_sha256(eval_settings), "model": dict(model or {}),
             "packages": dict(packages())}
+
+
+def imported_provenance(settings: Mapping[str, Any], checkpoint: str | Path) -> dict[str, Any]:
+    """What an imported reference checkpoint's model file came from: the file itself
+    (trained by the authors' code on data atreid never saw)."""
+    checkpoint = Path(checkpoint)
+    return {"code": dict(git_state()), "settings_sha256": settings_sha256(settings),
+            "data": {"source": f"reference checkpoint {checkpoint.name}", "sha256": file_sha256(checkpoint)},
+            "pretrained_sha256": None, "packages": dict(packages())}

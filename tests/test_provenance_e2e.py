@@ -109,7 +109,7 @@ def test_every_number_says_what_it_came_from(pipeline):
     assert (table.loc[list(VARIANTS), "pretrained_sha256"] == backbone[:12]).all()
     assert table.loc["full", "settings_sha256"] != table.loc["baseline", "settings_sha256"]
     markdown = (work / "results" / "table.md").read_text()
-    assert "**Synthetic data**: the rows full, baseline come from the embedded synthetic dataset" in markdown
+    assert "**Synthetic data**: the rows baseline, full come from the embedded synthetic dataset" in markdown
     assert f"- full: commit {head[:12]}, settings {table.loc['full', 'settings_sha256']}" in markdown
 
 
@@ -180,20 +180,33 @@ def test_dvc_s_own_verbs_work_without_a_remote(pipeline):
     assert '"field": "loss"' in json.dumps(shown_plots["models/full/seed0/history.csv"][0]["content"])
 
     # An experiment with one documented key changed (no `+`), compared, applied, branched.
-    experiment = in_copy(["dvc", "exp", "run", "-n", "two-iterations", "-S", "train.iters_per_epoch=2"], work)
+    # (The README's example, with the tiny pipeline's epochs: 1 -> 2.)
+    experiment = in_copy(["dvc", "exp", "run", "-n", "longer", "-S", "train.epochs=2"], work)
     assert re.search(r"Running stage 'train@full-0'", experiment.stdout), experiment.stdout[-2000:]
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    assert params["train"]["iters_per_epoch"] == 2
+    assert yaml.safe_load((work / "params.yaml").read_text())["train"]["epochs"] == 2
     diff = in_copy(["dvc", "params", "diff"], work)
-    assert re.search(r"params\.yaml\s+train\.iters_per_epoch\s+3\s+2", diff.stdout), diff.stdout
+    assert re.search(r"params\.yaml\s+train\.epochs\s+1\s+2", diff.stdout), diff.stdout
     compared = in_copy(["dvc", "exp", "show", "--no-pager", "--only-changed", "--drop",
                         ".*_std|.*-[LS]T\\.|.*mAP|models|results|Created", "--csv"], work)
     header = compared.stdout.splitlines()[0].split(",")
-    assert header[:1] == ["Experiment"] and "full.Any-Time.R1" in header and "train.iters_per_epoch" in header, header
+    assert header[:1] == ["Experiment"] and "full.Any-Time.R1" in header and "train.epochs" in header, header
     assert len(header) <= 8, header  # what the README's filter keeps: fits a terminal
     git(work, "checkout", "-q", "--", "params.yaml", "dvc.lock")
     in_copy(["dvc", "checkout", "-q"], work)
-    in_copy(["dvc", "exp", "apply", "two-iterations"], work)
-    assert yaml.safe_load((work / "params.yaml").read_text())["train"]["iters_per_epoch"] == 2
-    in_copy(["dvc", "exp", "branch", "two-iterations", "exp-two-iterations"], work)
-    assert "exp-two-iterations" in git(work, "branch")
+    # A variant's own key needs no `+` either (checked without running it).
+    dry = in_copy(["dvc", "exp", "run", "--dry", "-S", "variants.full.hdw=false"], work)
+    assert "not in struct" not in dry.stdout + dry.stderr
+    git(work, "checkout", "-q", "--", "params.yaml")
+    in_copy(["dvc", "exp", "apply", "longer"], work)
+    assert yaml.safe_load((work / "params.yaml").read_text())["train"]["epochs"] == 2
+    in_copy(["dvc", "exp", "branch", "longer", "exp-longer"], work)
+    assert "exp-longer" in git(work, "branch")
+
+
+def test_make_dag_writes_the_graph_with_snakemake_9(pipeline):
+    from tests.conftest import REPO
+
+    made = run(["make", "dag", f"VENV={REPO / '.venv'}"], pipeline.work)
+    dot = (pipeline.work / "docs" / "dag.dot").read_text()
+    assert dot.startswith("digraph") and "train_model" in dot and "make_table" in dot, dot[:300]
+    assert "docs/dag" in made.stdout

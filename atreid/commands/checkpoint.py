@@ -22,6 +22,7 @@ from atreid import __version__
 from atreid.commands import json_object_arg
 from atreid.errors import AtreidError
 from atreid.io import atomic_torch_save
+from atreid.provenance import imported_provenance
 
 log = logging.getLogger("atreid.checkpoint")
 
@@ -175,6 +176,8 @@ def import_checkpoint(checkpoint: str | Path, *, variant: str, out: str | Path,
         # Reference tensors our model has no place for (1-column gates without MoAE), so
         # export-checkpoint can write the original file back bit for bit.
         "reference_unused": {k: raw[k] for k in config["unused_keys"]},
+        # What the model came from: the authors' training, read from this file.
+        "provenance": imported_provenance(resolved, checkpoint),
     }
     atomic_torch_save(out, payload)
     log.info("imported %s (epoch %s, %s, ncls %d, MoAE %s, SAID %s, stride %d, %d persons, %d outfits, "

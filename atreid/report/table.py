@@ -314,10 +314,12 @@ HEADLINE_COLUMNS: tuple[str, ...] = ("Any-Time_R1", "Any-Time_mAP", "DT-ST_R1", 
 
 def headline(table: pd.DataFrame, columns: tuple[str, ...] = HEADLINE_COLUMNS) -> str:
     """A terminal-width Markdown excerpt of ``table``: ``variant``, ``n`` and ``columns``
-    (those present) as mean ± std, the chance row as its value."""
+    (those present) as mean ± std, the chance row as its value, then each row's data source
+    (and below, in words, which rows come from synthetic data)."""
     columns = tuple(c for c in columns if c in table.columns)
-    lines = ["| variant | n | " + " | ".join(c.replace("_", " ") for c in columns) + " |",
-             "|---|---:|" + "---:|" * len(columns)]
+    data = DATA_SOURCE_COLUMN in table.columns
+    lines = ["| variant | n | " + " | ".join(c.replace("_", " ") for c in columns) + (" | data" if data else "") + " |",
+             "|---|---:|" + "---:|" * len(columns) + ("---|" if data else "")]
     for _, row in table.iterrows():
         cells = []
         for column in columns:
@@ -328,6 +330,8 @@ def headline(table: pd.DataFrame, columns: tuple[str, ...] = HEADLINE_COLUMNS) -
                 cells.append(f"{value:.2f}")
             else:
                 cells.append(f"{value:.2f} ± {std:.2f}")
+        if data:
+            cells.append(str(row[DATA_SOURCE_COLUMN]))
         n = row.get("n")
         lines.append(f"| {row['variant']} | {'' if n is None or pd.isna(n) else int(n)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + synthetic_note(table)
