@@ -159,6 +159,16 @@ def read_path_list(path: Path) -> list[tuple[str, int | None]]:
     return entries
 
 
+class CorruptImagesError(AtreidError):
+    """Images of a copy that do not decode. ``what`` names them; the message adds the
+    generic fix, which the index step replaces with the command that re-imports the copy
+    (it knows where the copy came from: atreid.commands.data.write_index)."""
+
+    def __init__(self, what: str, fix: str = "re-extract the dataset or replace the file"):
+        super().__init__(f"{what}; {fix}")
+        self.what = what
+
+
 class BenchmarkAdapter:
     """One dataset's release layout -> the common index (subclass per dataset).
 
@@ -499,8 +509,7 @@ class BenchmarkAdapter:
             if corrupt:
                 first = sorted(corrupt)[0]
                 more = f" (and {len(corrupt) - 1} more)" if len(corrupt) > 1 else ""
-                raise AtreidError(f"{root / first}{more}: unreadable or corrupt image ({corrupt[first]}); "
-                                  "re-extract the dataset or replace the file")
+                raise CorruptImagesError(f"{root / first}{more}: unreadable or corrupt image ({corrupt[first]})")
         self.check_index(index, root)
         statistics = self.all_statistics(index)
         want, source = self.expected_counts(images_dir, expected)
