@@ -76,7 +76,7 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
     settings. An empty file is refused as Snakemake refuses it (a truncated file, not
     "no changes"), with the same line for ``atreid check-params`` and the workflow."""
     loaded = read_yaml(path)
-    if loaded is None or not isinstance(loaded, dict):
+    if not isinstance(loaded, dict):
         kinds = {list: "a list", str: "text", int: "a number", float: "a number", bool: "true/false"}
         what = "empty" if loaded is None else f"holds {kinds.get(type(loaded), type(loaded).__name__)}"
         raise AtreidError(f"{path}: {what}; expected a mapping of settings at the top level "

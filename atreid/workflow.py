@@ -2,9 +2,9 @@
 
 - :func:`check_params_files`: Snakemake's own YAML reading keeps the last of a duplicated
   key and reports a syntax error without file or line, so every params file is first
-  read strictly (file, line, key) and must hold a mapping of settings. A ``--configfile`` that is not YAML at all stops
-  Snakemake before the Snakefile is read; ``atreid check-params params.yaml <file>``
-  names its line.
+  read strictly (file, line, key) and must hold a mapping of settings. A
+  ``--configfile`` that is not YAML at all stops Snakemake before the Snakefile is read;
+  ``atreid check-params params.yaml <file>`` names its line.
 - :func:`user_file_input`: a file the user must provide (an AT-USTC archive, weights) is
   an input of the rules that read it; when it is missing the run stops with one line
   naming the setting and the params file that set it (Snakemake would otherwise keep an

@@ -185,7 +185,7 @@ def first_run_metrics(benchmark):
 
 # ---- user-supplied files (real datasets, pretrained weights) ----------------------
 from atreid.commands.data import replaced_folders
-from atreid.workflow import setting_origin, user_file_input
+from atreid.workflow import is_local_path, setting_origin, user_file_input
 
 
 def required_file(source, key, what, data_dir=None):
@@ -193,6 +193,8 @@ def required_file(source, key, what, data_dir=None):
     what depends on it). Missing, or inside data_dir/images (which its import replaces),
     it stops the run with one line naming the setting and the params file that set it;
     an archive already imported from (data_dir/prepared.json) may be gone."""
+    if not is_local_path(source):
+        return []
     origin = setting_origin(key, workflow.config_settings.configfiles,
                             typed_command_line_values(dict(workflow.config_settings.config)))
     try:

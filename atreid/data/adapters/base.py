@@ -164,8 +164,8 @@ class CorruptImagesError(AtreidError):
     generic fix, which the index step replaces with the command that re-imports the copy
     (it knows where the copy came from: atreid.commands.data.write_index)."""
 
-    def __init__(self, what: str, fix: str = "re-extract the dataset or replace the file"):
-        super().__init__(f"{what}; {fix}")
+    def __init__(self, what: str):
+        super().__init__(f"{what}; re-extract the dataset or replace the file")
         self.what = what
 
 
