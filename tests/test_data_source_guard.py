@@ -214,7 +214,7 @@ def test_corrupt_image_names_the_reimport(tmp_path, capsys, synthetic_atustc, so
     assert err.startswith(f"error: {victim}: unreadable or corrupt image (")
     rerun = f"snakemake --cores all --forcerun {shlex.quote(str(data / 'prepared.json'))}"
     fix = {"synthetic": f"; generate it again: {rerun}",
-           "/copies/AT-USTC": f"; replace the file in your copy (data.atustc.source: /copies/AT-USTC), then import "
+           "/copies/AT-USTC": f"; fix it in your copy (data.atustc.source: /copies/AT-USTC), then import "
                               f"it again: rm -f {shlex.quote(str(data / 'source.json'))} && {rerun} (with "
                               "data.atustc.sha256 set, set it to the fixed copy's)",
            None: "; re-extract the dataset or replace the file"}[source]
@@ -241,3 +241,19 @@ def test_params_file_without_a_mapping_is_one_line_naming_it(tmp_path, monkeypat
     with pytest.raises(SystemExit) as info:
         check_params_files(["good.yaml", "preset.yaml"])
     assert info.value.code.startswith(f"error: preset.yaml: {what}; ")
+
+
+def test_incomplete_copy_names_the_reimport_too(tmp_path, capsys, synthetic_atustc):
+    import shutil
+
+    data = tmp_path / "atustc"
+    shutil.copytree(synthetic_atustc, data / "images")
+    for image in (data / "images" / "AT-USTC").rglob("*-f9-*.jpg"):
+        image.unlink()
+    (data / "prepared.json").write_text(json.dumps({"source": "/copies/AT-USTC.zip", "staged": ".images.staged"}))
+    assert main(index_args(data / "images", tmp_path / "out", "--expected", "none")) == 2
+    assert last_error(capsys) == (
+        f"error: {data / 'images' / 'AT-USTC'}: empty or missing split: flag 9 (NT-LT gallery); the copy is "
+        "incomplete; fix it in your copy (data.atustc.source: /copies/AT-USTC.zip), then import it again: "
+        f"rm -f {data / 'source.json'} && snakemake --cores all --forcerun {data / 'prepared.json'} (with "
+        "data.atustc.sha256 set, set it to the fixed copy's)")

@@ -214,7 +214,7 @@ def test_corrupt_image_in_a_folder_fixed_in_place_recovers_with_the_named_comman
     line = (work / "logs" / "data" / "index_atustc.log").read_text().strip().splitlines()[-1]
     assert line.startswith(f"error: data/atustc/images/AT-USTC/{victim.relative_to(source / 'AT-USTC')}: "
                            "unreadable or corrupt image ("), line
-    assert f"replace the file in your copy (data.atustc.source: {source}), then import it again: " in line
+    assert f"fix it in your copy (data.atustc.source: {source}), then import it again: " in line
     command = line.split("then import it again: ")[1].split(" (with data.atustc.sha256 set")[0]
     assert command == ("rm -f data/atustc/source.json && snakemake --cores all --forcerun "
                        "data/atustc/prepared.json")

@@ -222,18 +222,18 @@ def reimport_fix(images: Path, key: str) -> str:
     if source == "synthetic":
         return f"generate it again: {rerun}"
     record = shlex.quote(str(images.parent / RECORD_NAME))
-    return (f"replace the file in your copy ({key}.source: {source}), then import it again: rm -f {record} && "
+    return (f"fix it in your copy ({key}.source: {source}), then import it again: rm -f {record} && "
             f"{rerun} (with {key}.sha256 set, set it to the fixed copy's)")
 
 
 def write_index(adapter: BenchmarkAdapter, args: argparse.Namespace, log: logging.Logger = log) -> None:
     """Verify ``args.images`` with ``adapter``; write the index and both reports (the one
     verification path of index-atustc and index-benchmark)."""
-    from atreid.data.adapters.base import CorruptImagesError
+    from atreid.data.adapters.base import DamagedCopyError
 
     try:
         index, report = adapter.verify(args.images, expected=args.expected, decode_workers=args.workers)
-    except CorruptImagesError as exc:
+    except DamagedCopyError as exc:
         raise AtreidError(f"{exc.what}; {reimport_fix(Path(args.images), adapter.settings_key)}") from None
     refuse_count_differences(adapter, args, report)
     atomic_write_csv(args.index, index)
