@@ -71,6 +71,19 @@ def read_yaml(path: str | Path) -> Any:
         raise AtreidError(f"{path}{where}: not valid YAML{detail}; fix the syntax") from None
 
 
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """One params file (params.yaml or a preset) read strictly: it must hold a mapping of
+    settings. An empty file is refused as Snakemake refuses it (a truncated file, not
+    "no changes"), with the same line for ``atreid check-params`` and the workflow."""
+    loaded = read_yaml(path)
+    if not isinstance(loaded, dict):
+        kinds = {list: "a list", str: "text", int: "a number", float: "a number", bool: "true/false"}
+        what = "empty" if loaded is None else f"holds {kinds.get(type(loaded), type(loaded).__name__)}"
+        raise AtreidError(f"{path}: {what}; expected a mapping of settings at the top level "
+                          "(key: value lines, as in the repository's params.yaml); fix the file")
+    return loaded
+
+
 @lru_cache(maxsize=1)
 def load_schema() -> dict[str, Any]:
     """The params JSON schema (YAML-encoded, shipped inside the package)."""
@@ -205,10 +218,7 @@ def load_params(*paths: str | Path) -> dict[str, Any]:
         path = Path(path)
         if not path.is_file():
             raise AtreidError(f"{path}: no such params file; run from the project root or pass --params")
-        loaded = read_yaml(path) or {}
-        if not isinstance(loaded, dict):
-            raise AtreidError(f"{path}: expected a mapping of settings at the top level")
-        merged = deep_merge(merged, loaded)
+        merged = deep_merge(merged, read_params_file(path))
     return validate_params(merged, source=" + ".join(str(p) for p in paths))
 
 

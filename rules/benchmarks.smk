@@ -29,7 +29,7 @@ RELEASE_BENCHMARK_PATTERN = one_of([name for name in CROSS_BENCHMARKS if name !=
 
 # data.benchmarks.<name> with the schema's defaults (an absent entry: the miniature).
 BENCHMARK_SOURCES = {
-    name: {"source": "synthetic", "sha256": None, "expected_counts": "synthetic",
+    name: {"source": "synthetic", "sha256": None, "expected_counts": "synthetic", "count_differences": "error",
            **config["data"]["benchmarks"].get(name, {})}
     for name in CROSS_BENCHMARKS
 }
@@ -49,7 +49,7 @@ BENCHMARK_PARAMS = {
 # The user's copy of a benchmark (an input of prepare_benchmark and install_benchmark).
 benchmark_source_input = lambda wc: required_file(
     BENCHMARK_SOURCES[wc.benchmark]["source"], f"data.benchmarks.{wc.benchmark}.source",
-    f"your copy of {wc.benchmark} (zip, tar, tar.gz or folder)")
+    f"your copy of {wc.benchmark} (zip, tar, tar.gz or folder)", f"{DATA_DIR}/{wc.benchmark}")
 
 
 rule prepare_benchmark:
@@ -108,6 +108,7 @@ rule index_benchmark:
         benchmark=RELEASE_BENCHMARK_PATTERN,
     params:
         expected=lambda wc: BENCHMARK_SOURCES[wc.benchmark]["expected_counts"],
+        count_differences=lambda wc: BENCHMARK_SOURCES[wc.benchmark]["count_differences"],
         **code_params("index-benchmark"),
     threads: 1
     conda:
@@ -118,7 +119,8 @@ rule index_benchmark:
         "logs/data/index_{benchmark}.benchmark.tsv"
     shell:
         "atreid index-benchmark --benchmark {wildcards.benchmark:q} --images {input:q}"
-        " --expected {params.expected:q} --workers {threads} --index {output.index:q}"
+        " --expected {params.expected:q} --count-differences {params.count_differences:q}"
+        " --workers {threads} --index {output.index:q}"
         " --report {output.verification:q} --report-txt {output.verification_txt:q} 2> {log:q}"
 
 
@@ -131,6 +133,7 @@ rule index_custom:
         verification_txt=f"{DATA_DIR}/custom/verification.txt",
     params:
         expected=BENCHMARK_SOURCES["custom"]["expected_counts"],
+        count_differences=BENCHMARK_SOURCES["custom"]["count_differences"],
         protocol=BENCHMARK_SOURCES["custom"].get("protocol", "standard"),
         **code_params("index-benchmark"),
     threads: 1
@@ -142,5 +145,6 @@ rule index_custom:
         "logs/data/index_custom.benchmark.tsv"
     shell:
         "atreid index-benchmark --benchmark custom --images {input:q} --expected {params.expected:q}"
-        " --protocol {params.protocol:q} --workers {threads} --index {output.index:q}"
+        " --count-differences {params.count_differences:q} --protocol {params.protocol:q} --workers {threads}"
+        " --index {output.index:q}"
         " --report {output.verification:q} --report-txt {output.verification_txt:q} 2> {log:q}"

@@ -184,23 +184,31 @@ def first_run_metrics(benchmark):
 
 
 # ---- user-supplied files (real datasets, pretrained weights) ----------------------
-def is_local_path(source):
-    return source not in ("synthetic", "none", "hub") and "://" not in source
+from atreid.commands.data import replaced_folders
+from atreid.workflow import is_local_path, setting_origin, user_file_input
 
 
-def required_file(source, key, what):
+def required_file(source, key, what, data_dir=None):
     """A local file the user must provide: declared as an input (so a replaced file reruns
-    what depends on it) with a message saying where to put it when it is missing."""
+    what depends on it). Missing, or inside data_dir/images (which its import replaces),
+    it stops the run with one line naming the setting and the params file that set it;
+    an archive already imported from (data_dir/prepared.json) may be gone."""
     if not is_local_path(source):
         return []
-    if not os.path.exists(source):
-        logger.warning(f"{key}: {source} not found: put {what} there, or set {key} in params.yaml")
-    return [source]
+    origin = setting_origin(key, workflow.config_settings.configfiles,
+                            typed_command_line_values(dict(workflow.config_settings.config)))
+    try:
+        return user_file_input(
+            source, key, what, origin=origin, warn=logger.warning,
+            replaced=replaced_folders(f"{data_dir}/images") if data_dir else (),
+            manifest=f"{data_dir}/prepared.json" if data_dir else None)
+    except AtreidError as exc:
+        sys.exit(f"error: {exc}")
 
 
 def atustc_source_input(wildcards):
     return required_file(config["data"]["atustc"]["source"], "data.atustc.source",
-                         "your signed-release copy of AT-USTC (zip, tar, tar.gz or folder)")
+                         "your signed-release copy of AT-USTC (zip, tar, tar.gz or folder)", f"{DATA_DIR}/atustc")
 
 
 def reference_checkpoint_input(wildcards):
@@ -223,7 +231,8 @@ def pretrained_input(wildcards):
     if synthetic_backbone(wildcards):
         return [PRETRAINED_BACKBONE]
     source = resolve_variant(config, wildcards.variant, FIRST_SEED)["model"]["pretrained"]
-    return required_file(source, "model.pretrained",
+    own = "pretrained" in config["variants"][wildcards.variant].get("model", {})
+    return required_file(source, f"variants.{wildcards.variant}.model.pretrained" if own else "model.pretrained",
                          "jx_vit_base_p16_224-80ecf9dd.pth (timm vit_base_patch16_224.orig_in21k_ft_in1k)")
 
 

@@ -68,6 +68,7 @@ rule index_atustc:
         verification_txt=DATA.verification_txt,
     params:
         expected=config["data"]["atustc"]["expected_counts"],
+        count_differences=config["data"]["atustc"]["count_differences"],
         **code_params("index-atustc"),
     threads: config["data"]["atustc"]["decode_workers"]
     conda:
@@ -77,7 +78,8 @@ rule index_atustc:
     benchmark:
         "logs/data/index_atustc.benchmark.tsv"
     shell:
-        "atreid index-atustc --images {input:q} --expected {params.expected:q} --workers {threads}"
+        "atreid index-atustc --images {input:q} --expected {params.expected:q}"
+        " --count-differences {params.count_differences:q} --workers {threads}"
         " --index {output.index:q} --report {output.verification:q}"
         " --report-txt {output.verification_txt:q} 2> {log:q}"
 

@@ -113,7 +113,8 @@ def test_params_fill_the_custom_defaults_and_leave_the_demo_alone():
     assert "custom" not in params["data"]["benchmarks"] and "custom" not in params["eval"]["benchmarks"]
     params["data"]["benchmarks"]["custom"] = {"source": "data/raw/mine"}
     filled = validate_params(params, source="params.yaml")["data"]["benchmarks"]["custom"]
-    assert filled == {"source": "data/raw/mine", "sha256": None, "expected_counts": "none", "protocol": "standard"}
+    assert filled == {"source": "data/raw/mine", "sha256": None, "expected_counts": "none", "protocol": "standard",
+                      "count_differences": "error"}
 
 
 def test_prepare_refuses_a_synthetic_custom_dataset(tmp_path, capsys):

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from atreid.cli import main
-from tests.e2e import copy_tracked_files, run
+from tests.e2e import copy_tracked_files, jobs_of_dry_run, run
 
 pytestmark = pytest.mark.slow
 
@@ -193,3 +193,107 @@ def test_fixed_source_after_a_corrupt_image_recovers_in_one_command(tmp_path, at
     run(["sh", "-c", f"rm data/atustc/source.json && snakemake --cores 1 {TARGET}"], work)
     assert files_of(data / "images") == files_of(atustc_copy)
     assert (data / "train_sampled.csv").is_file()
+
+
+def test_corrupt_image_in_a_folder_fixed_in_place_recovers_with_the_named_command(tmp_path, atustc_copy):
+    """A folder source whose corrupt JPEG is fixed in place (the folder's time does not
+    change, so Snakemake sees no change): the index step's message names the one command
+    that imports the copy again, and that command, run as given, brings the pipeline back."""
+    import shutil
+
+    work = copy_tracked_files(tmp_path / "repo")
+    source = tmp_path / "my AT-USTC"
+    shutil.copytree(atustc_copy, source)
+    victim = sorted((source / "AT-USTC").rglob("*.jpg"))[0]
+    good = victim.read_bytes()
+    victim.write_bytes(b"not a jpeg at all")
+    use_atustc_archive(work, source)
+    data = work / "data" / "atustc"
+
+    assert snakemake(work, check=False).returncode != 0
+    line = (work / "logs" / "data" / "index_atustc.log").read_text().strip().splitlines()[-1]
+    assert line.startswith(f"error: data/atustc/images/AT-USTC/{victim.relative_to(source / 'AT-USTC')}: "
+                           "unreadable or corrupt image ("), line
+    assert f"fix it in your copy (data.atustc.source: {source}), then import it again: " in line
+    command = line.split("then import it again: ")[1].split(" (with data.atustc.sha256 set")[0]
+    assert command == ("rm -f data/atustc/source.json && snakemake --cores all --forcerun "
+                       "data/atustc/prepared.json")
+
+    victim.write_bytes(good)  # fixed at the source, in place
+    assert snakemake(work, check=False).returncode != 0  # a plain rerun does not see the fix
+    # The named command, with this test's target and core count in front of its options.
+    run(["sh", "-c", command.replace("snakemake --cores all", f"snakemake {TARGET} --cores 1")], work)
+    assert files_of(data / "images") == files_of(source)
+    assert (data / "train_sampled.csv").is_file()
+    assert run(["snakemake", "-n", "--cores", "1", TARGET], work).stdout.count("rule ") == 0
+
+
+def test_archive_inside_the_images_folder_is_refused_before_anything_is_touched(tmp_path, atustc_copy):
+    """Under the rules too (Snakemake would delete install_atustc's output folder, and the
+    archive in it, before the job could refuse): the run stops while building the DAG."""
+    work = copy_tracked_files(tmp_path / "repo")
+    (work / "data" / "atustc" / "images").mkdir(parents=True)
+    archive = zip_folder(atustc_copy, work / "data" / "atustc" / "images" / "AT-USTC.zip")
+    use_atustc_archive(work, Path("data/atustc/images/AT-USTC.zip"))
+    kept = archive.read_bytes()
+    for args in (["-n"], []):
+        result = run(["snakemake", "--cores", "1", *args, TARGET], work, check=False)
+        assert result.returncode != 0
+        assert result.stderr.strip().splitlines()[-1] == (
+            "error: data/atustc/images/AT-USTC.zip: lies inside data/atustc/images, which the import replaces; "
+            "move your copy elsewhere and set data.atustc.source (in params.yaml) to its new place")
+        assert archive.read_bytes() == kept
+        assert sorted(p.name for p in (work / "data" / "atustc").iterdir()) == ["images"]
+        assert [p.name for p in (work / "data" / "atustc" / "images").iterdir()] == ["AT-USTC.zip"]
+
+
+def test_paper_preset_after_the_demo_refuses_then_imports_its_own_data(tmp_path, atustc_copy):
+    """The issue's sequence: the demo's data stage, then the paper preset with an empty
+    weights file and no AT-USTC archive. Before: `snakemake --configfile presets/paper.yaml
+    -n` exited 0 planning the re-indexing of the synthetic images with the official counts."""
+    work = copy_tracked_files(tmp_path / "repo")
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["data"]["synthetic"] = dict(SYNTHETIC, seed=1)  # not the archive's images below
+    params["data"]["atustc"].update(frames_per_clip=1, decode_workers=1)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    data = work / "data" / "atustc"
+    snakemake(work)  # the demo's data stage
+    demo_images, demo_index = files_of(data / "images"), (data / "index.csv").read_bytes()
+    (work / "data" / "raw" / "jx_vit_base_p16_224-80ecf9dd.pth").write_bytes(b"")
+    def paper(*args: str) -> list[str]:  # --configfile takes every word after it: last
+        return ["snakemake", "--cores", "1", *args, "--configfile", "presets/paper.yaml"]
+
+    for target in ([], [TARGET]):
+        result = run(paper("-n", *target), work, check=False)
+        assert result.returncode != 0, result.stdout[-3000:]
+        assert result.stderr.strip().splitlines()[-1] == (
+            "error: data.atustc.source: data/raw/AT-USTC.zip not found (set in presets/paper.yaml): put your "
+            "signed-release copy of AT-USTC (zip, tar, tar.gz or folder) there, or change data.atustc.source in "
+            "presets/paper.yaml")
+        assert "index_atustc" not in result.stdout
+
+    # The issue's index step by hand: the official counts refuse the synthetic images.
+    by_hand = run(["atreid", "index-atustc", "--images", "data/atustc/images", "--expected", "official",
+                   "--index", "x/index.csv", "--report", "x/v.json", "--report-txt", "x/v.txt"], work, check=False)
+    assert by_hand.returncode == 2 and not (work / "x").exists()
+    assert by_hand.stderr.strip().splitlines()[-1].endswith(
+        "not the release whose official counts data.atustc.expected_counts names; check data.atustc.source, "
+        "or set data.atustc.count_differences: warn to use this copy on purpose")
+
+    # The archive in place: the preset imports it (its source changed), and its counts,
+    # not the official ones, stop the index step until accepted on purpose.
+    zip_folder(atustc_copy, work / "data" / "raw" / "AT-USTC.zip")
+    dry = run(paper("-n", TARGET), work)
+    assert jobs_of_dry_run(dry.stdout) == {"prepare_atustc": 1, "install_atustc": 1, "index_atustc": 1,
+                                           "sample_frames": 1}
+    assert run(paper(TARGET), work, check=False).returncode != 0
+    log = (work / "logs" / "data" / "index_atustc.log").read_text().strip().splitlines()
+    assert "data.atustc.count_differences: warn" in log[-1]
+    assert files_of(data / "images") == files_of(atustc_copy)  # imported, but not indexed
+    assert not (data / "index.csv").exists()
+    run([*paper(TARGET), "--config", 'data={"atustc": {"count_differences": "warn"}}'], work)
+    assert (data / "index.csv").read_bytes() != demo_index
+
+    # Back to the demo: its synthetic copy is generated again, byte for byte.
+    snakemake(work)
+    assert files_of(data / "images") == demo_images and (data / "index.csv").read_bytes() == demo_index

@@ -4,9 +4,9 @@ Every test runs Snakemake in a copy of the repository's tracked files:
 - values that reach a shell (paths, settings JSON) are quoted: a `data.dir` holding a
   space and `$(touch ...)` is printed quoted by `snakemake -n -p`, and a real run of the
   data stage works and runs nothing;
-- params.yaml with a duplicated key or broken YAML, and an unregistered benchmark, stop
-  the workflow with one line naming the file, the line and the key (as `atreid
-  check-params` does);
+- params.yaml with a duplicated key or broken YAML, that is empty or a list, and an
+  unregistered benchmark, stop the workflow with one line naming the file, the line and
+  the key (as `atreid check-params` does);
 - after a killed snakemake, the rerun's lock error says to run `snakemake --unlock`, and
   that works.
 """
@@ -130,6 +130,20 @@ def test_duplicate_key_and_bad_yaml_name_file_and_line(work):
     params.write_text(text.replace("seeds: [0, 1]", "seed: 0", 1))
     out = snakemake_fails(work)
     assert "error: params.yaml (+ --configfile/--config): key 'seed' was renamed to seeds, a list" in out, out
+
+
+@pytest.mark.parametrize("text", ["", "- seeds\n- data\n"])
+def test_params_without_a_mapping_fail_the_same_way_in_check_params_and_workflow(work, text):
+    """Not Snakemake's "Config file must be given as JSON or YAML with keys at top level"
+    naming the Snakefile: the line of `atreid check-params`, naming params.yaml."""
+    (work / "params.yaml").write_text(text)
+    result = run(["snakemake", "-n"], work, check=False)
+    check = run([sys.executable, "-m", "atreid", "check-params"], work, check=False)
+    assert result.returncode != 0 and check.returncode == 2
+    line = check.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: params.yaml: ") and "expected a mapping of settings at the top level" in line
+    assert result.stderr.strip().splitlines()[-1] == line, result.stderr
+    assert "Snakefile" not in result.stderr and "WorkflowError" not in result.stderr
 
 
 def test_unregistered_benchmark_fails_the_same_way_in_check_params_and_workflow(work):

@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 
 from atreid.commands import json_object_arg
-from atreid.commands.data import (add_expansion_arguments, add_staging_argument, begin_staging,
-                                  expansion_limits, finish_staging, write_index)
+from atreid.commands.data import (add_count_arguments, add_expansion_arguments, add_staging_argument,
+                                  begin_staging, expansion_limits, finish_staging, write_index)
 from atreid.errors import AtreidError
 
 log = logging.getLogger("atreid.benchmarks")
@@ -20,7 +20,7 @@ def run_prepare(args: argparse.Namespace) -> None:
 
     adapter = get_adapter(args.benchmark)  # unknown names list the valid ones
     source = args.source.get("source", "synthetic")
-    out = begin_staging(args)
+    out = begin_staging(args, f"data.benchmarks.{args.benchmark}.source")
     if source == "synthetic":
         from atreid.data.synthetic.miniatures import generate_miniature
 
@@ -68,8 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("index-benchmark", help="verify a benchmark copy and write its index and report")
     p.add_argument("--benchmark", required=True, help="benchmark name (e.g. market1501)")
     p.add_argument("--images", required=True, help="folder holding the release (data/<name>/images)")
-    p.add_argument("--expected", choices=["synthetic", "official", "none"], default="official",
-                   help="counts to compare with: the generator's, the published ones, or none")
+    add_count_arguments(p, "official")
     p.add_argument("--workers", type=int, default=1, help="processes decoding every image (0: do not decode)")
     p.add_argument("--protocol", default=None,
                    help="protocol family of your own dataset (custom): standard, cross_modality or clothes_changing")

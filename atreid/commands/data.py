@@ -25,18 +25,26 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from atreid.commands import json_object_arg
 from atreid.errors import AtreidError
-from atreid.io import atomic_write_csv, atomic_write_json, atomic_write_text, remove_stale_temporaries
+from atreid.io import (atomic_write_csv, atomic_write_json, atomic_write_text, remove_stale_temporaries,
+                       stale_temporaries)
 
 if TYPE_CHECKING:
     from atreid.data.adapters.base import BenchmarkAdapter
 
 log = logging.getLogger("atreid.data")
+
+
+# Beside a dataset's images/ (data/<name>/): the manifest of the copy the prepare step
+# made (rules/*.smk declare it) and the import's record of the source's digest.
+PREPARED_NAME = "prepared.json"
+RECORD_NAME = "source.json"
 
 
 def expansion_limits(args: argparse.Namespace) -> dict:
@@ -64,10 +72,25 @@ def staged_dir(out: str | os.PathLike) -> Path:
     return out.parent / f".{out.name}.staged"
 
 
-def begin_staging(args: argparse.Namespace) -> Path:
+def replaced_folders(out: str | os.PathLike) -> list[Path]:
+    """Every folder a prepare step (and the install after it) may delete or replace:
+    ``out``, its staging folder, and the temporaries a killed earlier run left beside them."""
+    out = Path(out)
+    staged = staged_dir(out)
+    return [out, staged, *stale_temporaries(out), *stale_temporaries(staged)]
+
+
+def begin_staging(args: argparse.Namespace, setting: str) -> Path:
     """The folder the prepare step writes: ``--out``, or with ``--manifest`` its staging
     folder (emptied first: an earlier staged copy without a manifest was never accepted).
-    The leftovers of a killed earlier run of this step are removed."""
+    The leftovers of a killed earlier run of this step are removed.
+
+    First of all, a source inside any folder the import replaces is refused (``setting``:
+    its key, for the message), before anything is deleted: installing the copy would
+    otherwise delete the user's own archive."""
+    from atreid.data.archive import check_source_outside
+
+    check_source_outside(args.source.get("source", "synthetic"), replaced_folders(args.out), setting=setting)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
@@ -91,13 +114,18 @@ def run_install(args: argparse.Namespace) -> None:
     """Move the staged copy of ``--manifest`` into ``--out``, replacing the old copy."""
     out, manifest = Path(args.out), Path(args.manifest)
     try:
-        staged = out.parent / json.loads(manifest.read_text(encoding="utf-8"))["staged"]
+        prepared = json.loads(manifest.read_text(encoding="utf-8"))
+        staged = out.parent / prepared["staged"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AtreidError(f"{manifest}: not a readable manifest of a prepared copy ({exc}); prepare "
                           f"it again: snakemake --cores all --forcerun {args.rule}") from None
     if staged.parent != out.parent or not staged.name.startswith("."):
         raise AtreidError(f"{manifest}: names {staged.name!r}, not a staging folder beside {out}; prepare "
                           f"it again: snakemake --cores all --forcerun {args.rule}")
+    if isinstance(prepared.get("source"), str):  # also a copy prepared by hand or by an older atreid
+        from atreid.data.archive import check_source_outside
+
+        check_source_outside(prepared["source"], [out], setting="the source")
     remove_stale_temporaries(out)
     if not staged.is_dir():
         raise AtreidError(f"{staged}: the prepared copy is gone (installed earlier and {out} removed "
@@ -119,7 +147,7 @@ def run_prepare(args: argparse.Namespace) -> None:
     """Generate the synthetic copy or import the user's copy into ``--out`` (with
     ``--manifest``: into its staging folder, then the manifest)."""
     source = args.source["source"]
-    out = begin_staging(args)
+    out = begin_staging(args, "data.atustc.source")
     if source == "synthetic":
         from atreid.data.synthetic.atustc import generate_atustc
 
@@ -137,10 +165,68 @@ def run_prepare(args: argparse.Namespace) -> None:
     finish_staging(args, out, record)
 
 
+def add_count_arguments(p: argparse.ArgumentParser, expected_default: str) -> None:
+    p.add_argument("--expected", choices=["synthetic", "official", "none"], default=expected_default,
+                   help="counts to compare with: the generator's, the published ones, or none")
+    p.add_argument("--count-differences", choices=["error", "warn"], default="error",
+                   help="with --expected official: a count beyond the tolerance is an error (nothing "
+                        "written) or a warning of the report (a different release on purpose)")
+
+
+def refuse_count_differences(adapter: BenchmarkAdapter, args: argparse.Namespace, report: dict) -> None:
+    """With the official statistics and ``--count-differences error``, a copy whose counts
+    differ is refused before anything is written: it is not the release the published
+    figures describe (e.g. the demo's synthetic images under the paper preset)."""
+    differences = report["count_differences"]
+    if not differences or args.expected != "official" or args.count_differences != "error":
+        return
+    first = adapter.difference_text.format(**differences[0])
+    more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
+    key = adapter.settings_key
+    raise AtreidError(f"{args.images}: {first}{more}: not the release whose official counts "
+                      f"{key}.expected_counts names; check {key}.source, or set {key}.count_differences: "
+                      "warn to use this copy on purpose")
+
+
+def prepared_source(manifest: str | os.PathLike) -> str | None:
+    """The source recorded in a data folder's manifest (data/<name>/prepared.json): what
+    its images/ were generated or imported from; None when there is no readable one."""
+    try:
+        source = json.loads(Path(manifest).read_text(encoding="utf-8")).get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return source if isinstance(source, str) else None
+
+
+def reimport_fix(images: Path, key: str) -> str:
+    """What to do when the copy in ``images`` is damaged: the one command that prepares it
+    again from its source, read from the manifest beside it (data/<name>/prepared.json).
+
+    ``--forcerun`` the manifest: Snakemake sees no change in a folder source whose file
+    was fixed in place (a folder's time does not change). ``rm`` the import record: the
+    fixed copy's digest differs from the damaged one's, which the record would refuse."""
+    manifest = images.parent / PREPARED_NAME
+    source = prepared_source(manifest)
+    if source is None:
+        return "re-extract the dataset or replace the file"
+    rerun = f"snakemake --cores all --forcerun {shlex.quote(str(manifest))}"
+    if source == "synthetic":
+        return f"generate it again: {rerun}"
+    record = shlex.quote(str(images.parent / RECORD_NAME))
+    return (f"fix it in your copy ({key}.source: {source}), then import it again: rm -f {record} && "
+            f"{rerun} (with {key}.sha256 set, set it to the fixed copy's)")
+
+
 def write_index(adapter: BenchmarkAdapter, args: argparse.Namespace, log: logging.Logger = log) -> None:
     """Verify ``args.images`` with ``adapter``; write the index and both reports (the one
     verification path of index-atustc and index-benchmark)."""
-    index, report = adapter.verify(args.images, expected=args.expected, decode_workers=args.workers)
+    from atreid.data.adapters.base import DamagedCopyError
+
+    try:
+        index, report = adapter.verify(args.images, expected=args.expected, decode_workers=args.workers)
+    except DamagedCopyError as exc:
+        raise AtreidError(f"{exc.what}; {reimport_fix(Path(args.images), adapter.settings_key)}") from None
+    refuse_count_differences(adapter, args, report)
     atomic_write_csv(args.index, index)
     atomic_write_json(args.report, report)
     atomic_write_text(args.report_txt, adapter.format_report(report))
@@ -193,7 +279,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("index-atustc", help="verify an AT-USTC copy and write its index and report")
     p.add_argument("--images", required=True, help="folder holding AT-USTC/")
-    p.add_argument("--expected", choices=["synthetic", "official", "none"], default="synthetic")
+    add_count_arguments(p, "synthetic")
     p.add_argument("--workers", type=int, default=1, help="processes decoding every image (0: do not decode)")
     p.add_argument("--index", required=True)
     p.add_argument("--report", required=True, help="verification report (JSON)")

@@ -55,7 +55,7 @@ import urllib.request
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 from atreid.errors import AtreidError
 from atreid.io import atomic_output_dir, atomic_write_json, progress, remove_stale_temporaries
@@ -304,11 +304,26 @@ def _make_dirs(folder: Path) -> list[Path]:
     return list(reversed(missing))
 
 
+def check_source_outside(source: str | os.PathLike, folders: Iterable[str | os.PathLike], *,
+                         setting: str = "the source") -> None:
+    """Refuse a local ``source`` that lies inside one of ``folders`` (or is one of them):
+    the folders an import replaces or empties (the destination, its staging folder), so
+    that the import would delete the user's copy. URLs and ``synthetic`` are never inside.
+    Checked before anything is touched; the paths need not exist yet."""
+    source = os.fspath(source)
+    if source == "synthetic" or _URL_RE.match(source):
+        return
+    src = Path(source).expanduser().resolve()
+    for folder in folders:
+        out = Path(folder).resolve()
+        if src == out or out in src.parents:
+            raise AtreidError(f"{source}: lies inside {folder}, which the import replaces; move your copy "
+                              f"elsewhere and set {setting} to its new place")
+
+
 def _check_not_overlapping(path: Path, dest: Path, source: str) -> None:
+    check_source_outside(source, [dest])
     src, out = path.resolve(), dest.resolve()
-    if src == out or out in src.parents:
-        raise AtreidError(f"{source}: lies inside {dest}, which the import replaces; move your copy "
-                          "elsewhere and set the source to its new place")
     if path.is_dir() and (src == out.parent or src in out.parents):
         raise AtreidError(f"{source}: the destination {dest} lies inside this folder, so it would be "
                           "copied into itself; move your copy elsewhere or change data.dir")

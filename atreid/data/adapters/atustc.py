@@ -26,7 +26,7 @@ import pandas as pd
 
 from atreid.constants import FLAG_NAMES
 from atreid.data.adapters import get_adapter, register_benchmark
-from atreid.data.adapters.base import BenchmarkAdapter
+from atreid.data.adapters.base import BenchmarkAdapter, DamagedCopyError
 from atreid.data.atustc import (
     COUNT_TOLERANCE,
     INDEX_COLUMNS,
@@ -38,7 +38,6 @@ from atreid.data.atustc import (
     TOP_FOLDER,
     index_row,
 )
-from atreid.errors import AtreidError
 
 PATTERN = "pPPP-dDD-cCC/camKK-fF-NNNN.jpg layout (camera 01-16, flag 0-9)"
 
@@ -89,7 +88,8 @@ class ATUSTC(BenchmarkAdapter):
         missing = [f for f in FLAG_NAMES if f != 1 and f not in present]
         if missing:
             names = ", ".join(f"flag {f} ({FLAG_NAMES[f]})" for f in missing)
-            raise AtreidError(f"{root}: empty or missing split: {names}; the copy is incomplete, re-import it")
+            raise DamagedCopyError(f"{root}: empty or missing split: {names}; the copy is incomplete",
+                                   "re-import it")
         super().check_index(index, root)
 
     def difference(self, group: str, field: str, expected: int, actual: int, relative: float,

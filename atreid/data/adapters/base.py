@@ -119,19 +119,30 @@ def _decode_errors(paths: list[str], results) -> dict[str, str]:
     return errors
 
 
+class DamagedCopyError(AtreidError):
+    """A copy whose content is damaged (an image that does not decode, an unreadable list
+    file, a missing split). ``what`` names the problem; the message adds a generic fix,
+    which the index step replaces with the one command that prepares the copy again from
+    its source (it knows the source: atreid.commands.data.write_index)."""
+
+    def __init__(self, what: str, fix: str = "re-extract the dataset"):
+        super().__init__(f"{what}; {fix}")
+        self.what = what
+
+
 def read_id_list(path: Path) -> list[int]:
     """Integer ids separated by commas, spaces or newlines (SYSU/LLCM/LTCC id files)."""
     try:
         text = path.read_text()
     except OSError as exc:
-        raise AtreidError(f"{path}: cannot read id list ({exc}); re-extract the dataset") from None
+        raise DamagedCopyError(f"{path}: cannot read id list ({exc})") from None
     tokens = [t for t in re.split(r"[\s,]+", text.strip()) if t]
     try:
         return [int(t) for t in tokens]
     except ValueError:
         bad = next(t for t in tokens if not t.lstrip("-").isdigit())
-        raise AtreidError(f"{path}: {bad!r} is not an integer id; the file must list ids separated by "
-                          "commas or newlines (re-extract the dataset)") from None
+        raise DamagedCopyError(f"{path}: {bad!r} is not an integer id; the file must list ids separated by "
+                               "commas or newlines") from None
 
 
 def read_path_list(path: Path) -> list[tuple[str, int | None]]:
@@ -139,7 +150,7 @@ def read_path_list(path: Path) -> list[tuple[str, int | None]]:
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
-        raise AtreidError(f"{path}: cannot read list file ({exc}); re-extract the dataset") from None
+        raise DamagedCopyError(f"{path}: cannot read list file ({exc})") from None
     entries: list[tuple[str, int | None]] = []
     for number, line in enumerate(lines, start=1):
         parts = line.split()
@@ -499,8 +510,8 @@ class BenchmarkAdapter:
             if corrupt:
                 first = sorted(corrupt)[0]
                 more = f" (and {len(corrupt) - 1} more)" if len(corrupt) > 1 else ""
-                raise AtreidError(f"{root / first}{more}: unreadable or corrupt image ({corrupt[first]}); "
-                                  "re-extract the dataset or replace the file")
+                raise DamagedCopyError(f"{root / first}{more}: unreadable or corrupt image ({corrupt[first]})",
+                                       "re-extract the dataset or replace the file")
         self.check_index(index, root)
         statistics = self.all_statistics(index)
         want, source = self.expected_counts(images_dir, expected)
