@@ -237,7 +237,7 @@ def pretrained_input(wildcards):
 
 
 # ---- code as an input -------------------------------------------------------------
-# Every rule carries one param per package file its `atreid` verb may run (atreid/code_deps.py):
+# Each job carries one param per package file its `atreid` verb may run (atreid/code_deps.py),
 # `<file>@<fingerprint of the parts the job may run>`. Editing code reruns exactly the jobs
 # that may run it, and `snakemake -n` names the file in the reason ("Params have changed
 # since last execution: ... before: atreid/model/moae.py@... now: atreid/model/moae.py@...").
