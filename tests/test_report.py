@@ -206,11 +206,35 @@ def test_table_markdown_cells_are_mean_plus_minus_std(tmp_path):
              for run, r1 in (("seed0", 50.0), ("seed1", 54.0))]
     files.append(write_run(tmp_path, "base", "seed0", "atustc", {"Any-Time_R1": 40.0}, chance={"Any-Time_R1": 2.0}))
     lines = table_markdown(build_table(files)).splitlines()
-    assert lines[0] == "| variant | synthetic | n | Any-Time_R1 |"
-    assert lines[2] == "| full | False | 2 | 52.00 ± 2.83 |"
-    assert lines[3] == "| base | False | 1 | 40.00 ± 0.00 |"
-    assert lines[4] == "| chance | False | 1 | 2.00 |"  # computed, not measured: no spread shown
+    # data_source last (these files predate provenance: "unrecorded"); commit, settings and
+    # pretrained file listed under the table.
+    assert lines[0] == "| variant | synthetic | n | Any-Time_R1 | data_source |"
+    assert lines[2] == "| full | False | 2 | 52.00 ± 2.83 | unrecorded |"
+    assert lines[3] == "| base | False | 1 | 40.00 ± 0.00 | unrecorded |"
+    assert lines[4] == "| chance | False | 1 | 2.00 | unrecorded |"  # computed, not measured: no spread shown
     assert any("mean ± sample std" in line for line in lines)
+    assert "- full: commit unrecorded, settings " in "\n".join(lines) and "Synthetic data" not in "\n".join(lines)
+
+
+def test_table_rows_say_what_they_came_from(tmp_path):
+    """Provenance columns from the metrics files (atreid/provenance.py), one value per row
+    (several runs' different values joined), and synthetic rows named in words."""
+    files = []
+    for run, commit in (("seed0", "a" * 40), ("seed1", "b" * 40)):
+        path = write_run(tmp_path, "full", run, "atustc", {"Any-Time_R1": 50.0})
+        metrics = json.loads(path.read_text())
+        metrics["provenance"] = {"data": {"source": "synthetic", "generator": "atreid 0.1.0"},
+                                 "model": {"code": {"commit": commit, "dirty": run == "seed1"},
+                                           "data": {"source": "AT-USTC.zip", "sha256": "c" * 64},
+                                           "pretrained_sha256": "d" * 64}}
+        path.write_text(json.dumps(metrics))
+        files.append(path)
+    row = build_table(files).set_index("variant").loc["full"]
+    assert row["data_source"] == f"AT-USTC.zip@{'c' * 12} / synthetic"
+    assert row["commit"] == f"{'a' * 12} / {'b' * 12}+dirty"
+    assert row["pretrained_sha256"] == "d" * 12 and len(row["settings_sha256"]) == 12
+    markdown = table_markdown(build_table(files))
+    assert "**Synthetic data**: the rows full come from the embedded synthetic dataset" in markdown
 
 
 def test_paper_columns_compare_the_mean(tmp_path):
@@ -254,11 +278,15 @@ def test_headline_shows_mean_std_and_chance_plainly(tmp_path):
     assert lines[0] == "| variant | n | Any-Time R1 | Any-Time mAP |"
     assert lines[2] == "| full | 2 | 11.19 ± 0.45 | 15.80 ± 0.00 |"
     assert lines[3] == "| chance | 1 | 3.24 | - |"
+    table["data_source"] = ["synthetic", "synthetic"]
+    sourced = headline(table)
+    assert sourced.splitlines()[2] == "| full | 2 | 11.19 ± 0.45 | 15.80 ± 0.00 | synthetic |"
+    assert "**Synthetic data**: the rows full come from" in sourced
     path = tmp_path / "table.csv"
     table.to_csv(path, index=False)
     out = subprocess.run([sys.executable, "-m", "atreid", "show-table", str(path)], capture_output=True, text=True,
                          check=True).stdout
-    assert out.splitlines()[2] == lines[2]
+    assert out.splitlines()[2] == sourced.splitlines()[2]
     missing = subprocess.run([sys.executable, "-m", "atreid", "show-table", str(tmp_path / "none.csv")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "no result table yet" in missing.stderr

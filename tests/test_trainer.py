@@ -226,7 +226,11 @@ def test_model_file_is_weights_only(stand_ins, data, tmp_path):
     run(tiny_settings(epochs=1), data, tmp_path)
     payload = torch.load(tmp_path / "model.pt", weights_only=True)
     assert set(payload) == {"state_dict", "settings", "labels", "arch", "num_persons", "num_outfits", "epoch",
-                            "atreid_version"}
+                            "atreid_version", "provenance"}
+    # What the run was built from (atreid/provenance.py): plain values, loadable weights-only.
+    provenance = payload["provenance"]
+    assert set(provenance) == {"code", "settings_sha256", "data", "pretrained_sha256", "packages"}
+    assert provenance["pretrained_sha256"] == "none" and provenance["data"] == {"source": "unknown"}
     assert payload["num_persons"] == 6 and payload["num_outfits"] == 12 and payload["epoch"] == 1
     history = pd.read_csv(tmp_path / "history.csv")
     for column in ("epoch", "lr", "loss", "loss_h0", "acc_h5", "loss_triplet", "images_per_s", "epoch_time_s"):

@@ -266,7 +266,7 @@ def synthetic_rows(table: pd.DataFrame) -> list[str]:
     """The measured rows whose numbers come (partly) from synthetic data."""
     rows = table[table["variant"] != CHANCE_ROW]
     return [row["variant"] for _, row in rows.iterrows()
-            if row["synthetic"] or "synthetic" in str(row.get(DATA_SOURCE_COLUMN, ""))]
+            if row.get("synthetic") is True or "synthetic" in str(row.get(DATA_SOURCE_COLUMN, ""))]
 
 
 def synthetic_note(table: pd.DataFrame) -> str:
