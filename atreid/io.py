@@ -168,6 +168,12 @@ def keep_previous(path: str | os.PathLike, previous: str | os.PathLike) -> bool:
     path, previous = Path(path), Path(previous)
     if not path.is_file():
         return False
+    # A write killed after the link below and before ``path`` was replaced leaves both names
+    # on one file. ``previous`` then already holds what ``path`` holds; and linking again
+    # would not help: renaming a name over another name of the same file does nothing, so
+    # the temporary link would stay (keeping a ~3 GB checkpoint alive once ``previous`` moves on).
+    if previous.exists() and os.path.samefile(path, previous):
+        return True
     tmp = _temp_name(previous, ".tmp")
     try:
         try:

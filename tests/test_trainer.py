@@ -521,6 +521,41 @@ def test_killed_checkpoint_write_leftovers_removed_by_next_run(stand_ins, data, 
     assert all(path.exists() for path in foreign)
 
 
+KILL_DURING_SECOND_WRITE = """
+import os, signal, sys
+import torch
+from atreid.engine import checkpoint
+checkpoint.save_checkpoint(sys.argv[1], {"epoch": 1, "model": {"w": torch.ones(4)}})
+os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # killed after previous.pt was linked
+checkpoint.save_checkpoint(sys.argv[1], {"epoch": 2, "model": {"w": torch.full((4,), 2.0)}})
+"""
+
+
+def test_checkpoint_save_after_a_kill_left_previous_and_last_as_one_file(tmp_path):
+    """A kill between linking previous.pt to last.pt and replacing last.pt leaves two names of
+    one file; the next saves must still end with two distinct files and no stray link."""
+    import os
+    import subprocess
+    import sys
+
+    from atreid.engine.checkpoint import remove_stale_checkpoint_temporaries
+
+    ckpt = tmp_path / "ckpt"
+    done = subprocess.run([sys.executable, "-c", KILL_DURING_SECOND_WRITE, str(ckpt)], cwd=REPO,
+                          capture_output=True, timeout=120)
+    assert done.returncode == -9, done.stderr
+    last, previous = ckpt / "last.pt", ckpt / "previous.pt"
+    assert os.path.samefile(last, previous)  # the state the kill leaves
+    remove_stale_checkpoint_temporaries(ckpt)  # as a resumed run does first
+    assert sorted(p.name for p in ckpt.iterdir()) == ["last.pt", "previous.pt"]
+    for epoch in (2, 3):
+        save_checkpoint(ckpt, {"epoch": epoch, "model": {"w": torch.full((4,), float(epoch))}})
+        assert sorted(p.name for p in ckpt.iterdir()) == ["last.pt", "previous.pt"], epoch
+        assert not os.path.samefile(last, previous)
+        assert [torch.load(p, weights_only=True)["epoch"] for p in (previous, last)] == [epoch - 1, epoch]
+        assert os.stat(previous).st_nlink == os.stat(last).st_nlink == 1
+
+
 def test_full_disk_while_checkpointing_is_one_line(stand_ins, data, tmp_path, monkeypatch):
     import errno
     import os
