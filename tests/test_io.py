@@ -153,6 +153,36 @@ def test_enospc_gives_one_line_and_leaves_nothing(tmp_path, monkeypatch):
     assert target.read_bytes() == b"previous"
 
 
+@pytest.mark.parametrize("fails", ["fill", "before_replace"])
+def test_atomic_write_stream_failure_leaves_the_target(tmp_path, fails):
+    """An error while streaming (or in the hook run once the file is complete) leaves the
+    old target and no temporary; the hook runs only after the content is complete."""
+    target = tmp_path / "last.pt"
+    target.write_bytes(b"old")
+    seen = []
+
+    def fill(f):
+        f.write(b"new")
+        if fails == "fill":
+            raise ValueError("cannot pickle")
+
+    def before_replace():
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+        if fails == "before_replace":
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    with pytest.raises(ValueError if fails == "fill" else AtreidError):
+        aio.atomic_write_stream(target, fill, before_replace=before_replace)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"] and target.read_bytes() == b"old"
+    if fails == "fill":
+        assert seen == []
+    else:  # the complete temporary sits beside the untouched target when the hook runs
+        (listing,) = seen
+        assert len(listing) == 2 and listing[0].startswith(".last.pt.") and listing[1] == "last.pt"
+    aio.atomic_write_stream(target, lambda f: f.write(b"new"))
+    assert target.read_bytes() == b"new"
+
+
 def test_permission_error_is_one_line(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path))

@@ -9,9 +9,11 @@ design (CPU: a resumed run ends with weights ``torch.equal`` to an uninterrupted
 - the global RNGs used inside the model (drop-path) are reseeded at the start of every
   epoch from (seed, epoch, rank), after the epoch's DataLoader iterator exists (creating
   an iterator draws from torch's generator);
-- the checkpoint written after every epoch but the last holds model, optimiser (momentum
-  buffers, group lrs), sampler state, history and all RNG states, and is restored as a
-  whole (after the last epoch model.pt is written instead, and the checkpoints deleted).
+- the checkpoint written every ``train.checkpoint_every`` epochs but never after the last
+  holds model, optimiser (momentum buffers, group lrs), sampler state, history and all RNG
+  states, and is restored as a whole (after the last epoch model.pt is written instead,
+  and the checkpoints deleted). On CUDA a background thread writes it from a host copy,
+  so training waits only for that copy.
 
 The triplet loss is on when ``epoch > train.triplet_start_epoch`` (reference behaviour;
 the recipe's 999 means never).
@@ -40,7 +42,7 @@ from atreid.config import settings_digest
 from atreid.constants import SCENARIOS
 from atreid.data.labels import DEFAULT_TRAIN_ON, check_trainable, empty_heads, label_support
 from atreid.engine import distributed as ddp
-from atreid.engine.checkpoint import (CheckpointWriter, cpu_copy, cpu_state_dict, find_checkpoint,
+from atreid.engine.checkpoint import (CheckpointWriter, find_checkpoint,
                                       model_from_settings, remove_checkpoint, remove_stale_checkpoint_temporaries,
                                       rng_states, save_checkpoint, save_trained_model, set_rng_states, unwrap)
 from atreid.engine.dataset import build_train_loader, read_training_index
@@ -343,11 +345,10 @@ def _train(settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device, in
                 if empty:
                     log.warning("epoch %d: no sample for head(s) %s in any batch: their loss and accuracy are "
                                 "left empty in the history", epoch, ", ".join(empty))
-                # No checkpoint after the final epoch: model.pt is written next and the checkpoints
-                # are then deleted (for ViT-B MoAE that saves a 3 GB copy and write per run).
-                if epoch < epochs:
-                    snapshot = {"digest": digest, "epoch": epoch, "name": name, "model": cpu_state_dict(model),
-                                "optimizer": cpu_copy(optimizer.state_dict()), "sampler": sampler.state_dict(),
+                if checkpoint_due(epoch, epochs, train["checkpoint_every"]):
+                    snapshot = {"digest": digest, "epoch": epoch, "name": name,
+                                "model": writer.hold(unwrap(model).state_dict()),
+                                "optimizer": writer.hold(optimizer.state_dict()), "sampler": sampler.state_dict(),
                                 "history": [dict(r) for r in history], "rng": rng_states()}
                     writer.submit(lambda snapshot=snapshot: save_checkpoint(checkpoint_dir, snapshot))
                 atomic_write_csv(history_path, pd.DataFrame(history))
@@ -362,6 +363,13 @@ def _train(settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device, in
         log.info("trained %s -> %s", name, out_path)
     ddp.barrier()
     return {"epochs": epochs, "resumed_from": resumed_from, "history": history, "out": str(out_path)}
+
+
+def checkpoint_due(epoch: int, epochs: int, every: int) -> bool:
+    """Whether a resume checkpoint follows ``epoch``: every ``every`` epochs, never after the
+    last one (model.pt is written next and the checkpoints deleted: for ViT-B MoAE that
+    saves a 3 GB write per run)."""
+    return epoch < epochs and epoch % every == 0
 
 
 def _wrap(model: nn.Module, settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device) -> nn.Module:
