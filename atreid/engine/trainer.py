@@ -372,8 +372,21 @@ def checkpoint_due(epoch: int, epochs: int, every: int) -> bool:
     return epoch < epochs and epoch % every == 0
 
 
+def compile_model(net: nn.Module) -> nn.Module:
+    """``torch.compile`` (Inductor: C++ kernels on CPU, Triton on CUDA) of the whole model.
+
+    One graph per model, no graph breaks (MoAE takes its fixed-shape dense path inside a
+    graph, :meth:`atreid.model.moae.MoAE._routes`), compiled for the training batch's shape
+    (``dynamic=False``: every training batch has it). ``fallback_random``: drop-path masks
+    are drawn by the same aten calls as in eager mode, not by Inductor's own generator, so a
+    compiled run draws the eager run's masks (equal losses up to rounding) and resumes
+    exactly as an eager one does.
+    """
+    return torch.compile(net, dynamic=False, options={"fallback_random": True})
+
+
 def _wrap(model: nn.Module, settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device) -> nn.Module:
-    """DDP (BatchNorm statistics over all ranks) and torch.compile on CUDA when asked."""
+    """DDP (BatchNorm statistics over all ranks) and torch.compile (``train.compile``)."""
     net = model
     if ctx.enabled:
         net = ddp.sync_batchnorm(net, dev)
@@ -381,8 +394,8 @@ def _wrap(model: nn.Module, settings: dict[str, Any], ctx: ddp.DistContext, dev:
         # through the stacked matmuls (an empty group gives zeros), the hard gate an exact
         # zero (moae._ZeroGradTo). DDP raises at the next step if one ever does not.
         net = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    if dev.type == "cuda" and settings["train"]["compile"]:
-        net = torch.compile(net)
+    if settings["train"]["compile"]:
+        net = compile_model(net)
     return net
 
 

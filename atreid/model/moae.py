@@ -393,10 +393,12 @@ class MoAE(nn.Module):
 
     def _routes(self, x: torch.Tensor) -> bool:
         if self.dispatch == "auto":
-            # An exported graph (torch.export, ONNX) must not read the group sizes on the
-            # host: it takes the dense path, the same function with fixed shapes.
-            exporting = getattr(torch.compiler, "is_exporting", lambda: False)() or torch.onnx.is_in_onnx_export()
-            return x.device.type == "cpu" and not exporting
+            # A graph (torch.compile, torch.export, ONNX) must not read the group sizes on
+            # the host: it takes the dense path, the same function with fixed shapes. Routed
+            # under torch.compile, every block breaks the graph twice (bincount's data-
+            # dependent shape, the .tolist()) and the grouped matmuls recompile for new sizes.
+            in_graph = torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+            return x.device.type == "cpu" and not in_graph
         return self.dispatch == "routed"
 
     def extra_repr(self) -> str:
