@@ -103,3 +103,24 @@ def test_compiled_resume_equals_uninterrupted(data, tmp_path, monkeypatch):
     add_two_block_arch(monkeypatch)
     assert run(tmp_path / "b")["resumed_from"] == 1
     assert_same_weights(tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt")
+
+
+@pytest.mark.parametrize("variant", ["full", "ncls1"])
+def test_compiled_feature_extraction_equals_eager(variant, data, tmp_path):
+    """eval.compile: the same features within 1e-5, one graph (the last, smaller batch padded)."""
+    import pandas as pd
+
+    from atreid.engine.checkpoint import model_from_settings
+    from atreid.eval.features import extract_features
+
+    torch.manual_seed(0)
+    model = model_from_settings(settings_of(variant), 6, 12).eval()
+    paths = pd.read_csv(data["index_csv"])["path"].tolist()[:10]
+    kwargs = {"image_size": (32, 16), "batch_size": 4, "flip": True}
+    eager = extract_features(model, data["images_root"], paths, **kwargs)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = extract_features(model, data["images_root"], paths, compile=True, **kwargs)
+    assert compiled.shape == eager.shape == (10, 6, 192)
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
