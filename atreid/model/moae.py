@@ -187,9 +187,10 @@ class MoAE(nn.Module):
             arithmetic - with rows grouped per atom, which needs the group sizes on the
             host; ``"auto"`` (default) routes on CPU and stays dense on accelerators,
             where reading the sizes would synchronise the device in every block and
-            data-dependent shapes defeat ``torch.compile``, and while the model is
-            exported (``torch.export`` / ONNX: a graph cannot hold host reads). The
-            soft gate always evaluates both experts.
+            data-dependent shapes defeat ``torch.compile``, and inside any graph
+            (``torch.compile`` on CPU too, ``torch.export``, ONNX: a graph cannot hold
+            host reads; routed, each block would break the graph twice and recompile
+            for every new group size). The soft gate always evaluates both experts.
     """
 
     def __init__(
