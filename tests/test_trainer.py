@@ -699,3 +699,22 @@ def test_cli_train_full_disk_is_one_line(generated, tmp_path, full):
         assert_one_error_line(done, str(target), "No space left on device", "free space")
         leftovers = [p.name for p in target.parent.iterdir() if p.name.endswith(".tmp")]
         assert leftovers == [] and not target.exists()
+
+
+def test_background_writer_reuses_its_host_buffers(tmp_path):
+    """Later snapshots are copied into the first one's host buffers (no fresh 3 GB to page in),
+    only after the write in flight is done, and each write saves its own snapshot."""
+    from atreid.engine.checkpoint import CheckpointWriter
+
+    writer = CheckpointWriter(background=True)
+    weight = torch.ones(3)
+    first = writer.hold({"w": weight, "groups": [{"lr": 0.1}]}, "model")
+    writer.submit(lambda: save_checkpoint(tmp_path, {"epoch": 1, "model": first}))
+    weight.add_(1)
+    second = writer.hold({"w": weight, "groups": [{"lr": 0.1}]}, "model")  # waits for the write above
+    assert second["w"].data_ptr() == first["w"].data_ptr() != weight.data_ptr()
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["model"]["w"].tolist() == [1.0, 1.0, 1.0]
+    writer.submit(lambda: save_checkpoint(tmp_path, {"epoch": 2, "model": second}))
+    writer.close()
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["model"]["w"].tolist() == [2.0, 2.0, 2.0]
+    assert writer.hold({"w": torch.ones(4)}, "model")["w"].shape == (4,)  # a new shape: a new buffer

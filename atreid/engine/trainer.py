@@ -347,8 +347,9 @@ def _train(settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device, in
                                 "left empty in the history", epoch, ", ".join(empty))
                 if checkpoint_due(epoch, epochs, train["checkpoint_every"]):
                     snapshot = {"digest": digest, "epoch": epoch, "name": name,
-                                "model": writer.hold(unwrap(model).state_dict()),
-                                "optimizer": writer.hold(optimizer.state_dict()), "sampler": sampler.state_dict(),
+                                "model": writer.hold(unwrap(model).state_dict(), "model"),
+                                "optimizer": writer.hold(optimizer.state_dict(), "optimizer"),
+                                "sampler": sampler.state_dict(),
                                 "history": [dict(r) for r in history], "rng": rng_states()}
                     writer.submit(lambda snapshot=snapshot: save_checkpoint(checkpoint_dir, snapshot))
                 atomic_write_csv(history_path, pd.DataFrame(history))
