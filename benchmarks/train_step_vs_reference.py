@@ -143,7 +143,7 @@ def measure(variant: str, args: argparse.Namespace) -> dict:
     else:
         skipped = (f"authors' code: skipped ({'no --reference or $ATREID_REFERENCE given' if not reference else reference + ' has no model/uniat.py'}; "
                    "point it at the released repository's AT-ReID folder)")
-    first, times, cpu, losses = {}, {name: [] for name in steps}, {name: [] for name in steps}, {}
+    first, times, cpu_times, losses = {}, {name: [] for name in steps}, {name: [] for name in steps}, {}
     for name, step in steps.items():
         torch.manual_seed(1)
         started = time.perf_counter()
@@ -155,14 +155,14 @@ def measure(variant: str, args: argparse.Namespace) -> dict:
             started, cpu_started = time.perf_counter(), time.process_time()
             step()
             times[name].append(time.perf_counter() - started)
-            cpu[name].append(time.process_time() - cpu_started)
+            cpu_times[name].append(time.process_time() - cpu_started)
     result = {"variant": variant, "batch": p * k, "threads": args.threads, "skipped": skipped,
               "first_step_s": {n: round(t, 2) for n, t in first.items()},
               "first_loss": {n: round(v, 5) for n, v in losses.items()},
               "median_s": {n: round(statistics.median(t), 3) for n, t in times.items()},
               "best_s": {n: round(min(t), 3) for n, t in times.items()},
               # CPU seconds of all the process's threads: steadier than wall time on a shared machine
-              "cpu_s": {n: round(statistics.median(t), 3) for n, t in cpu.items()}}
+              "cpu_s": {n: round(statistics.median(t), 3) for n, t in cpu_times.items()}}
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
