@@ -158,9 +158,23 @@ def atomic_write_stream(path: str | os.PathLike, fill: Callable[[BinaryIO], Any]
                 tmp.unlink(missing_ok=True)
             except OSError:
                 pass
-        if isinstance(exc, OSError):
-            raise write_failure(path, exc) from None
+        os_error = _os_error_in(exc)
+        if os_error is not None:
+            raise write_failure(path, os_error) from None
         raise
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """``exc`` if it is an ``OSError``, else the one it was raised from: ``torch.save``
+    turns the ``OSError`` of a full disk, raised by the file's ``write``, into a
+    ``RuntimeError`` whose context it is."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -288,3 +288,30 @@ def test_swap_killed_after_the_renames_drops_the_stale_aside_copy(tmp_path):
     (aside / "a.jpg").write_bytes(b"old")
     aio.recover_interrupted_swap(target)
     assert (target / "a.jpg").read_bytes() == b"new" and not aside.exists()
+
+
+def test_full_disk_inside_torch_save_is_one_line(tmp_path, monkeypatch):
+    """torch.save streaming into the temporary file wraps the file's ENOSPC in a RuntimeError:
+    still the one-line full-disk error, nothing left, the old file kept."""
+    import torch
+
+    target = tmp_path / "last.pt"
+    target.write_bytes(b"old")
+    calls = {"n": 0}
+
+    class FullAfterTwoWrites:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            calls["n"] += 1
+            if calls["n"] > 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.f.write(data)
+
+    with pytest.raises(AtreidError) as info:
+        aio.atomic_write_stream(target, lambda f: torch.save({"w": torch.ones(1000)}, FullAfterTwoWrites(f)))
+    assert "\n" not in str(info.value) and "No space left on device" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"] and target.read_bytes() == b"old"
+    with pytest.raises(ValueError, match="not a disk error"):  # other errors pass through as they are
+        aio.atomic_write_stream(target, lambda f: (_ for _ in ()).throw(ValueError("not a disk error")))
