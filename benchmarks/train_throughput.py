@@ -11,7 +11,8 @@ Settings per device (``--device auto``):
   "ours" = bf16 autocast + TF32 + fused SDPA attention (+ torch.compile with
   ``--compile``); "naive" = fp32, no TF32, unfused attention.
 - CPU: the embedded demo (params.yaml): vit_tiny_uniat at 128x64, batch 64, AdamW;
-  "ours" = fp32 with fused SDPA attention; "naive" = unfused attention.
+  "ours" = fp32 with fused SDPA attention (+ torch.compile with ``--compile``);
+  "naive" = unfused attention.
 
 images/s is the batch over the median step time of ``--iters`` timed steps (after
 ``--warmup`` steps); ``best_images_per_s`` uses the fastest step (less sensitive to other
