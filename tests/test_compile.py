@@ -124,3 +124,25 @@ def test_compiled_feature_extraction_equals_eager(variant, data, tmp_path):
     assert compiled.shape == eager.shape == (10, 6, 192)
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
     assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+
+
+def test_workflow_gives_eval_compile_to_the_feature_jobs_only(tmp_path):
+    """Off (the default): the evaluation jobs' settings are what they were before the option
+    existed. On: the jobs that extract features get it (evaluation, galleries), not training."""
+    from tests.e2e import copy_tracked_files, run
+
+    work = copy_tracked_files(tmp_path / "repo")
+
+    def commands(*config: str) -> dict[str, list[str]]:
+        out = run(["snakemake", "-n", "-p", "--cores", "1", *config], work).stdout
+        lines = [line.strip() for line in out.splitlines() if "atreid " in line]
+        return {step: sorted(line for line in lines if f"atreid {step} " in line)
+                for step in ("evaluate", "train", "galleries")}
+
+    off = commands()
+    on = commands("--config", 'eval={"compile": true}')
+    assert off["evaluate"] and off["train"] and off["galleries"]
+    assert not any('"compile"' in line for line in off["evaluate"] + off["galleries"])
+    for step in ("evaluate", "galleries"):
+        assert all('"compile": true' in line for line in on[step]) and len(on[step]) == len(off[step])
+    assert on["train"] == off["train"]
