@@ -129,18 +129,12 @@ def test_compiled_feature_extraction_equals_eager(variant, data, tmp_path):
 def test_workflow_gives_eval_compile_to_the_feature_jobs_only(tmp_path):
     """Off (the default): the evaluation jobs' settings are what they were before the option
     existed. On: the jobs that extract features get it (evaluation, galleries), not training."""
-    from tests.e2e import copy_tracked_files, run
+    from tests.e2e import copy_tracked_files, dry_run_commands
 
     work = copy_tracked_files(tmp_path / "repo")
-
-    def commands(*config: str) -> dict[str, list[str]]:
-        out = run(["snakemake", "-n", "-p", "--cores", "1", *config], work).stdout
-        lines = [line.strip() for line in out.splitlines() if "atreid " in line]
-        return {step: sorted(line for line in lines if f"atreid {step} " in line)
-                for step in ("evaluate", "train", "galleries")}
-
-    off = commands()
-    on = commands("--config", 'eval={"compile": true}')
+    steps = ("evaluate", "train", "galleries")
+    off = dry_run_commands(work, steps)
+    on = dry_run_commands(work, steps, "--config", 'eval={"compile": true}')
     assert off["evaluate"] and off["train"] and off["galleries"]
     assert not any('"compile"' in line for line in off["evaluate"] + off["galleries"])
     for step in ("evaluate", "galleries"):
