@@ -26,7 +26,7 @@ import secrets
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, TypeVar
 
 
 from atreid.errors import AtreidError
@@ -132,20 +132,26 @@ def write_failure(path: str | os.PathLike, exc: OSError) -> AtreidError:
     return AtreidError(f"{path}: could not be written ({reason}); nothing was changed there; {fix}")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary sibling + fsync + rename).
+def atomic_write_stream(path: str | os.PathLike, fill: Callable[[BinaryIO], Any], *,
+                        before_replace: Callable[[], Any] | None = None) -> None:
+    """Write ``path`` atomically from ``fill(file)``, which writes the content into an open file.
 
-    An ``OSError`` (full disk, quota, permissions) removes the temporary sibling, leaves
-    ``path`` as it was and is raised as a one-line :class:`AtreidError`.
+    The content goes straight into a temporary sibling (no copy of it in memory: a ~3 GB
+    checkpoint costs no 3 GB buffer), is fsynced, then ``before_replace()`` runs (if given)
+    and the sibling is moved over ``path``. An error in ``fill`` or ``before_replace``, or an
+    ``OSError`` (full disk, quota, permissions), removes the temporary sibling and leaves
+    ``path`` as it was; an ``OSError`` is raised as a one-line :class:`AtreidError`.
     """
     path = Path(path)
     tmp: Path | None = None
     try:
         tmp = _temp_sibling(path)
         with open(tmp, "wb") as f:
-            f.write(data)
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException as exc:
         if tmp is not None:
@@ -153,9 +159,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
                 tmp.unlink(missing_ok=True)
             except OSError:
                 pass
-        if isinstance(exc, OSError):
-            raise write_failure(path, exc) from None
+        os_error = _os_error_in(exc)
+        if os_error is not None:
+            raise write_failure(path, os_error) from None
         raise
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """``exc`` if it is an ``OSError``, else the one it was raised from: ``torch.save``
+    turns the ``OSError`` of a full disk, raised by the file's ``write``, into a
+    ``RuntimeError`` whose context it is."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary sibling + fsync + rename), see
+    :func:`atomic_write_stream`."""
+    atomic_write_stream(path, lambda f: f.write(data))
 
 
 def keep_previous(path: str | os.PathLike, previous: str | os.PathLike) -> bool:
@@ -169,6 +195,12 @@ def keep_previous(path: str | os.PathLike, previous: str | os.PathLike) -> bool:
     path, previous = Path(path), Path(previous)
     if not path.is_file():
         return False
+    # A write killed after the link below and before ``path`` was replaced leaves both names
+    # on one file. ``previous`` then already holds what ``path`` holds; and linking again
+    # would not help: renaming a name over another name of the same file does nothing, so
+    # the temporary link would stay (keeping a ~3 GB checkpoint alive once ``previous`` moves on).
+    if previous.exists() and os.path.samefile(path, previous):
+        return True
     tmp = _temp_name(previous, ".tmp")
     try:
         try:
@@ -207,9 +239,7 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     """``torch.save`` to ``path`` atomically."""
     import torch  # here, not at the top: the data steps import this module and need no torch
 
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_stream(path, lambda f: torch.save(obj, f))
 
 
 def recover_interrupted_swap(path: str | os.PathLike) -> None:

@@ -3,7 +3,7 @@
 Run it through ``benchmarks/gpu_check.sh``, which picks the Python, runs this under a
 hard time limit and then writes the table even if the run was cut short:
 
-    gpu_check.py run --results DIR --budget S [--limits train=240,moae=60,eval=120] [--smoke]
+    gpu_check.py run --results DIR --budget S [--limits train=200,compile=110,...] [--smoke]
     gpu_check.py table --results DIR --out FILE.md [--json FILE.json] [--machine FILE]
 
 ``run`` refuses (one line, exit 3) without CUDA unless ``--smoke``; else it prints the
@@ -15,6 +15,10 @@ existing benchmark's functions:
 * ``train``: images/s of the trainer's optimisation step and peak memory, per variant
   (:func:`train_throughput.measure_one`, mode "ours": bf16 autocast, TF32, fused SDPA on
   CUDA), then full / baseline step time;
+* ``compile``: the same step of ``full`` with ``train.compile`` (the first step's time, the
+  compilation, on its own row), and its speed-up over the eager ``full`` of ``train``;
+* ``loader``: images/s of one DataLoader worker, atreid's and the authors' way, on
+  256x128 JPEGs (:func:`loader.measure`), and the workers the measured step rate needs;
 * ``moae``: the MoAE layer (as the model runs it) against the per-expert loop
   (:func:`moae.layer_benchmark`);
 * ``eval``: the AT-USTC evaluation against the per-query oracle
@@ -46,18 +50,21 @@ for _path in (str(REPO), str(BENCHMARKS)):
         sys.path.insert(0, _path)
 
 VARIANTS = ("full", "baseline", "ncls1", "said", "said_moae", "said_hdw")
-PARTS = ("train", "moae", "eval")
+PARTS = ("train", "compile", "loader", "moae", "eval")
 
 # GPU: the promised settings. Smoke: tiny sizes that run on a CPU in seconds.
 SIZES = {
     "gpu": {"arch": "vit_base_uniat", "image_size": (256, 128), "batch_p": 8, "batch_k": 8, "warmup": 5,
             "iters": 20, "layer": (768, 3072), "layer_batch": 64, "layer_warmup": 5, "layer_iters": 40,
-            "eval_scale": 1.0, "eval_dim": 768, "eval_repeats": 3,
-            "limits": {"train": 240, "moae": 60, "eval": 120}},
+            "eval_scale": 1.0, "eval_dim": 768, "eval_repeats": 3, "loader_images": 512, "loader_size": (256, 128),
+            "compile_arch": "vit_base_uniat",
+            "limits": {"train": 200, "compile": 110, "loader": 30, "moae": 40, "eval": 100}},
     "smoke": {"arch": "vit_tiny_uniat", "image_size": (32, 16), "batch_p": 2, "batch_k": 2, "warmup": 1,
               "iters": 1, "layer": (64, 256), "layer_batch": 8, "layer_warmup": 1, "layer_iters": 2,
-              "eval_scale": 0.05, "eval_dim": 32, "eval_repeats": 1,
-              "limits": {"train": 60, "moae": 30, "eval": 60}},
+              "eval_scale": 0.05, "eval_dim": 32, "eval_repeats": 1, "loader_images": 32, "loader_size": (64, 32),
+              # Compiling on a small CPU takes minutes for 4 blocks: the smoke compiles one.
+              "compile_arch": "vit_tiny_uniat_1block",
+              "limits": {"train": 60, "compile": 90, "loader": 20, "moae": 30, "eval": 60}},
 }
 MIN_PART_S = 10  # don't start a part with less than this left
 TARGETS = {"ratio": 1.15, "moae": 3.0, "eval": 10.0}  # GPU targets from benchmarks/README.md
@@ -67,6 +74,8 @@ def expected_rows() -> list[tuple[str, str]]:
     """(part, item) of every row the table must have."""
     rows = [("train", v) for v in VARIANTS] + [("memory", v) for v in VARIANTS]
     rows += [("ratio", "full / baseline step time")]
+    rows += [("compile", "full, compiled"), ("compile", "first step (compilation)"), ("compile", "speed-up")]
+    rows += [("loader", "atreid, 1 worker"), ("loader", "authors' way, 1 worker"), ("loader", "workers needed")]
     rows += [("moae", "ours (layer as the model runs it)"), ("moae", "naive loop"), ("moae", "speed-up")]
     rows += [("eval", "ours, 6 scenarios"), ("eval", "oracle, 6 scenarios"), ("eval", "speed-up"),
              ("eval", "speed-up, metrics only"), ("eval", "max abs diff vs oracle")]
@@ -74,7 +83,8 @@ def expected_rows() -> list[tuple[str, str]]:
 
 
 # Which part measures which table rows (memory and ratio come from the train part).
-SOURCE = {"train": "train", "memory": "train", "ratio": "train", "moae": "moae", "eval": "eval"}
+SOURCE = {"train": "train", "memory": "train", "ratio": "train", "compile": "compile", "loader": "loader",
+          "moae": "moae", "eval": "eval"}
 
 
 class Rows:
@@ -136,10 +146,7 @@ def part_train(size: dict, rows: Rows, deadline: float, smoke: bool) -> str:
 
     device = _device(smoke)
     cuda = device.type == "cuda"
-    threads = 1 if smoke else (os.cpu_count() or 1)
-    args = argparse.Namespace(device=str(device), threads=threads, arch=size["arch"],
-                              image_size=size["image_size"], batch_p=size["batch_p"], batch_k=size["batch_k"],
-                              compile=False, iters=size["iters"], warmup=size["warmup"])
+    args = _train_args(size, device, smoke)
     step_ms: dict[str, float] = {}
     skipped: list[str] = []
     slowest = 0.0
@@ -180,6 +187,72 @@ def part_train(size: dict, rows: Rows, deadline: float, smoke: bool) -> str:
     if not ("full" in step_ms and "baseline" in step_ms):
         rows.add("ratio", "full / baseline step time", None, "x", "not measured: needs both full and baseline")
     return f"skipped for time: {', '.join(skipped)}" if skipped else ""
+
+
+def _train_args(size: dict, device, smoke: bool, **overrides) -> argparse.Namespace:
+    args = dict(device=str(device), threads=1 if smoke else (os.cpu_count() or 1), arch=size["arch"],
+                image_size=size["image_size"], batch_p=size["batch_p"], batch_k=size["batch_k"], compile=False,
+                iters=size["iters"], warmup=size["warmup"])
+    return argparse.Namespace(**{**args, **overrides})
+
+
+def _eager_full(results: Path) -> dict | None:
+    """The train part's row for ``full`` (eager), if it measured one."""
+    path = results / "train.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return next((r for r in rows if r["part"] == "train" and r["item"] == "full" and r["value"]), None)
+
+
+def part_compile(size: dict, rows: Rows, deadline: float, smoke: bool) -> str:
+    from train_throughput import measure_one
+
+    device = _device(smoke)
+    arch = size["compile_arch"]
+    if arch not in _archs():
+        _register_one_block_arch(arch)
+    eager = measure_one("full", "ours", _train_args(size, device, smoke, arch=arch))
+    r = measure_one("full", "ours", _train_args(size, device, smoke, compile=True, arch=arch))
+    where = f"{r['arch']} {r['image_size']}, batch {r['batch']}, {r['amp']}"
+    rows.add("compile", "full, compiled", r["images_per_s"], "images/s",
+             f"train.compile: {r['ms_per_step']} ms/step (median of {size['iters']}); {where}")
+    rows.add("compile", "first step (compilation)", r["first_step_s"], "s", "Inductor, one graph, cold cache")
+    rows.add("compile", "speed-up", round(eager["ms_per_step"] / r["ms_per_step"], 3), "x",
+             f"eager {eager['ms_per_step']} / compiled {r['ms_per_step']} ms per step, measured here")
+    return ""
+
+
+def _archs() -> list[str]:
+    from atreid.model.uniat import list_archs
+
+    return list_archs()
+
+
+def _register_one_block_arch(name: str) -> None:
+    import dataclasses
+
+    from atreid.model.uniat import get_arch, register_arch
+
+    register_arch(name, dataclasses.replace(get_arch("vit_tiny_uniat"), depth=1))
+
+
+def part_loader(size: dict, rows: Rows, deadline: float, smoke: bool) -> str:
+    from loader import measure
+
+    args = argparse.Namespace(images=size["loader_images"], size=list(size["loader_size"]), batch=16 if smoke else 64,
+                              reps=1 if smoke else 2)
+    rates = measure(args)
+    h, w = size["loader_size"]
+    where = f"{h}x{w} JPEG, decode + the paper's train transforms, 1 process, 1 torch thread, best of {args.reps}"
+    rows.add("loader", "atreid, 1 worker", round(rates["atreid"], 1), "images/s", where)
+    rows.add("loader", "authors' way, 1 worker", round(rates["authors"], 1), "images/s",
+             "Image.open().convert + torchvision Compose, as the released code")
+    eager = _eager_full(rows.path.parent)
+    if eager is None:
+        rows.add("loader", "workers needed", None, "", "not measured: needs the train part's full images/s")
+    else:
+        rows.add("loader", "workers needed", math.ceil(eager["value"] / rates["atreid"]), "",
+                 f"ceil({eager['value']} images/s of eager full / {rates['atreid']:.0f} per worker)")
+    return ""
 
 
 def part_moae(size: dict, rows: Rows, deadline: float, smoke: bool) -> str:
@@ -230,7 +303,8 @@ def part_eval(size: dict, rows: Rows, deadline: float, smoke: bool) -> str:
     return ""
 
 
-PART_FUNCS = {"train": part_train, "moae": part_moae, "eval": part_eval}
+PART_FUNCS = {"train": part_train, "compile": part_compile, "loader": part_loader, "moae": part_moae,
+              "eval": part_eval}
 
 
 class PartTimeout(BaseException):  # not an Exception: no library ``except Exception`` swallows it

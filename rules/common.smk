@@ -152,7 +152,7 @@ from atreid.constants import SCENARIOS as SCENARIO_NAMES
 def eval_settings(rerank=True):
     """The eval section a job receives (its params: a change reruns the job, never training).
 
-    eval.rerank reaches the job only when it is on, as its resolved {k1, k2, lambda}: with
+    eval.rerank (and eval.compile) reach the job only when on, rerank as its resolved {k1, k2, lambda}: with
     it off the settings (so the metrics files and the jobs' params) are what they were
     before the option existed. ``rerank=False`` leaves it out (the galleries do not
     re-rank, so switching it does not redraw them)."""
@@ -164,6 +164,8 @@ def eval_settings(rerank=True):
     options = rerank_options(settings.pop("rerank", None))
     if rerank and options is not None:
         settings["rerank"] = {"enabled": True, **options}
+    if settings.pop("compile", False):  # likewise only when on
+        settings["compile"] = True
     return as_json(settings)
 
 

@@ -98,3 +98,10 @@ def jobs_of_dry_run(output: str) -> dict[str, int]:
         jobs[match[1]] = int(match[2])
     jobs.pop("total", None)
     return jobs
+
+
+def dry_run_commands(work: Path, steps: tuple[str, ...], *config: str) -> dict[str, list[str]]:
+    """The ``atreid <step>`` shell commands ``snakemake -n -p`` would run in ``work``, by step."""
+    out = run(["snakemake", "-n", "-p", "--cores", "1", *config], work).stdout
+    lines = [line.strip() for line in out.splitlines() if "atreid " in line]
+    return {step: sorted(line for line in lines if f"atreid {step} " in line) for step in steps}

@@ -231,3 +231,18 @@ def test_odd_but_valid_paths_are_kept(params):
         params["data"]["dir"] = folder
         with pytest.raises(AtreidError, match="not a usable folder"):
             validate_params(params)
+
+
+def test_checkpoint_every_default_and_variant_override(params):
+    """Absent: the schema's 5 (the paper recipe's); a variant's override is not reset by it."""
+    assert validate_params(params)["train"]["checkpoint_every"] == 1  # the demo's params.yaml
+    del params["train"]["checkpoint_every"]
+    params["variants"]["full"]["train"] = {"checkpoint_every": 2}
+    resolved = validate_params(params)
+    assert resolved["train"]["checkpoint_every"] == 5
+    assert resolved["variants"]["baseline"].get("train", {}).get("checkpoint_every") is None
+    assert resolve_variant(resolved, "full", 0)["train"]["checkpoint_every"] == 2
+    assert resolve_variant(resolved, "baseline", 0)["train"]["checkpoint_every"] == 5
+    params["train"]["checkpoint_every"] = 0
+    with pytest.raises(AtreidError, match=r"train\.checkpoint_every"):
+        validate_params(params)

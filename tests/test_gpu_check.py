@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import gpu_check  # noqa: E402
 
 
-def run_script(*args: str, out: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_script(*args: str, out: Path, timeout: int = 400) -> subprocess.CompletedProcess:
     env = {**os.environ, "OUT": str(out), "ATREID_PYTHON": sys.executable}
     return subprocess.run(["bash", str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
@@ -45,12 +45,12 @@ def test_smoke_run_measures_every_row(tmp_path):
     # A row for every variant (throughput and memory) and for every part.
     assert {("train", v) for v in gpu_check.VARIANTS} <= set(expected)
     assert {("memory", v) for v in gpu_check.VARIANTS} <= set(expected)
-    assert {part for part, _ in expected} == {"train", "memory", "ratio", "moae", "eval"}
+    assert {part for part, _ in expected} == {"train", "memory", "ratio", "compile", "loader", "moae", "eval"}
     assert set(rows) == set(expected)
     for key, value in rows.items():
         number = float(value)  # raises on "—" (not measured)
         assert math.isfinite(number) and number >= 0, (key, value)
-        if key[0] in ("train", "memory", "ratio") or key[1].endswith("6 scenarios") or key[0] == "moae":
+        if key[0] in ("train", "memory", "ratio", "compile", "loader", "moae") or key[1].endswith("6 scenarios"):
             assert number > 0, (key, value)
     assert float(rows[("eval", "max abs diff vs oracle")]) <= 1e-6
     data = json.loads((tmp_path / "gpu_check.json").read_text())

@@ -153,6 +153,36 @@ def test_enospc_gives_one_line_and_leaves_nothing(tmp_path, monkeypatch):
     assert target.read_bytes() == b"previous"
 
 
+@pytest.mark.parametrize("fails", ["fill", "before_replace"])
+def test_atomic_write_stream_failure_leaves_the_target(tmp_path, fails):
+    """An error while streaming (or in the hook run once the file is complete) leaves the
+    old target and no temporary; the hook runs only after the content is complete."""
+    target = tmp_path / "last.pt"
+    target.write_bytes(b"old")
+    seen = []
+
+    def fill(f):
+        f.write(b"new")
+        if fails == "fill":
+            raise ValueError("cannot pickle")
+
+    def before_replace():
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+        if fails == "before_replace":
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    with pytest.raises(ValueError if fails == "fill" else AtreidError):
+        aio.atomic_write_stream(target, fill, before_replace=before_replace)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"] and target.read_bytes() == b"old"
+    if fails == "fill":
+        assert seen == []
+    else:  # the complete temporary sits beside the untouched target when the hook runs
+        (listing,) = seen
+        assert len(listing) == 2 and listing[0].startswith(".last.pt.") and listing[1] == "last.pt"
+    aio.atomic_write_stream(target, lambda f: f.write(b"new"))
+    assert target.read_bytes() == b"new"
+
+
 def test_permission_error_is_one_line(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path))
@@ -258,3 +288,30 @@ def test_swap_killed_after_the_renames_drops_the_stale_aside_copy(tmp_path):
     (aside / "a.jpg").write_bytes(b"old")
     aio.recover_interrupted_swap(target)
     assert (target / "a.jpg").read_bytes() == b"new" and not aside.exists()
+
+
+def test_full_disk_inside_torch_save_is_one_line(tmp_path, monkeypatch):
+    """torch.save streaming into the temporary file wraps the file's ENOSPC in a RuntimeError:
+    still the one-line full-disk error, nothing left, the old file kept."""
+    import torch
+
+    target = tmp_path / "last.pt"
+    target.write_bytes(b"old")
+    calls = {"n": 0}
+
+    class FullAfterTwoWrites:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            calls["n"] += 1
+            if calls["n"] > 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self.f.write(data)
+
+    with pytest.raises(AtreidError) as info:
+        aio.atomic_write_stream(target, lambda f: torch.save({"w": torch.ones(1000)}, FullAfterTwoWrites(f)))
+    assert "\n" not in str(info.value) and "No space left on device" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"] and target.read_bytes() == b"old"
+    with pytest.raises(ValueError, match="not a disk error"):  # other errors pass through as they are
+        aio.atomic_write_stream(target, lambda f: (_ for _ in ()).throw(ValueError("not a disk error")))

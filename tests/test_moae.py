@@ -256,6 +256,17 @@ def test_auto_dispatch_routes_on_cpu_only(monkeypatch) -> None:
         soft(torch.randn(BATCH, 6 + PATCHES, DIM, dtype=torch.float64))  # soft needs both experts
 
 
+def test_auto_dispatch_is_dense_inside_a_graph(monkeypatch) -> None:
+    """Inside torch.compile / torch.export (CPU too) the fixed-shape dense path runs: the
+    routed one would break the graph (host-read group sizes). tests/test_compile.py compiles."""
+    layer = make_layer(6, True, "hard")
+    cpu = torch.empty(1)
+    assert layer._routes(cpu) is True
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert layer._routes(cpu) is False
+    assert make_layer(6, True, "hard", dispatch="routed")._routes(cpu) is True  # an explicit choice stays
+
+
 def test_invalid_dispatch() -> None:
     with pytest.raises(ValueError, match="dispatch"):
         MoAE(DIM, HIDDEN, ncls=6, moae=True, dispatch="sparse")

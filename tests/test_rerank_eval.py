@@ -182,18 +182,12 @@ def test_table_gets_rr_columns_with_std(tmp_path):
 def test_workflow_gives_rerank_to_the_evaluation_jobs_only(tmp_path):
     """Off: the jobs' commands are what they were before the option existed. On: only the
     evaluation jobs' settings change (they rerun), not training's nor the galleries'."""
-    from tests.e2e import copy_tracked_files, run
+    from tests.e2e import copy_tracked_files, dry_run_commands
 
     work = copy_tracked_files(tmp_path / "repo")
-
-    def commands(*config: str) -> dict[str, list[str]]:
-        out = run(["snakemake", "-n", "-p", "--cores", "1", *config], work).stdout
-        lines = [line.strip() for line in out.splitlines() if "atreid " in line]
-        return {step: sorted(line for line in lines if f"atreid {step} " in line)
-                for step in ("evaluate", "train", "galleries", "pretrain-backbone")}
-
-    off = commands()
-    on = commands("--config", 'eval={"rerank": {"enabled": true, "k1": 10}}')
+    steps = ("evaluate", "train", "galleries", "pretrain-backbone")
+    off = dry_run_commands(work, steps)
+    on = dry_run_commands(work, steps, "--config", 'eval={"rerank": {"enabled": true, "k1": 10}}')
     assert off["evaluate"] and off["train"] and off["galleries"]
     assert not any("rerank" in line for lines in off.values() for line in lines)
     assert all('"rerank": {"enabled": true, "k1": 10, "k2": 6, "lambda": 0.3}' in line for line in on["evaluate"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import numpy as np
@@ -133,6 +134,21 @@ def test_train_transform_seeded_and_restores_global_rng():
     assert torch.equal(a, b) and not torch.equal(a, c)
     plain = eval_transform((32, 16))(image)
     assert plain.shape == (3, 32, 16)
+
+
+def test_seeded_transform_in_a_worker_gives_the_same_images(monkeypatch):
+    """In a DataLoader worker the global states are not saved and restored (nothing else
+    there draws from them): the images are those of the main process, seed for seed."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, size=(40, 20, 3), dtype=np.uint8))
+    transform = SeededTransform(train_transform((32, 16), pad=4, flip=0.5, random_erasing=1.0))
+    main = [transform(image, seed) for seed in range(6)]
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())
+    monkeypatch.setattr(random, "getstate", lambda: pytest.fail("a worker saved the global state"))
+    worker = [transform(image, seed) for seed in range(6)]
+    assert all(torch.equal(a, b) for a, b in zip(main, worker))
 
 
 def test_random_erasing_geometry_is_the_recipe():

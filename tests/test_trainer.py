@@ -281,6 +281,51 @@ def test_no_checkpoint_after_the_last_epoch(stand_ins, data, tmp_path, monkeypat
     assert saved == [] and (tmp_path / "one" / "model.pt").is_file()
 
 
+@pytest.mark.parametrize("every, epochs, saved", [(2, 5, [2, 4]), (2, 4, [2]), (3, 2, []), (1, 3, [1, 2])])
+def test_checkpoint_every(stand_ins, data, tmp_path, monkeypatch, every, epochs, saved):
+    """Checkpoints every ``train.checkpoint_every`` epochs, never after the last one."""
+    written = []
+    real = trainer.save_checkpoint
+    monkeypatch.setattr(trainer, "save_checkpoint", lambda directory, state: written.append(state["epoch"])
+                        or real(directory, state))
+    run(tiny_settings(epochs=epochs, checkpoint_every=every), data, tmp_path)
+    assert written == saved and (tmp_path / "model.pt").is_file()
+    assert [trainer.checkpoint_due(e, epochs, every) for e in range(1, epochs + 1)] == [
+        e in saved for e in range(1, epochs + 1)]
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_resume_with_checkpoint_every(stand_ins, data, tmp_path, monkeypatch, background):
+    """Killed after epoch 4 of 5 with checkpoints every 2 epochs: the run resumes after epoch 4
+    and ends with the uninterrupted run's weights (synchronous and background writer)."""
+    from atreid.engine import checkpoint
+
+    monkeypatch.setattr(trainer, "CheckpointWriter", lambda **_: checkpoint.CheckpointWriter(background))
+    settings = tiny_settings(epochs=5, checkpoint_every=2)
+    run(settings, data, tmp_path / "a")
+    interrupt_after(monkeypatch, 4)
+    with pytest.raises(Interrupt):
+        run(settings, data, tmp_path / "b")
+    monkeypatch.setattr(trainer, "save_checkpoint", save_checkpoint)
+    assert torch.load(tmp_path / "b" / "ckpt" / "previous.pt", weights_only=True)["epoch"] == 2
+    assert run(settings, data, tmp_path / "b")["resumed_from"] == 4
+    assert_same_weights(tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt")
+
+
+def test_writer_holds_live_tensors_only_when_it_writes_at_once():
+    """The synchronous writer saves the live CPU tensors (no 3 GB snapshot for ViT-B MoAE);
+    the background one a copy that later in-place updates do not reach."""
+    from atreid.engine.checkpoint import CheckpointWriter
+
+    weight = torch.ones(3)
+    state = {"w": weight, "nested": [{"m": weight * 2}], "step": 7}
+    live, frozen = CheckpointWriter(background=False).hold(state), CheckpointWriter(background=True).hold(state)
+    weight.add_(1)
+    assert live["w"].data_ptr() == weight.data_ptr() and torch.equal(live["w"], weight)
+    assert frozen["w"].data_ptr() != weight.data_ptr() and torch.equal(frozen["w"], torch.ones(3))
+    assert torch.equal(frozen["nested"][0]["m"], torch.full((3,), 2.0)) and frozen["step"] == 7
+
+
 def test_cli_arguments_round_trip():
     import argparse
 
@@ -525,6 +570,43 @@ def test_killed_checkpoint_write_leftovers_removed_by_next_run(stand_ins, data, 
     assert all(path.exists() for path in foreign)
 
 
+KILL_DURING_SECOND_WRITE = """
+import os, signal, sys
+import torch
+from atreid.engine import checkpoint
+checkpoint.save_checkpoint(sys.argv[1], {"epoch": 1, "model": {"w": torch.ones(4)}})
+keep_previous = checkpoint.keep_previous
+# killed after previous.pt was linked to last.pt, before the new file replaced last.pt
+checkpoint.keep_previous = lambda *paths: keep_previous(*paths) and os.kill(os.getpid(), signal.SIGKILL)
+checkpoint.save_checkpoint(sys.argv[1], {"epoch": 2, "model": {"w": torch.full((4,), 2.0)}})
+"""
+
+
+def test_checkpoint_save_after_a_kill_left_previous_and_last_as_one_file(tmp_path):
+    """A kill between linking previous.pt to last.pt and replacing last.pt leaves two names of
+    one file; the next saves must still end with two distinct files and no stray link."""
+    import os
+    import subprocess
+    import sys
+
+    from atreid.engine.checkpoint import remove_stale_checkpoint_temporaries
+
+    ckpt = tmp_path / "ckpt"
+    done = subprocess.run([sys.executable, "-c", KILL_DURING_SECOND_WRITE, str(ckpt)], cwd=REPO,
+                          capture_output=True, timeout=120)
+    assert done.returncode == -9, done.stderr
+    last, previous = ckpt / "last.pt", ckpt / "previous.pt"
+    assert os.path.samefile(last, previous)  # the state the kill leaves
+    assert len(remove_stale_checkpoint_temporaries(ckpt)) == 1  # the epoch-2 file, as a resumed run does first
+    assert sorted(p.name for p in ckpt.iterdir()) == ["last.pt", "previous.pt"]
+    for epoch in (2, 3):
+        save_checkpoint(ckpt, {"epoch": epoch, "model": {"w": torch.full((4,), float(epoch))}})
+        assert sorted(p.name for p in ckpt.iterdir()) == ["last.pt", "previous.pt"], epoch
+        assert not os.path.samefile(last, previous)
+        assert [torch.load(p, weights_only=True)["epoch"] for p in (previous, last)] == [epoch - 1, epoch]
+        assert os.stat(previous).st_nlink == os.stat(last).st_nlink == 1
+
+
 def test_full_disk_while_checkpointing_is_one_line(stand_ins, data, tmp_path, monkeypatch):
     import errno
     import os
@@ -547,8 +629,9 @@ def test_full_disk_while_checkpointing_is_one_line(stand_ins, data, tmp_path, mo
     message = str(info.value)
     assert "\n" not in message and str(tmp_path / "ckpt" / "last.pt") in message
     assert "No space left on device" in message and "free space" in message
-    # Nothing partial: epoch 1's checkpoint stays resumable, no temporaries, no model.
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["last.pt", "previous.pt"]
+    # Nothing partial: epoch 1's checkpoint stays resumable and nothing was moved (previous.pt
+    # is linked only once the new file is complete), no temporaries, no model.
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["last.pt"]
     assert torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "history.csv"]
 
@@ -620,3 +703,22 @@ def test_cli_train_full_disk_is_one_line(generated, tmp_path, full):
         assert_one_error_line(done, str(target), "No space left on device", "free space")
         leftovers = [p.name for p in target.parent.iterdir() if p.name.endswith(".tmp")]
         assert leftovers == [] and not target.exists()
+
+
+def test_background_writer_reuses_its_host_buffers(tmp_path):
+    """Later snapshots are copied into the first one's host buffers (no fresh 3 GB to page in),
+    only after the write in flight is done, and each write saves its own snapshot."""
+    from atreid.engine.checkpoint import CheckpointWriter
+
+    writer = CheckpointWriter(background=True)
+    weight = torch.ones(3)
+    first = writer.hold({"w": weight, "groups": [{"lr": 0.1}]}, "model")
+    writer.submit(lambda: save_checkpoint(tmp_path, {"epoch": 1, "model": first}))
+    weight.add_(1)
+    second = writer.hold({"w": weight, "groups": [{"lr": 0.1}]}, "model")  # waits for the write above
+    assert second["w"].data_ptr() == first["w"].data_ptr() != weight.data_ptr()
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["model"]["w"].tolist() == [1.0, 1.0, 1.0]
+    writer.submit(lambda: save_checkpoint(tmp_path, {"epoch": 2, "model": second}))
+    writer.close()
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["model"]["w"].tolist() == [2.0, 2.0, 2.0]
+    assert writer.hold({"w": torch.ones(4)}, "model")["w"].shape == (4,)  # a new shape: a new buffer

@@ -9,9 +9,11 @@ design (CPU: a resumed run ends with weights ``torch.equal`` to an uninterrupted
 - the global RNGs used inside the model (drop-path) are reseeded at the start of every
   epoch from (seed, epoch, rank), after the epoch's DataLoader iterator exists (creating
   an iterator draws from torch's generator);
-- the checkpoint written after every epoch but the last holds model, optimiser (momentum
-  buffers, group lrs), sampler state, history and all RNG states, and is restored as a
-  whole (after the last epoch model.pt is written instead, and the checkpoints deleted).
+- the checkpoint written every ``train.checkpoint_every`` epochs but never after the last
+  holds model, optimiser (momentum buffers, group lrs), sampler state, history and all RNG
+  states, and is restored as a whole (after the last epoch model.pt is written instead,
+  and the checkpoints deleted). On CUDA a background thread writes it from a host copy,
+  so training waits only for that copy.
 
 The triplet loss is on when ``epoch > train.triplet_start_epoch`` (reference behaviour;
 the recipe's 999 means never).
@@ -40,7 +42,7 @@ from atreid.config import settings_digest
 from atreid.constants import SCENARIOS
 from atreid.data.labels import DEFAULT_TRAIN_ON, check_trainable, empty_heads, label_support
 from atreid.engine import distributed as ddp
-from atreid.engine.checkpoint import (CheckpointWriter, cpu_copy, cpu_state_dict, find_checkpoint,
+from atreid.engine.checkpoint import (CheckpointWriter, find_checkpoint,
                                       model_from_settings, remove_checkpoint, remove_stale_checkpoint_temporaries,
                                       rng_states, save_checkpoint, save_trained_model, set_rng_states, unwrap)
 from atreid.engine.dataset import build_train_loader, read_training_index
@@ -344,11 +346,11 @@ def _train(settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device, in
                 if empty:
                     log.warning("epoch %d: no sample for head(s) %s in any batch: their loss and accuracy are "
                                 "left empty in the history", epoch, ", ".join(empty))
-                # No checkpoint after the final epoch: model.pt is written next and the checkpoints
-                # are then deleted (for ViT-B MoAE that saves a 3 GB copy and write per run).
-                if epoch < epochs:
-                    snapshot = {"digest": digest, "epoch": epoch, "name": name, "model": cpu_state_dict(model),
-                                "optimizer": cpu_copy(optimizer.state_dict()), "sampler": sampler.state_dict(),
+                if checkpoint_due(epoch, epochs, train["checkpoint_every"]):
+                    snapshot = {"digest": digest, "epoch": epoch, "name": name,
+                                "model": writer.hold(unwrap(model).state_dict(), "model"),
+                                "optimizer": writer.hold(optimizer.state_dict(), "optimizer"),
+                                "sampler": sampler.state_dict(),
                                 "history": [dict(r) for r in history], "rng": rng_states()}
                     writer.submit(lambda snapshot=snapshot: save_checkpoint(checkpoint_dir, snapshot))
                 atomic_write_csv(history_path, pd.DataFrame(history))
@@ -367,8 +369,28 @@ def _train(settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device, in
     return {"epochs": epochs, "resumed_from": resumed_from, "history": history, "out": str(out_path)}
 
 
+def checkpoint_due(epoch: int, epochs: int, every: int) -> bool:
+    """Whether a resume checkpoint follows ``epoch``: every ``every`` epochs, never after the
+    last one (model.pt is written next and the checkpoints deleted: for ViT-B MoAE that
+    saves a 3 GB write per run)."""
+    return epoch < epochs and epoch % every == 0
+
+
+def compile_model(net: nn.Module) -> nn.Module:
+    """``torch.compile`` (Inductor: C++ kernels on CPU, Triton on CUDA) of the whole model.
+
+    One graph per model, no graph breaks (MoAE takes its fixed-shape dense path inside a
+    graph, :meth:`atreid.model.moae.MoAE._routes`), compiled for the training batch's shape
+    (``dynamic=False``: every training batch has it). ``fallback_random``: drop-path masks
+    are drawn by the same aten calls as in eager mode, not by Inductor's own generator, so a
+    compiled run draws the eager run's masks (equal losses up to rounding) and resumes
+    exactly as an eager one does.
+    """
+    return torch.compile(net, dynamic=False, options={"fallback_random": True})
+
+
 def _wrap(model: nn.Module, settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device) -> nn.Module:
-    """DDP (BatchNorm statistics over all ranks) and torch.compile on CUDA when asked."""
+    """DDP (BatchNorm statistics over all ranks) and torch.compile (``train.compile``)."""
     net = model
     if ctx.enabled:
         net = ddp.sync_batchnorm(net, dev)
@@ -376,8 +398,8 @@ def _wrap(model: nn.Module, settings: dict[str, Any], ctx: ddp.DistContext, dev:
         # through the stacked matmuls (an empty group gives zeros), the hard gate an exact
         # zero (moae._ZeroGradTo). DDP raises at the next step if one ever does not.
         net = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    if dev.type == "cuda" and settings["train"]["compile"]:
-        net = torch.compile(net)
+    if settings["train"]["compile"]:
+        net = compile_model(net)
     return net
 
 

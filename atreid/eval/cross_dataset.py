@@ -554,7 +554,7 @@ def evaluate_cross_dataset(benchmark: str, model: Any, model_path: Path, data_di
                           "check the dataset copy and its verification report")
     features = cached_features(model, model_path, root, rows["path"].tolist(), cache_dir=cache_dir,
                                image_size=image_size, batch_size=settings["batch_size"], flip=settings["flip"],
-                               device=device)
+                               device=device, compile=settings.get("compile", False))
     results = score_protocols(features, rows, spec, chunk_size=settings["chunk_size"], device=device,
                               rerank=rerank_options(settings.get("rerank")))
     return {"protocols": results, "summary": summary_of(results, spec),

@@ -70,24 +70,32 @@ def resolve_device(name: str) -> torch.device:
 @torch.no_grad()
 def extract_features(model: torch.nn.Module, root: str | Path, paths: Sequence[str], *,
                      image_size: Sequence[int], batch_size: int = 128, flip: bool = False,
-                     device: torch.device | str = "cpu", num_workers: int = 0) -> torch.Tensor:
+                     device: torch.device | str = "cpu", num_workers: int = 0,
+                     compile: bool = False) -> torch.Tensor:
     """Return a float32 CPU tensor (N, 6, D) of post-BN features, in ``paths`` order.
 
-    With ``flip`` the features of the image and its horizontal mirror are averaged.
+    With ``flip`` the features of the image and its horizontal mirror are averaged. With
+    ``compile`` the model runs through ``torch.compile`` (one graph for one batch shape: the
+    last, smaller batch is padded with zero images whose features are dropped; in eval mode
+    every image's features depend on that image alone).
     """
     device = torch.device(device)
     model = model.to(device).eval()
+    net = torch.compile(model, dynamic=False) if compile else model
     loader = DataLoader(ImageListDataset(root, paths, eval_transform(image_size)), batch_size=batch_size,
                         shuffle=False, num_workers=num_workers, pin_memory=device.type == "cuda")
     use_bf16 = device.type == "cuda"
     chunks = []
     for images in progress(loader, total=len(loader), desc="extract features", unit="batch"):
         images = images.to(device, non_blocking=True)
+        rows = images.shape[0]
+        if compile and rows < batch_size:
+            images = torch.cat([images, images.new_zeros(batch_size - rows, *images.shape[1:])])
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            features = model(images).float()
+            features = net(images).float()
             if flip:
-                features = (features + model(torch.flip(images, dims=[3])).float()) / 2
-        chunks.append(features.cpu())
+                features = (features + net(torch.flip(images, dims=[3])).float()) / 2
+        chunks.append(features[:rows].cpu())
     if not chunks:
         return torch.empty(0, 6, 0)
     return torch.cat(chunks)

@@ -43,7 +43,7 @@ def atustc_test_features(model: torch.nn.Module, model_path: Path, data_dir: Pat
     test = index[index["flag"] >= 2].reset_index(drop=True)
     features = cached_features(model, model_path, root, test["path"].tolist(), cache_dir=cache_dir,
                                image_size=image_size, batch_size=settings["batch_size"], flip=settings["flip"],
-                               device=device)
+                               device=device, compile=settings.get("compile", False))
     return features, test, root
 
 

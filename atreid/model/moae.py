@@ -187,9 +187,10 @@ class MoAE(nn.Module):
             arithmetic - with rows grouped per atom, which needs the group sizes on the
             host; ``"auto"`` (default) routes on CPU and stays dense on accelerators,
             where reading the sizes would synchronise the device in every block and
-            data-dependent shapes defeat ``torch.compile``, and while the model is
-            exported (``torch.export`` / ONNX: a graph cannot hold host reads). The
-            soft gate always evaluates both experts.
+            data-dependent shapes defeat ``torch.compile``, and inside any graph
+            (``torch.compile`` on CPU too, ``torch.export``, ONNX: a graph cannot hold
+            host reads; routed, each block would break the graph twice and recompile
+            for every new group size). The soft gate always evaluates both experts.
     """
 
     def __init__(
@@ -393,10 +394,12 @@ class MoAE(nn.Module):
 
     def _routes(self, x: torch.Tensor) -> bool:
         if self.dispatch == "auto":
-            # An exported graph (torch.export, ONNX) must not read the group sizes on the
-            # host: it takes the dense path, the same function with fixed shapes.
-            exporting = getattr(torch.compiler, "is_exporting", lambda: False)() or torch.onnx.is_in_onnx_export()
-            return x.device.type == "cpu" and not exporting
+            # A graph (torch.compile, torch.export, ONNX) must not read the group sizes on
+            # the host: it takes the dense path, the same function with fixed shapes. Routed
+            # under torch.compile, every block breaks the graph twice (bincount's data-
+            # dependent shape, the .tolist()) and the grouped matmuls recompile for new sizes.
+            in_graph = torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+            return x.device.type == "cpu" and not in_graph
         return self.dispatch == "routed"
 
     def extra_repr(self) -> str:
