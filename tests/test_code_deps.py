@@ -234,7 +234,8 @@ def pipeline(tmp_path_factory) -> dict:
         "--record", atustc / "source.json", "--threads", 1)
     calls["install-images"] = traced("install-images", "--manifest", atustc / "prepared.json",
                                      "--out", atustc / "images")
-    calls["index-atustc"] = traced("index-atustc", "--images", atustc / "images", "--workers", 1,
+    calls["index-atustc"] = traced("index-atustc", "--images", atustc / "images", "--expected", "synthetic",
+                                   "--workers", 1,
                                    "--index", atustc / "index.csv", "--report", atustc / "verification.json",
                                    "--report-txt", atustc / "verification.txt")
     calls["sample-frames"] = traced("sample-frames", "--index", atustc / "index.csv", "--frames-per-clip", 2,
@@ -248,7 +249,7 @@ def pipeline(tmp_path_factory) -> dict:
     traced("install-images", "--manifest", market / "prepared.json", "--out", market / "images",
            "--rule", "prepare_benchmark")
     calls["index-benchmark"] = traced("index-benchmark", "--benchmark", "market1501", "--images", market / "images",
-                                      "--workers", 1, "--index", market / "index.csv",
+                                      "--expected", "synthetic", "--workers", 1, "--index", market / "index.csv",
                                       "--report", market / "verification.json",
                                       "--report-txt", market / "verification.txt")
     pretrain = {"arch": PARAMS["model"]["arch"], "image_size": [64, 32],
