@@ -21,7 +21,9 @@ $(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(TEST_STAMP)
 
+# data/raw: the folder for your own files (data.dvc tracks it; a clone has none until then).
 install: $(STAMP)
+	mkdir -p data/raw
 
 run: $(STAMP)
 	mkdir -p data/raw

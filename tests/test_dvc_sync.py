@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from atreid.commands.dvc_sync import covered, skip_reason
+from tests.conftest import REPO
 from tests.e2e import commit_all, copy_tracked_files, run, stale_dvc_stages, tiny_params
 
 VARIANTS = {"baseline": {"ncls": 6, "said": False, "moae": False, "hdw": False},
@@ -111,6 +112,8 @@ def test_dvc_repro_after_a_one_variant_change_reruns_that_variant_only(pipeline)
 def test_a_fresh_clone_pulls_the_run_and_checks_out_an_older_one(pipeline):
     clone = pipeline.clone
     run(["git", "clone", "-q", str(pipeline.work), str(clone)], pipeline.work)
+    venv = REPO / ".venv"  # the README's `make install` (with this venv: -o, nothing to reinstall)
+    run(["make", "-o", f"{venv}/.atreid-installed", "install", f"VENV={venv}"], clone)
     pulled = run(["dvc", "pull", "--allow-missing"], clone)  # the datasets were never pushed
     assert (clone / "results" / "table.csv").read_bytes() == pipeline.runs["B"]["table"], pulled.stdout
     assert not (clone / "data" / "atustc" / "index.csv").exists()

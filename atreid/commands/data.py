@@ -20,7 +20,6 @@ old copy on failure).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import os
@@ -104,10 +103,11 @@ def begin_staging(args: argparse.Namespace, setting: str) -> Path:
 
 
 def finish_staging(args: argparse.Namespace, staged: Path, record: dict) -> None:
-    """Write the manifest of a staged copy (the prepare rule's declared output)."""
+    """Write the manifest of a staged copy (the prepare rule's declared output). No time in
+    it: the same source gives the same manifest, so a clone that rebuilds its datasets
+    gets the data folder's digest dvc.lock records."""
     if args.manifest:
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        atomic_write_json(args.manifest, {**record, "staged": staged.name, "prepared_at": now})
+        atomic_write_json(args.manifest, {**record, "staged": staged.name})
 
 
 def run_install(args: argparse.Namespace) -> None:
