@@ -1,4 +1,13 @@
-"""Shared fixtures: a tiny hand-built AT-USTC-layout dataset and the default params."""
+"""Shared fixtures (a tiny hand-built AT-USTC-layout dataset) and the suite's two tiers.
+
+Tiers: ``make check`` runs ``pytest -m "not slow" --fast-limit 5``, every test not marked
+``slow``, in about a minute; ``make test`` (CI) runs them all. Mark a test
+``@pytest.mark.slow``, one test at a time, when it runs the workflow end to end or takes
+over the limit on its own; a module-wide ``pytestmark`` with ``slow`` is refused at
+collection (it would hide the module's fast tests from the fast tier). With
+``--fast-limit SECONDS`` a test not marked slow whose setup + call + teardown took longer
+fails the run, named in the summary: the fast tier stays fast as tests are added.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +22,61 @@ import pytest
 os.environ.setdefault("ATREID_QUIET", "1")  # no progress bars in test output
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+# ---- the fast tier's time check ------------------------------------------------------------
+SPENT = pytest.StashKey[dict]()  # nodeid -> seconds (setup + call + teardown), tests not marked slow
+OVER = pytest.StashKey[list]()  # (seconds, nodeid) over --fast-limit
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fast-limit", type=float, default=None, metavar="SECONDS",
+                     help="fail the run when a test not marked slow takes longer than SECONDS "
+                          "(setup + call + teardown; make check: 5)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[SPENT] = {}
+    config.stash[OVER] = []
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for module in {item.module for item in items if item.module is not None}:
+        marks = getattr(module, "pytestmark", [])
+        if any(mark.name == "slow" for mark in (marks if isinstance(marks, list) else [marks])):
+            raise pytest.UsageError(f"{module.__file__}: pytestmark sets slow for the whole module; mark the "
+                                    "end-to-end tests one by one (@pytest.mark.slow) so the fast tier keeps "
+                                    "the others")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    if item.get_closest_marker("slow") is None:
+        spent = item.config.stash[SPENT]
+        spent[item.nodeid] = spent.get(item.nodeid, 0.0) + outcome.get_result().duration
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    limit = session.config.getoption("--fast-limit")
+    if limit is None:
+        return
+    over = sorted(((s, n) for n, s in session.config.stash[SPENT].items() if s > limit), reverse=True)
+    session.config.stash[OVER] = over
+    if over and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    over = config.stash[OVER]
+    if over:
+        limit = config.getoption("--fast-limit")
+        terminalreporter.section(f"tests not marked slow over {limit:g} s", sep="=", red=True)
+        for seconds, nodeid in over:
+            terminalreporter.line(f"{seconds:6.1f} s  {nodeid}")
+        terminalreporter.line("make them faster, or mark them @pytest.mark.slow (make test runs them; "
+                              "make check does not)")
 
 
 def write_jpeg(path: Path, value: int = 128, size: tuple[int, int] = (16, 8)) -> None:

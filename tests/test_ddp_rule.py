@@ -38,8 +38,6 @@ import torch
 
 from tests.e2e import commit_all, copy_tracked_files, run, tiny_params
 
-pytestmark = pytest.mark.slow
-
 # Float summation order: all-reduce and per-rank sums add in another order than one
 # process does; after 4 SGD steps weights agree to a few float32 ulps.
 TOLERANCE = 2e-6
@@ -68,6 +66,7 @@ def job_block(output: str, variant: str) -> str:
     return next(b for b in blocks if f"wildcards: variant={variant}," in b.split("Shell command")[0])
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_ran_in_the_rule(trained):
     log = (trained / "logs" / "train" / "two" / "seed0.log").read_text()
     assert "relaunching under torchrun" in log, log
@@ -85,6 +84,7 @@ def test_two_gloo_ranks_ran_in_the_rule(trained):
     assert "threads:" not in one.split("Shell command")[0] and re.search(r"\bgpu=1\b", one), one  # 1 thread
 
 
+@pytest.mark.slow
 def test_same_weights_as_the_single_process_equivalent(trained):
     two = torch.load(trained / "models" / "two" / "seed0" / "model.pt", weights_only=True)
     one = torch.load(trained / "models" / "one" / "seed0" / "model.pt", weights_only=True)

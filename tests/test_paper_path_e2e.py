@@ -35,8 +35,6 @@ import torch
 from atreid.constants import SCENARIOS
 from tests.e2e import copy_tracked_files, run
 
-pytestmark = [pytest.mark.slow, pytest.mark.paper]
-
 PAPER_VARIANTS = ("baseline", "full", "ncls1", "said", "said_hdw", "said_moae")
 SHRINK = [
     'train={"epochs": 1, "iters_per_epoch": 2, "batch_p": 2, "batch_k": 2}',
@@ -113,6 +111,8 @@ def trained(work: Path, variant: str) -> dict:
     return torch.load(work / "models" / variant / "seed0" / "model.pt", map_location="cpu", weights_only=True)
 
 
+@pytest.mark.slow
+@pytest.mark.paper
 def test_the_archive_was_imported_checked_and_compared_with_the_official_counts(paper_run):
     work, _ = paper_run
     record = json.loads((work / "data" / "atustc" / "source.json").read_text())
@@ -124,6 +124,8 @@ def test_the_archive_was_imported_checked_and_compared_with_the_official_counts(
     assert sampled["person"].nunique() == PERSONS
 
 
+@pytest.mark.slow
+@pytest.mark.paper
 def test_every_paper_variant_was_trained_with_the_recipe_from_the_weights_file(paper_run):
     work, weights = paper_run
     for variant in PAPER_VARIANTS:
@@ -159,6 +161,8 @@ def test_every_paper_variant_was_trained_with_the_recipe_from_the_weights_file(p
     assert trained(work, "ncls1")["state_dict"]["base.cls_token"].shape == (1, 1, 768)
 
 
+@pytest.mark.slow
+@pytest.mark.paper
 def test_the_table_has_every_variant_with_the_published_numbers_beside_it(paper_run):
     work, _ = paper_run
     table = pd.read_csv(work / "results" / "table.csv").set_index("variant")
@@ -180,6 +184,8 @@ def test_the_table_has_every_variant_with_the_published_numbers_beside_it(paper_
         assert (work / "results" / figure).read_bytes().startswith(b"\x89PNG"), figure
 
 
+@pytest.mark.slow
+@pytest.mark.paper
 def test_nothing_left_to_do_and_the_reference_export_has_the_documented_layout(paper_run, scratch_in_memory):
     work, _ = paper_run
     dry = run(paper_snakemake("-n"), work)
@@ -194,6 +200,8 @@ def test_nothing_left_to_do_and_the_reference_export_has_the_documented_layout(p
     assert exported["model"]["classifier.0.weight"].shape == (OUTFITS, 768)
 
 
+@pytest.mark.slow
+@pytest.mark.paper
 def test_overlapping_patches_stride_12_start_from_the_same_weights_file(tmp_path):
     """The paper's stride-12 option (21x10 overlapping patches) with the same file and recipe."""
     from atreid.config import load_params, resolve_variant

@@ -45,8 +45,6 @@ import yaml
 from tests.conftest import REPO
 from tests.e2e import BIN, commit_all, copy_tracked_files, jobs_of_dry_run, run, tiny_params
 
-pytestmark = pytest.mark.slow
-
 SCRIPTS = REPO / "tests" / "slurm"
 SITE = {"ATREID_SLURM_PARTITION": "main", "ATREID_SLURM_GPU_PARTITION": "gpus",
         "ATREID_SLURM_ACCOUNT": "atreid-lab"}
@@ -150,6 +148,7 @@ def interrupt_training(snakemake: subprocess.Popen, work: Path, env: dict[str, s
     return job, log_before_kill
 
 
+@pytest.mark.slow
 def test_smallest_pipeline_on_slurm_equals_the_local_run(cluster, tmp_path):
     local = shrunk_copy(tmp_path / "local")
     run(["snakemake", "--cores", "2", "results/table.csv"], local)

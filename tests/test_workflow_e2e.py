@@ -28,8 +28,6 @@ import yaml
 
 from tests.e2e import commit_all, copy_tracked_files, jobs_of_dry_run, run, stale_dvc_stages, tiny_params
 
-pytestmark = pytest.mark.slow
-
 VARIANTS = {"full": {"ncls": 6, "said": True, "moae": True, "hdw": True},
             "baseline": {"ncls": 6, "said": False, "moae": False, "hdw": False}}
 
@@ -42,6 +40,7 @@ def workdir(tmp_path_factory) -> Path:
     return work
 
 
+@pytest.mark.slow
 def test_whole_chain_then_only_the_changed_variant_is_out_of_date(workdir):
     run(["snakemake", "--cores", "2"], workdir)  # default target: table, plots, galleries
 
@@ -112,6 +111,7 @@ def test_whole_chain_then_only_the_changed_variant_is_out_of_date(workdir):
     assert stale_dvc_stages(status.stdout) == set(), status.stdout
 
 
+@pytest.mark.slow
 def test_adding_a_seed_runs_only_the_new_seeds_jobs(workdir):
     """After the first test (dvc repro left the figures outside DVC stale): bring
     everything up to date; then a second seed adds its own runs only."""
@@ -144,6 +144,7 @@ def test_adding_a_seed_runs_only_the_new_seeds_jobs(workdir):
     assert summary["full"]["n"] == 2 and "Any-Time_R1:std" in summary["full"]
 
 
+@pytest.mark.slow
 def test_a_pretraining_change_reruns_it_and_everything_after(workdir):
     """After the second test (two seeds, all up to date)."""
     run(["dvc", "commit", "-f", "-q", "--no-relink"], workdir)
