@@ -15,6 +15,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -106,6 +107,26 @@ def build_tiny_atustc(root: Path, frames: int = 5) -> Path:
     return root
 
 
+# Folders of session fixtures under pytest's base temp start with this: they outlive modules.
+SESSION_SCRATCH = "session-"
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory,
+                  request: pytest.FixtureRequest) -> Iterator[SimpleNamespace]:
+    """The tiny pipeline of tests/e2e.py (``work``: the built repository; ``log``: the
+    run's stderr), built once per test session for every end-to-end test that starts from
+    a finished run. Read-only: a test that changes anything works in a copy
+    (``tests.e2e.copy_pipeline``). Deleted at the end of a session without failures."""
+    from tests.e2e import build_tiny_pipeline
+
+    folder = tmp_path_factory.mktemp(SESSION_SCRATCH + "pipeline")
+    log = build_tiny_pipeline(folder / "repo")
+    yield SimpleNamespace(work=folder / "repo", log=log)
+    if request.session.testsfailed == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _free_module_scratch(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[None]:
     """Delete the folders a test module made under pytest's base temp once it is done.
@@ -116,7 +137,8 @@ def _free_module_scratch(tmp_path_factory: pytest.TempPathFactory, request: pyte
     passed test's ``tmp_path``; this does the same for ``tmp_path_factory`` folders of
     module fixtures, at module teardown (after the module's own fixtures are torn down).
     A module with a failure keeps its fixtures' folders (and pytest its failed tests'
-    tmp_path), for the post-mortem."""
+    tmp_path), for the post-mortem. Session fixtures' folders (``SESSION_SCRATCH``) are
+    left to their fixture."""
     base = tmp_path_factory.getbasetemp()
     before = set(base.iterdir())
     failures = request.session.testsfailed
@@ -124,6 +146,8 @@ def _free_module_scratch(tmp_path_factory: pytest.TempPathFactory, request: pyte
     if request.session.testsfailed != failures:
         return
     for path in set(base.iterdir()) - before:
+        if path.name.startswith(SESSION_SCRATCH):
+            continue  # a session fixture's: deleted at the session's end
         if path.is_symlink():  # pytest's "<name>current" links
             path.unlink(missing_ok=True)
         else:
