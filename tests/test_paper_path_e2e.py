@@ -16,9 +16,10 @@ Two of the preset's six variants are trained: ``full`` (six CLS tokens, MoAE, SA
 and ``ncls1`` (one CLS token, the plain MLP, no SAID): between them every ViT-B shape and
 parameter group the other four have (``baseline``, ``said``, ``said_hdw``, ``said_moae``
 differ from these in loss switches only, which the tiny pipeline and the unit tests run).
-The preset's own file, its variants replaced by those two, is the run's one configfile; a
-dry run of the preset as it is plans all six (each ablation's published numbers beside
-ours are checked in tests/test_report.py). The overlapping-patches option (stride 12, a
+The preset's own file, its variants cut to those two (and params.yaml's likewise:
+Snakemake merges the two files' variants), is the run's one configfile; a dry run of the
+preset as it is plans all six first (each ablation's published numbers beside ours are
+checked in tests/test_report.py). The overlapping-patches option (stride 12, a
 21x10 grid) is checked in-process with the same weights file and recipe.
 
 The dataset is a small synthetic AT-USTC in the release layout, zipped.
