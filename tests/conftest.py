@@ -42,7 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for module in {item.module for item in items if item.module is not None}:
+    for module in {getattr(item, "module", None) for item in items} - {None}:
         marks = getattr(module, "pytestmark", [])
         if any(mark.name == "slow" for mark in (marks if isinstance(marks, list) else [marks])):
             raise pytest.UsageError(f"{module.__file__}: pytestmark sets slow for the whole module; mark the "
