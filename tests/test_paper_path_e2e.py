@@ -7,10 +7,11 @@ preset's path (``jx_vit_base_p16_224-80ecf9dd.pth``; here a randomly initialised
 at 256x128 with drop-path 0.2, Nesterov SGD with the 10x group, warm-up, random
 erasing, eight DataLoader workers, and the paper columns in the table. Only the sizes
 that decide the run time are shrunk, and only with ``--config`` (as a user would):
-epochs, iterations, batch, and the benchmark list (AT-USTC and Market-1501). A ViT-B/16
-feature costs about 0.3 s of one CPU core, so the paper's other four cross-dataset
-benchmarks would add about 15 minutes on two cores for no new code path (the
-five-benchmark average is tested in tests/test_report.py).
+epochs, iterations, batch, and the benchmark list (AT-USTC only). A ViT-B/16 feature
+costs about 0.3 s of one CPU core, so each of the paper's five cross-dataset benchmarks
+would add about a minute a variant for no new code path: the tiny pipeline evaluates
+Market-1501 (tests/test_workflow_e2e.py), and tests/test_report.py checks the published
+cross-dataset numbers beside ours and the five-benchmark average.
 
 Two of the preset's six variants are trained: ``full`` (six CLS tokens, MoAE, SAID, HDW)
 and ``ncls1`` (one CLS token, the plain MLP, no SAID): between them every ViT-B shape and
@@ -49,7 +50,7 @@ PRESET = "presets/paper.yaml"
 TWO_VARIANTS = "paper_two_variants.yaml"  # the preset with its variants cut to TRAINED
 SHRINK = [
     'train={"epochs": 1, "iters_per_epoch": 2, "batch_p": 2, "batch_k": 2}',
-    'eval={"benchmarks": [atustc, market1501]}',
+    'eval={"benchmarks": [atustc]}',
 ]
 WEIGHTS = "data/raw/jx_vit_base_p16_224-80ecf9dd.pth"
 ARCHIVE = "data/raw/AT-USTC.zip"
@@ -200,11 +201,9 @@ def test_the_table_has_every_trained_variant_with_the_published_numbers_beside_i
     for scenario in (*SCENARIOS, "Any-Time"):
         for metric in ("R1", "mAP"):
             assert table[f"{scenario}_{metric}"].between(0, 100).all(), (scenario, metric)
-    assert table["market1501:R1"].between(0, 100).all() and table["market1501:mAP"].between(0, 100).all()
     # Uni-AT's published Any-Time R1 (the other ablations': tests/test_report.py).
     assert table.loc["full", "paper:Any-Time_R1"] == 55.80
     assert table.loc["full", "diff:Any-Time_R1"] == pytest.approx(table.loc["full", "Any-Time_R1"] - 55.80, abs=0.011)
-    assert not pd.isna(table.loc["full", "paper:market1501:R1"])
     # The unified-embedding model has no row in the paper's ablation tables.
     assert pd.isna(table.loc["ncls1", "paper:Any-Time_R1"])
     for figure in ("plots/cmc_atustc.png", "plots/comparison.png", "plots/training_full.png",
