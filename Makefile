@@ -1,15 +1,16 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    create/reuse .venv, install atreid, run the whole pipeline -> results/ (table, plots, report)
 #   make test   create/reuse .venv, install atreid with test extras, run the test suite
+#   make check  the same set-up, then the fast tier: every test not marked slow (about a minute)
 VENV ?= .venv
 PYTHON ?= python3
 CORES ?= $(shell nproc 2>/dev/null || echo 2)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.atreid-installed
-# The test extra (pytest, and onnx/onnxruntime for export-onnx's tests) only for make test.
+# The test extra (pytest, and onnx/onnxruntime for export-onnx's tests) only for make test/check.
 TEST_STAMP := $(VENV)/.atreid-test-installed
 
-.PHONY: run test install lint dag clean
+.PHONY: run test check install lint dag clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +40,11 @@ run: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
+
+# A test not marked slow that takes over FAST_LIMIT seconds fails the fast tier (tests/conftest.py).
+FAST_LIMIT ?= 5
+check: $(TEST_STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" --durations=10 --fast-limit $(FAST_LIMIT)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

@@ -50,6 +50,7 @@ TINY_PARAMS = {
     "pretrain": {"persons": 6, "outfits": 2, "cameras": 4, "views": 2, "iterations": 3, "batch_size": 8,
                  "threads": 1},
     "train": {"epochs": 1, "iters_per_epoch": 3, "batch_p": 4, "batch_k": 4, "num_workers": 0},
+    "eval": {"batch_size": 64},
     "seeds": [0],
 }
 
@@ -72,6 +73,31 @@ def tiny_params(work: Path, variants: dict, *, benchmarks: list[str] | None = No
                                         if name in params["data"]["benchmarks"]}
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return params
+
+
+# The pipeline that the end-to-end tests share, built once a test session (the
+# `tiny_pipeline` fixture, tests/conftest.py): two variants, the one with every switch of
+# the method and the one with none, evaluated on AT-USTC and one cross-dataset benchmark.
+PIPELINE_VARIANTS = {"full": {"ncls": 6, "said": True, "moae": True, "hdw": True},
+                     "baseline": {"ncls": 6, "said": False, "moae": False, "hdw": False}}
+PIPELINE_BENCHMARKS = ["atustc", "market1501"]
+
+
+def build_tiny_pipeline(work: Path) -> str:
+    """`snakemake --cores 2` (what `make run` runs) in a git-committed copy of the repository
+    shrunk to :data:`TINY_PARAMS` with :data:`PIPELINE_VARIANTS`; returns its stderr (the log)."""
+    copy_tracked_files(work)
+    tiny_params(work, PIPELINE_VARIANTS, benchmarks=PIPELINE_BENCHMARKS)
+    commit_all(work)
+    return run(["snakemake", "--cores", "2"], work).stderr
+
+
+def copy_pipeline(built: Path, work: Path) -> Path:
+    """A copy of the built pipeline ``built`` that a test may change: every file, with its
+    modification time (so Snakemake has nothing to do in it), and the git, DVC and
+    Snakemake state (.git, .dvc, dvc.lock, .snakemake) with it."""
+    shutil.copytree(built, work, symlinks=True)
+    return work
 
 
 def stale_dvc_stages(output: str) -> set[str]:

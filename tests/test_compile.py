@@ -22,8 +22,6 @@ from atreid.model import uniat
 from tests.conftest import REPO
 from tests.test_trainer import make_training_data
 
-pytestmark = pytest.mark.slow
-
 VARIANTS = ("full", "baseline", "ncls1", "said", "said_moae", "said_hdw")
 ARCH = "vit_tiny_uniat_2blocks"
 
@@ -72,6 +70,7 @@ def train_recording(settings, data, out, monkeypatch) -> list[dict]:
     return steps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_compiled_training_equals_eager(variant, data, tmp_path, monkeypatch):
     eager = train_recording(settings_of(variant), data, tmp_path / "eager", monkeypatch)
@@ -87,6 +86,7 @@ def test_compiled_training_equals_eager(variant, data, tmp_path, monkeypatch):
     assert compiled[-1]["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_compiled_resume_equals_uninterrupted(data, tmp_path, monkeypatch):
     """Kill after epoch 1's checkpoint, resume compiled: the same weights, torch.equal."""
     from tests.test_trainer import Interrupt, assert_same_weights, interrupt_after
@@ -105,6 +105,7 @@ def test_compiled_resume_equals_uninterrupted(data, tmp_path, monkeypatch):
     assert_same_weights(tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["full", "ncls1"])
 def test_compiled_feature_extraction_equals_eager(variant, data, tmp_path):
     """eval.compile: the same features within 1e-5, one graph (the last, smaller batch padded)."""
@@ -126,6 +127,7 @@ def test_compiled_feature_extraction_equals_eager(variant, data, tmp_path):
     assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
 
 
+@pytest.mark.slow
 def test_workflow_gives_eval_compile_to_the_feature_jobs_only(tmp_path):
     """Off (the default): the evaluation jobs' settings are what they were before the option
     existed. On: the jobs that extract features get it (evaluation, galleries), not training."""

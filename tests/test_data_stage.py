@@ -18,8 +18,6 @@ import yaml
 from atreid.cli import main
 from tests.e2e import copy_tracked_files, jobs_of_dry_run, run
 
-pytestmark = pytest.mark.slow
-
 SYNTHETIC = {"seed": 0, "train_persons": 4, "test_persons": 3, "outfits": [2, 2], "dates": 2,
              "train_cameras_per_outfit": 2, "train_frames_per_clip": 2, "val_fraction": 0.2,
              "image_height": 32, "image_width": 16, "jpeg_quality": 90}
@@ -115,6 +113,7 @@ def use_atustc_archive(work: Path, archive: Path) -> None:
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+@pytest.mark.slow
 def test_refused_import_under_snakemake_keeps_the_good_copy(tmp_path, atustc_copy):
     work = copy_tracked_files(tmp_path / "repo")
     archive = zip_folder(atustc_copy, tmp_path / "AT-USTC.zip")
@@ -145,6 +144,7 @@ def test_refused_import_under_snakemake_keeps_the_good_copy(tmp_path, atustc_cop
     assert run(["snakemake", "-n", "--cores", "1", TARGET], work).stdout.count("rule ") == 0
 
 
+@pytest.mark.slow
 def test_refused_benchmark_import_under_snakemake_keeps_the_good_copy(tmp_path):
     from atreid.data.synthetic.miniatures import generate_miniature
 
@@ -170,6 +170,7 @@ def test_refused_benchmark_import_under_snakemake_keeps_the_good_copy(tmp_path):
     assert "extra.txt" in {Path(rel).name for rel in files_of(data / "images")}
 
 
+@pytest.mark.slow
 def test_fixed_source_after_a_corrupt_image_recovers_in_one_command(tmp_path, atustc_copy):
     """A copy with a corrupt JPEG imports but fails verification; the user fixes the
     archive; the documented command brings the pipeline back (issue: three manual steps)."""

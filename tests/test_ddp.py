@@ -6,6 +6,7 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -59,6 +60,7 @@ def _worker(rank: int, world: int, port: int, settings: dict, data: dict, out: P
     torch.save(result, out / f"rank{rank}.pt")
 
 
+@pytest.mark.slow
 def test_two_gloo_processes(tmp_path):
     data = generated_data(tmp_path / "data")
     settings = real_settings(epochs=2, iters_per_epoch=2)
@@ -85,6 +87,7 @@ def test_two_gloo_processes(tmp_path):
         assert len(ranks[0]["steps"][step]) == len(expected) // 2
 
 
+@pytest.mark.slow
 def test_cli_relaunches_under_torchrun(tmp_path):
     import json
     import subprocess

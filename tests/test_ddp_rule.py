@@ -36,9 +36,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.e2e import commit_all, copy_tracked_files, run, tiny_params
-
-pytestmark = pytest.mark.slow
+from tests.e2e import copy_pipeline, run, tiny_params
 
 # Float summation order: all-reduce and per-rank sums add in another order than one
 # process does; after 4 SGD steps weights agree to a few float32 ulps.
@@ -49,14 +47,15 @@ VARIANT = {"ncls": 6, "said": True, "moae": True, "hdw": True, "train": {"triple
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def trained(tiny_pipeline, tmp_path_factory) -> Path:
+    """The two trainings, in a copy of the session's tiny pipeline (its data and
+    pre-training are current: only the two train_model jobs run)."""
     from atreid.config import deep_merge
 
-    work = copy_tracked_files(tmp_path_factory.mktemp("ddp_rule") / "repo")
+    work = copy_pipeline(tiny_pipeline.work, tmp_path_factory.mktemp("ddp_rule") / "repo")
     tiny_params(work, {"two": deep_merge(VARIANT, {"train": {"devices": 2, "cpu_threads": 1}}),
                        "one": deep_merge(VARIANT, {"train": {"devices": 1, "cpu_threads": 1}})},
                 overrides={"train": {"iters_per_epoch": 4}})
-    commit_all(work)
     done = run(["snakemake", "--cores", "2", "models/two/seed0/model.pt", "models/one/seed0/model.pt"], work)
     (work / "snakemake.out").write_text(done.stdout + done.stderr)
     return work
@@ -68,6 +67,7 @@ def job_block(output: str, variant: str) -> str:
     return next(b for b in blocks if f"wildcards: variant={variant}," in b.split("Shell command")[0])
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_ran_in_the_rule(trained):
     log = (trained / "logs" / "train" / "two" / "seed0.log").read_text()
     assert "relaunching under torchrun" in log, log
@@ -85,6 +85,7 @@ def test_two_gloo_ranks_ran_in_the_rule(trained):
     assert "threads:" not in one.split("Shell command")[0] and re.search(r"\bgpu=1\b", one), one  # 1 thread
 
 
+@pytest.mark.slow
 def test_same_weights_as_the_single_process_equivalent(trained):
     two = torch.load(trained / "models" / "two" / "seed0" / "model.pt", weights_only=True)
     one = torch.load(trained / "models" / "one" / "seed0" / "model.pt", weights_only=True)

@@ -1,8 +1,9 @@
 """DVC knows what Snakemake built, and a DVC remote round trip (issue 18).
 
-One pipeline run is shared by the slow tests, in order: a `make run`-equivalent
-(`snakemake --cores 2`) in a copy of the repository whose params.yaml is shrunk (DVC
-reads params.yaml, so the shrink is there, not in --config). Then:
+The slow tests share, in order, a copy of the session's tiny pipeline (tests/conftest.py
+`tiny_pipeline`): a `make run`-equivalent (`snakemake --cores 2`) in a copy of the
+repository whose params.yaml is shrunk (DVC reads params.yaml, so the shrink is there,
+not in --config). Then:
 1. the run recorded itself in dvc.lock: `dvc status` is clean and quick, `snakemake -n`
    has nothing to do; committed as run A and pushed to a local-folder remote;
 2. one variant's setting changes: `dvc status` names its training stage only, and
@@ -31,11 +32,9 @@ import yaml
 
 from atreid.commands.dvc_sync import covered, skip_reason
 from tests.conftest import REPO
-from tests.e2e import commit_all, copy_tracked_files, run, stale_dvc_stages, tiny_params
+from tests.e2e import copy_pipeline, copy_tracked_files, run, stale_dvc_stages
 
-VARIANTS = {"baseline": {"ncls": 6, "said": False, "moae": False, "hdw": False},
-            "ncls1": {"ncls": 1, "said": False, "moae": False, "hdw": False}}
-STAGES_OF_NCLS1 = {"train@ncls1-0", "evaluate@ncls1-0", "curves@ncls1", "galleries@ncls1", "table", "figures"}
+STAGES_OF_FULL = {"train@full-0", "evaluate@full-0", "curves@full", "galleries@full", "table", "figures"}
 
 
 def git(work: Path, *args: str) -> str:
@@ -53,14 +52,11 @@ def write_params(work: Path, change) -> None:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> SimpleNamespace:
-    """The repository copy after one `snakemake --cores 2`, and what the tests record."""
+def pipeline(tiny_pipeline, tmp_path_factory) -> SimpleNamespace:
+    """A copy of the repository after one `snakemake --cores 2`, its log, and what the tests record."""
     tmp = tmp_path_factory.mktemp("dvc_sync")
-    work = copy_tracked_files(tmp / "repo")
-    tiny_params(work, VARIANTS, benchmarks=["atustc", "market1501"])
-    commit_all(work)
-    built = run(["snakemake", "--cores", "2"], work)
-    return SimpleNamespace(work=work, remote=tmp / "remote", clone=tmp / "clone", log=built.stderr, runs={})
+    work = copy_pipeline(tiny_pipeline.work, tmp / "repo")
+    return SimpleNamespace(work=work, remote=tmp / "remote", clone=tmp / "clone", log=tiny_pipeline.log, runs={})
 
 
 @pytest.mark.slow
@@ -85,24 +81,25 @@ def test_a_snakemake_run_records_itself_in_dvc_lock(pipeline):
     run(["dvc", "push"], work)
     pipeline.runs["A"] = {"rev": git(work, "rev-parse", "HEAD"),
                           "table": (work / "results" / "table.csv").read_bytes(),
-                          "model": digest(work / "models" / "ncls1" / "seed0" / "model.pt")}
+                          "model": digest(work / "models" / "full" / "seed0" / "model.pt")}
 
 
 @pytest.mark.slow
 def test_dvc_repro_after_a_one_variant_change_reruns_that_variant_only(pipeline):
     work = pipeline.work
-    write_params(work, lambda params: params["variants"]["ncls1"].update(train={"iters_per_epoch": 4}))
+    write_params(work, lambda params: params["variants"]["full"].update(train={"iters_per_epoch": 4}))
     status = run(["dvc", "status"], work)
-    assert stale_dvc_stages(status.stdout) == {"train@ncls1-0"}, status.stdout
+    assert stale_dvc_stages(status.stdout) == {"train@full-0"}, status.stdout
 
+    # dvc repro reruns exactly the affected stages (through Snakemake).
     repro = run(["dvc", "repro"], work)
     ran = set(re.findall(r"Running stage '([^']+)'", repro.stdout))
-    assert ran == STAGES_OF_NCLS1, repro.stdout
+    assert ran == STAGES_OF_FULL, repro.stdout
     assert stale_dvc_stages(run(["dvc", "status"], work).stdout) == set()
-    assert digest(work / "models" / "ncls1" / "seed0" / "model.pt") != pipeline.runs["A"]["model"]
+    assert digest(work / "models" / "full" / "seed0" / "model.pt") != pipeline.runs["A"]["model"]
 
     git(work, "add", "-A")
-    git(work, "commit", "-qm", "run B: ncls1 trains 4 iterations an epoch")
+    git(work, "commit", "-qm", "run B: full trains 4 iterations an epoch")
     run(["dvc", "push"], work)
     pipeline.runs["B"] = {"table": (work / "results" / "table.csv").read_bytes()}
     assert pipeline.runs["B"]["table"] != pipeline.runs["A"]["table"]
@@ -135,7 +132,7 @@ def test_a_fresh_clone_pulls_the_run_and_checks_out_an_older_one(pipeline):
         git(repo, "checkout", "-q", pipeline.runs["A"]["rev"])
         run(["dvc", restore], repo)
         assert (repo / "results" / "table.csv").read_bytes() == pipeline.runs["A"]["table"], restore
-        assert digest(repo / "models" / "ncls1" / "seed0" / "model.pt") == pipeline.runs["A"]["model"], restore
+        assert digest(repo / "models" / "full" / "seed0" / "model.pt") == pipeline.runs["A"]["model"], restore
         assert stale_dvc_stages(run(["dvc", "status"], repo).stdout) == set(), restore
     git(pipeline.work, "checkout", "-q", "-")
     run(["dvc", "checkout"], pipeline.work)
@@ -163,8 +160,8 @@ def test_dvc_push_never_uploads_a_dataset(pipeline, tmp_path):
             names |= {entry["md5"][2:] for entry in json.loads((cache / md5[:2] / md5[2:]).read_text())}
         return names
 
-    assert objects(hashes["train@ncls1-0"]["models/ncls1/seed0/model.pt"]) <= pushed
-    assert objects(hashes["galleries@ncls1"]["results/galleries/ncls1"]) <= pushed
+    assert objects(hashes["train@full-0"]["models/full/seed0/model.pt"]) <= pushed
+    assert objects(hashes["galleries@full"]["results/galleries/full"]) <= pushed
     for stage in ("data", "benchmark_data@market1501"):
         for path, md5 in hashes[stage].items():
             assert not objects(md5) & pushed, path

@@ -71,6 +71,7 @@ def assert_matches(model: torch.nn.Module, path: Path, batches, size=(128, 64)) 
     return worst
 
 
+@pytest.mark.slow
 def test_tiny_moae_model_exports_with_a_dynamic_batch(tmp_path, capsys):
     model = tiny_model()
     # The hard gate does route: both experts are chosen somewhere (token, sample, block).
@@ -101,6 +102,7 @@ def test_tiny_ncls1_model_exports(tmp_path):
     assert_matches(model, path, (1, 3))
 
 
+@pytest.mark.slow
 def test_highest_supported_opset(tmp_path):
     from atreid.constants import ONNX_OPSETS
 
@@ -142,6 +144,7 @@ def cli(*args: object) -> int:
     return main([str(a) for a in args])
 
 
+@pytest.mark.slow
 def test_cli_writes_a_verified_file(model_file, tmp_path, capsys):
     from atreid.engine.checkpoint import load_trained_model
 

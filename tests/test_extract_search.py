@@ -334,6 +334,7 @@ class PageReader(HTMLParser):
             self.sections[-1]["head"] += data
 
 
+@pytest.mark.slow
 def test_search_page_in_headless_chromium(model_file, gallery, tmp_path, capsys):
     browser = chromium()
     root, query, grey = gallery

@@ -34,6 +34,7 @@ def table_rows(markdown: str) -> dict[tuple[str, str], str]:
     return rows
 
 
+@pytest.mark.slow
 def test_smoke_run_measures_every_row(tmp_path):
     done = run_script("--smoke", out=tmp_path)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]

@@ -1,10 +1,10 @@
 """A table you can trust (issue 23), end to end on the tiny pipeline.
 
-One pipeline, in a copy of the repository's tracked files with a shrunk params.yaml and no
-data/raw (a fresh clone), whose own `atreid/` is the code that runs (PYTHONPATH), so the
-tests can edit it. In order:
-1. `snakemake --cores 2 data/atustc/index.csv` on the fresh copy ends without a traceback
-   and says what it recorded; the whole run then leaves `dvc status` clean;
+A copy of the session's tiny pipeline (tests/conftest.py: full and baseline, AT-USTC and
+Market-1501) whose own `atreid/` is the code that runs (PYTHONPATH), so the tests can edit
+it. In order:
+1. on a fresh copy with no data/ at all, `snakemake --cores 2 data/atustc/index.csv` ends
+   without a traceback and says what it recorded; the whole run left `dvc status` clean;
 2. every metrics file and table row says what it came from (synthetic data, the commit,
    the settings, the pretrained file), and table.md says so in plain words;
 3. editing MoAE's routing reruns the MoAE variant's training and what follows, not the
@@ -31,12 +31,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.e2e import commit_all, copy_tracked_files, jobs_of_dry_run, run, stale_dvc_stages, tiny_params
-
-pytestmark = pytest.mark.slow
+from atreid.provenance import git_state
+from tests.e2e import (PIPELINE_VARIANTS, commit_all, copy_pipeline, copy_tracked_files, jobs_of_dry_run, run,
+                       stale_dvc_stages, tiny_params)
 
 VARIANTS = {"full": {"ncls": 6, "said": True, "moae": True, "hdw": True},
-            "baseline": {"ncls": 6, "said": False, "moae": False, "hdw": False}}
+            "baseline": {"ncls": 6, "said": False, "moae": False, "hdw": False}}  # the tiny pipeline's
 MOAE = "atreid/model/moae.py"
 METRICS = "atreid/eval/metrics.py"
 MOAE_ROUTING = ("        probs = self.gate_probs(cls).detach()\n", "        probs = self.gate_probs(cls).detach() * 1\n")
@@ -68,51 +68,56 @@ def git(work: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> SimpleNamespace:
-    work = copy_tracked_files(tmp_path_factory.mktemp("provenance") / "repo")
-    shutil.rmtree(work / "data")  # a fresh clone has no data/ at all
-    tiny_params(work, VARIANTS, benchmarks=["atustc", "market1501"])
-    commit_all(work)
-    partial = in_copy(["snakemake", "--cores", "2", "data/atustc/index.csv"], work)
-    whole = in_copy(["snakemake", "--cores", "2"], work)
+def pipeline(tiny_pipeline, tmp_path_factory) -> SimpleNamespace:
+    assert PIPELINE_VARIANTS == VARIANTS
+    work = copy_pipeline(tiny_pipeline.work, tmp_path_factory.mktemp("provenance") / "repo")
     git(work, "add", "-A")
-    git(work, "commit", "-qm", "run")
-    return SimpleNamespace(work=work, partial=partial, whole=whole)
+    git(work, "commit", "-qm", "run")  # the run, committed: `dvc metrics diff` compares with it
+    return SimpleNamespace(work=work, log=tiny_pipeline.log)
 
 
-def test_a_fresh_copy_records_its_runs_without_a_traceback(pipeline):
-    for result in (pipeline.partial, pipeline.whole):
-        assert "Traceback" not in result.stderr, result.stderr[-3000:]
-        assert re.search(r"^dvc\.lock: recorded \d+ DVC stage", result.stderr, re.M), result.stderr[-2000:]
-    assert "left as they were" in pipeline.partial.stderr
+@pytest.mark.slow
+def test_a_fresh_copy_records_its_runs_without_a_traceback(pipeline, tmp_path):
+    fresh = copy_tracked_files(tmp_path / "fresh")
+    shutil.rmtree(fresh / "data")  # a fresh clone has no data/ at all
+    tiny_params(fresh, VARIANTS, benchmarks=["atustc", "market1501"])
+    commit_all(fresh)
+    partial = in_copy(["snakemake", "--cores", "2", "data/atustc/index.csv"], fresh)
+    for log in (partial.stderr, pipeline.log):
+        assert "Traceback" not in log, log[-3000:]
+        assert re.search(r"^dvc\.lock: recorded \d+ DVC stage", log, re.M), log[-2000:]
+    assert "left as they were" in partial.stderr
     status = in_copy(["dvc", "status"], pipeline.work)
     assert "Data and pipelines are up to date" in status.stdout, status.stdout
 
 
+@pytest.mark.slow
 def test_every_number_says_what_it_came_from(pipeline):
     work = pipeline.work
-    head = git(work, "rev-parse", "HEAD~1")  # the commit the run ran from (HEAD records the run)
+    code = git_state()  # the session pipeline ran this checkout's atreid
+    head = code["commit"]
     backbone = hashlib.sha256((work / "models" / "pretrained" / "backbone.pth").read_bytes()).hexdigest()
     for variant in VARIANTS:
         for benchmark in ("atustc", "market1501"):
             metrics = json.loads((work / "results" / "metrics" / variant / "seed0" / f"{benchmark}.json").read_text())
             provenance = metrics["provenance"]
             assert provenance["data"] == {"source": "synthetic", "generator": "atreid 0.1.0"}
-            assert provenance["code"] == {"commit": head, "dirty": False}
+            assert provenance["code"] == code
             model = provenance["model"]
-            assert model["code"] == {"commit": head, "dirty": False}
+            assert model["code"] == code
             assert model["data"]["source"] == "synthetic" and model["pretrained_sha256"] == backbone
             assert len(model["settings_sha256"]) == 64 and "torch" in model["packages"]
     table = pd.read_csv(work / "results" / "table.csv").set_index("variant")
     assert (table.loc[list(VARIANTS), "data_source"] == "synthetic").all()
-    assert (table.loc[list(VARIANTS), "commit"] == head[:12]).all()
+    assert (table.loc[list(VARIANTS), "commit"] == head[:12] + ("+dirty" if code["dirty"] else "")).all()
     assert (table.loc[list(VARIANTS), "pretrained_sha256"] == backbone[:12]).all()
     assert table.loc["full", "settings_sha256"] != table.loc["baseline", "settings_sha256"]
     markdown = (work / "results" / "table.md").read_text()
     assert "**Synthetic data**: the rows baseline, full come from the embedded synthetic dataset" in markdown
-    assert f"- full: commit {head[:12]}, settings {table.loc['full', 'settings_sha256']}" in markdown
+    assert f"- full: commit {table.loc['full', 'commit']}, settings {table.loc['full', 'settings_sha256']}" in markdown
 
 
+@pytest.mark.slow
 def test_an_edit_of_moae_s_routing_reruns_the_moae_variant_only(pipeline):
     work = pipeline.work
     edit(work, MOAE, MOAE_ROUTING)
@@ -127,6 +132,7 @@ def test_an_edit_of_moae_s_routing_reruns_the_moae_variant_only(pipeline):
     assert {"train@full-0", "train@baseline-0"} <= stale
 
 
+@pytest.mark.slow
 def test_a_run_that_leaves_a_training_stale_leaves_its_lock_entry_stale(pipeline):
     work = pipeline.work
     # Snakemake told to judge by file times only: the edited training is not rerun, and the
@@ -141,6 +147,7 @@ def test_a_run_that_leaves_a_training_stale_leaves_its_lock_entry_stale(pipeline
     assert "Data and pipelines are up to date" in in_copy(["dvc", "status"], work).stdout
 
 
+@pytest.mark.slow
 def test_metric_code_reruns_the_evaluations_and_comments_rerun_nothing(pipeline):
     work = pipeline.work
     edit(work, METRICS, CHANCE)
@@ -158,6 +165,7 @@ def test_metric_code_reruns_the_evaluations_and_comments_rerun_nothing(pipeline)
     git(work, "commit", "-qm", "edits")
 
 
+@pytest.mark.slow
 def test_dvc_s_own_verbs_work_without_a_remote(pipeline):
     work = pipeline.work
     shown = in_copy(["dvc", "metrics", "show"], work)
@@ -199,6 +207,7 @@ def test_dvc_s_own_verbs_work_without_a_remote(pipeline):
     assert "exp-longer" in git(work, "branch")
 
 
+@pytest.mark.slow
 def test_make_dag_writes_the_graph_with_snakemake_9(pipeline):
     from tests.conftest import REPO
 

@@ -173,6 +173,7 @@ def vit_base_reference() -> dict[str, torch.Tensor]:
     return atreid_to_reference(model)
 
 
+@pytest.mark.slow
 def test_vit_base_layout_matches_the_documented_checkpoint(vit_base_reference) -> None:
     state = vit_base_reference
     assert len(state) == 1458
@@ -208,6 +209,7 @@ def test_vit_base_layout_matches_the_documented_checkpoint(vit_base_reference) -
     assert len(ours) == 4 + 12 * 17 + 2 + 30 + 6  # our layout: 17 tensors per block
 
 
+@pytest.mark.slow
 def test_patch_stride_is_inferred_from_the_position_embedding(vit_base_reference) -> None:
     state = dict(vit_base_reference)
     state["base.pos_embed"] = torch.zeros(1, 6 + 210, 768)  # 21x10 patches: stride 12 at 256x128
@@ -546,6 +548,7 @@ def snakemake(args: list[str], cwd: Path) -> str:
     return result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_variant_with_reference_checkpoint_is_imported_not_trained(tmp_path: Path) -> None:
     for name in ("Snakefile", "params.yaml", "rules", "report", "envs", "profiles"):
         src = REPO / name

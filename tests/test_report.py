@@ -246,6 +246,29 @@ def test_paper_columns_compare_the_mean(tmp_path):
     assert "paper:DT-ST_R1:std" not in full.index
 
 
+def test_every_paper_preset_variant_gets_its_published_numbers(tmp_path):
+    """The paper preset's six variants, by their switches: each ablation row's Any-Time R1
+    and a Market-1501 cross-dataset number beside ours; none for the unified embedding
+    (ncls1). (The paper-path run, tests/test_paper_path_e2e.py, trains two of them.)"""
+    import yaml
+
+    from tests.conftest import REPO
+
+    variants = yaml.safe_load((REPO / "presets" / "paper.yaml").read_text())["variants"]
+    files = []
+    for variant, switches in variants.items():
+        files.append(write_run(tmp_path, variant, "seed0", "atustc", {"Any-Time_R1": 40.0}, settings=switches))
+        files.append(write_run(tmp_path, variant, "seed0", "market1501", {"R1": 10.0, "mAP": 5.0}, settings=switches))
+    table = build_table(files, paper=True).set_index("variant")
+    published = {"full": 55.80, "baseline": 50.90, "said": 52.03, "said_moae": 53.70, "said_hdw": 53.32}
+    assert sorted(variants) == sorted([*published, "ncls1"])
+    for variant, any_time in published.items():
+        assert table.loc[variant, "paper:Any-Time_R1"] == any_time, variant
+        assert table.loc[variant, "diff:Any-Time_R1"] == pytest.approx(40.0 - any_time), variant
+        assert not pd.isna(table.loc[variant, "paper:market1501:R1"]), variant
+    assert pd.isna(table.loc["ncls1", "paper:Any-Time_R1"]) and pd.isna(table.loc["ncls1", "paper:market1501:R1"])
+
+
 def test_comparison_plot_draws_the_spread(tmp_path, monkeypatch):
     import matplotlib.axes
 

@@ -7,7 +7,9 @@ slurmdbd, slurmctld and slurmd on this machine, on 127.0.0.1 only: one node decl
 two copies of the repository with the same shrunk params.yaml (one variant, one seed, 5
 short epochs, AT-USTC + Market-1501):
 
-1. `snakemake --cores 2 results/table.csv` runs it locally: the reference;
+1. `snakemake --cores 2 results/table.csv` runs it locally: the reference (in a copy of
+   the session's tiny pipeline, tests/conftest.py, whose data and pre-training are the
+   same: only the training, the evaluation and the table run);
 2. `snakemake --profile profiles/slurm results/table.csv` runs it on SLURM, the profile
    unchanged, only its site variables set (ATREID_SLURM_PARTITION=main,
    ATREID_SLURM_GPU_PARTITION=gpus, ATREID_SLURM_ACCOUNT=atreid-lab);
@@ -43,9 +45,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.e2e import BIN, commit_all, copy_tracked_files, jobs_of_dry_run, run, tiny_params
-
-pytestmark = pytest.mark.slow
+from tests.e2e import BIN, commit_all, copy_pipeline, copy_tracked_files, jobs_of_dry_run, run, tiny_params
 
 SCRIPTS = REPO / "tests" / "slurm"
 SITE = {"ATREID_SLURM_PARTITION": "main", "ATREID_SLURM_GPU_PARTITION": "gpus",
@@ -56,12 +56,10 @@ GPU_RULES = {"train_model", "evaluate_run"}
 FIVE_EPOCHS = {"train": {"epochs": 5, "iters_per_epoch": 6}}
 
 
-def shrunk_copy(work: Path) -> Path:
-    """A copy of the repository whose params.yaml is the shrunk pipeline."""
-    copy_tracked_files(work)
-    variants = yaml.safe_load((work / "params.yaml").read_text())["variants"]
+def shrink(work: Path) -> Path:
+    """Shrink the params.yaml of ``work`` (a copy of the repository) to this test's pipeline."""
+    variants = yaml.safe_load((REPO / "params.yaml").read_text())["variants"]
     tiny_params(work, {"full": variants["full"]}, benchmarks=["atustc", "market1501"], overrides=FIVE_EPOCHS)
-    commit_all(work)
     return work
 
 
@@ -150,11 +148,13 @@ def interrupt_training(snakemake: subprocess.Popen, work: Path, env: dict[str, s
     return job, log_before_kill
 
 
-def test_smallest_pipeline_on_slurm_equals_the_local_run(cluster, tmp_path):
-    local = shrunk_copy(tmp_path / "local")
+@pytest.mark.slow
+def test_smallest_pipeline_on_slurm_equals_the_local_run(cluster, tiny_pipeline, tmp_path):
+    local = shrink(copy_pipeline(tiny_pipeline.work, tmp_path / "local"))
     run(["snakemake", "--cores", "2", "results/table.csv"], local)
 
-    work = shrunk_copy(tmp_path / "slurm")
+    work = shrink(copy_tracked_files(tmp_path / "slurm"))
+    commit_all(work)
     env = dict(cluster, PATH=f"{BIN}{os.pathsep}{cluster.get('PATH', '')}", ATREID_QUIET="1")
     dry = run(["snakemake", "--profile", "profiles/slurm", "-n", "results/table.csv"], work)
     planned = jobs_of_dry_run(dry.stdout)

@@ -223,18 +223,18 @@ def test_head_epoch_means_keep_full_epochs_exact():
 
 
 # ---- end to end through Snakemake --------------------------------------------------------------
-TRAIN_ON_MARKET = {"data": {"train_on": "market1501"}, "eval": {"batch_size": 64},
+TRAIN_ON_MARKET = {"data": {"train_on": "market1501"},
                    "train": {"iters_per_epoch": 2, "batch_k": 2}}
 
 
 @pytest.mark.slow
-def test_train_on_a_market1501_miniature_through_snakemake(tmp_path):
-    from tests.e2e import commit_all, copy_tracked_files, jobs_of_dry_run, run, tiny_params
+def test_train_on_a_market1501_miniature_through_snakemake(tiny_pipeline, tmp_path):
+    """In a copy of the session's tiny pipeline: its data and pre-training are current."""
+    from tests.e2e import copy_pipeline, jobs_of_dry_run, run, tiny_params
 
-    work = copy_tracked_files(tmp_path / "repo")
+    work = copy_pipeline(tiny_pipeline.work, tmp_path / "repo")
     params = tiny_params(work, {"baseline": {"ncls": 6, "said": False, "moae": False, "hdw": False}},
                          benchmarks=["market1501", "atustc"], overrides=TRAIN_ON_MARKET)
-    commit_all(work)
 
     dry = run(["snakemake", "-n", "results/table.csv"], work)
     jobs = jobs_of_dry_run(dry.stdout)

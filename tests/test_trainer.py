@@ -372,6 +372,7 @@ def generated(tmp_path_factory) -> dict[str, Path]:
     return generated_data(tmp_path_factory.mktemp("generated"))
 
 
+@pytest.mark.slow
 def test_real_model_resume_equals_uninterrupted(generated, tmp_path, monkeypatch):
     settings = real_settings(epochs=3, iters_per_epoch=2, num_workers=1)
     run(settings, generated, tmp_path / "a")
@@ -387,6 +388,7 @@ def test_real_model_resume_equals_uninterrupted(generated, tmp_path, monkeypatch
     assert payload["settings"] == settings and not model.training
 
 
+@pytest.mark.slow
 def test_tiny_end_to_end_training_learns(generated, tmp_path):
     settings = real_settings(epochs=8, iters_per_epoch=6, batch_p=8, batch_k=4, lr=3e-4, warmup_epochs=1,
                              min_lr_factor=0.1, random_erasing=0.0)
@@ -677,6 +679,7 @@ def cli_train(settings, data, out: Path, ckpt: Path):
                       "--checkpoint-dir", str(ckpt), "--threads", "1", "--device", "cpu")
 
 
+@pytest.mark.slow
 def test_cli_train_empty_last_pt_warns_and_trains(generated, tmp_path):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
@@ -689,6 +692,7 @@ def test_cli_train_empty_last_pt_warns_and_trains(generated, tmp_path):
     assert (tmp_path / "model.pt").is_file() and not ckpt.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("full", ["checkpoint", "model"])
 def test_cli_train_full_disk_is_one_line(generated, tmp_path, full):
     """A real small filesystem (tmpfs, root only; skipped elsewhere) fills up while saving."""

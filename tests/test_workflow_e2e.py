@@ -1,25 +1,25 @@
 """End to end: the whole workflow through Snakemake and DVC on the smallest configuration.
 
-Runs in a copy of the repository (its tracked files) with a tiny params.yaml, then:
-1. `snakemake --cores 2` builds everything (table, plots, galleries) and
-   `snakemake --report` the HTML report; the table has a row per variant with every
-   scenario filled;
+The session's tiny pipeline (tests/conftest.py `tiny_pipeline`: `snakemake --cores 2`
+in a copy of the repository with a tiny params.yaml, variants full and baseline) is
+inspected where it was built, then changed in a copy:
+1. it built everything (table, plots, galleries); the table has a row per variant with
+   every scenario filled; `snakemake --report` writes the HTML report;
 2. a second `snakemake -n` has nothing to do;
 3. `dvc commit` records the run; `dvc status` is clean;
 4. a change to one variant's setting makes `snakemake -n` list exactly that variant's
-   training and evaluation (and the table), and `dvc status` exactly its training stage;
-5. `dvc repro` reruns exactly the affected stages;
-6. (the pretraining stage is part of the first run: every run starts from its file)
-7. adding a seed to `seeds` makes `snakemake -n` list one training and one evaluation job
+   training and evaluation (and the table), and `dvc status` exactly its training stage
+   (that `dvc repro` then reruns exactly those stages: tests/test_dvc_sync.py);
+5. (the pretraining stage is part of the first run: every run starts from its file)
+6. adding a seed to `seeds` makes `snakemake -n` list one training and one evaluation job
    per variant for the new seed only, and `dvc status` only the new seed's stages; after
    the run the table holds the mean ± std over the two runs (n = 2);
-8. changing a pretraining setting makes the pretraining and every run after it out of date.
+7. changing a pretraining setting makes the pretraining and every run after it out of date.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -27,26 +27,18 @@ import pytest
 import yaml
 
 from atreid.constants import SCENARIOS
-
-from tests.e2e import commit_all, copy_tracked_files, jobs_of_dry_run, run, stale_dvc_stages, tiny_params
-
-pytestmark = pytest.mark.slow
-
-VARIANTS = {"full": {"ncls": 6, "said": True, "moae": True, "hdw": True},
-            "baseline": {"ncls": 6, "said": False, "moae": False, "hdw": False}}
+from tests.e2e import copy_pipeline, jobs_of_dry_run, run, stale_dvc_stages
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    work = copy_tracked_files(tmp_path_factory.mktemp("e2e") / "repo")
-    tiny_params(work, VARIANTS, benchmarks=["atustc", "market1501"], overrides={"eval": {"batch_size": 64}})
-    commit_all(work)
-    return work
+def workdir(tiny_pipeline, tmp_path_factory) -> Path:
+    return copy_pipeline(tiny_pipeline.work, tmp_path_factory.mktemp("e2e") / "repo")
 
 
-def test_whole_chain_then_only_the_changed_variant_is_out_of_date(workdir):
-    run(["snakemake", "--cores", "2"], workdir)  # default target: table, plots, galleries
-
+@pytest.mark.slow
+def test_the_whole_chain_built_table_figures_and_search_page(tiny_pipeline):
+    """The default target (table, plots, galleries) as `snakemake --cores 2` left it."""
+    workdir = tiny_pipeline.work  # read-only
     table = pd.read_csv(workdir / "results" / "table.csv")
     assert sorted(table["variant"][:-1]) == ["baseline", "full"] and table["variant"].iloc[-1] == "chance"
     chance = table.iloc[-1]  # what a random ranking of the same lists scores
@@ -78,6 +70,10 @@ def test_whole_chain_then_only_the_changed_variant_is_out_of_date(workdir):
     persons = [q["labels"]["person"] for q in search["queries"]]
     assert len(search["queries"]) == 4 and len(set(persons)) == 4, persons
     assert "<html" in (workdir / "results" / "search" / "index.html").read_text()
+
+
+@pytest.mark.slow
+def test_report_then_only_the_changed_variant_is_out_of_date(workdir):
     run(["snakemake", "--report", "results/report.html"], workdir)
     assert "comparison.png" in (workdir / "results" / "report.html").read_text(errors="replace")
 
@@ -92,7 +88,8 @@ def test_whole_chain_then_only_the_changed_variant_is_out_of_date(workdir):
     assert stale_dvc_stages(status.stdout) == set(), status.stdout
 
     # Change one setting of one variant.
-    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    before = (workdir / "params.yaml").read_text()
+    params = yaml.safe_load(before)
     params["variants"]["full"]["train"] = {"iters_per_epoch": 4}
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -105,19 +102,16 @@ def test_whole_chain_then_only_the_changed_variant_is_out_of_date(workdir):
     status = run(["dvc", "status", "dvc.yaml"], workdir)
     assert stale_dvc_stages(status.stdout) == {"train@full-0"}, status.stdout
 
-    # dvc repro reruns exactly the affected stages (through Snakemake).
-    repro = run(["dvc", "repro"], workdir)
-    ran = set(re.findall(r"Running stage '([^']+)'", repro.stdout))
-    assert ran == {"train@full-0", "evaluate@full-0", "curves@full", "galleries@full", "table", "figures"}, \
-        repro.stdout
-    status = run(["dvc", "status", "dvc.yaml"], workdir)
-    assert stale_dvc_stages(status.stdout) == set(), status.stdout
+    # The setting back: the run is current again, for Snakemake and for DVC.
+    (workdir / "params.yaml").write_text(before)
+    dry = run(["snakemake", "-n"], workdir)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    assert stale_dvc_stages(run(["dvc", "status", "dvc.yaml"], workdir).stdout) == set()
 
 
+@pytest.mark.slow
 def test_adding_a_seed_runs_only_the_new_seeds_jobs(workdir):
-    """After the first test (dvc repro left the figures outside DVC stale): bring
-    everything up to date; then a second seed adds its own runs only."""
-    run(["snakemake", "--cores", "2"], workdir)
+    """After the test before (all up to date): a second seed adds its own runs only."""
     dry = run(["snakemake", "-n"], workdir)
     assert "Nothing to be done" in dry.stdout + dry.stderr
     params = yaml.safe_load((workdir / "params.yaml").read_text())
@@ -149,6 +143,7 @@ def test_adding_a_seed_runs_only_the_new_seeds_jobs(workdir):
     assert summary["full"]["Any-Time"]["R1_std"] == table.loc["full", "Any-Time_R1:std"]
 
 
+@pytest.mark.slow
 def test_a_pretraining_change_reruns_it_and_everything_after(workdir):
     """After the second test (two seeds, all up to date)."""
     run(["dvc", "commit", "-f", "-q", "--no-relink"], workdir)

@@ -26,8 +26,6 @@ import yaml
 
 from tests.e2e import BIN, copy_tracked_files, run
 
-pytestmark = pytest.mark.slow
-
 HOSTILE_DIR = "my data $(touch PWNED)"
 
 TINY = {
@@ -96,6 +94,7 @@ def test_dry_run_prints_hostile_values_quoted(work):
     no_pwned(work)
 
 
+@pytest.mark.slow
 def test_data_stage_runs_with_space_and_command_in_data_dir(work):
     write_params(work, data__dir=HOSTILE_DIR)
     target = f"{HOSTILE_DIR}/atustc/train_sampled.csv"
@@ -110,6 +109,7 @@ def snakemake_fails(work: Path, *args: str) -> str:
     return result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_duplicate_key_and_bad_yaml_name_file_and_line(work):
     params = work / "params.yaml"
     text = params.read_text()
@@ -155,6 +155,7 @@ def test_unregistered_benchmark_fails_the_same_way_in_check_params_and_workflow(
     assert message in out and message in check.stderr, (out, check.stderr)
 
 
+@pytest.mark.slow
 def test_killed_snakemake_rerun_says_unlock_and_unlock_works(work):
     write_params(work)
     target = "data/atustc/images"
