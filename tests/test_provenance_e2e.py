@@ -187,24 +187,25 @@ def test_dvc_s_own_verbs_work_without_a_remote(pipeline):
     assert cmc["encoding"]["x"]["field"] == "rank" and '"field": "AD-LT"' in json.dumps(cmc)
     assert '"field": "loss"' in json.dumps(shown_plots["models/full/seed0/history.csv"][0]["content"])
 
-    # An experiment with one documented key changed (no `+`), compared, applied, branched.
-    # (The README's example, with the tiny pipeline's epochs: 1 -> 2.)
-    experiment = in_copy(["dvc", "exp", "run", "-n", "longer", "-S", "train.epochs=2"], work)
-    assert re.search(r"Running stage 'train@full-0'", experiment.stdout), experiment.stdout[-2000:]
-    assert yaml.safe_load((work / "params.yaml").read_text())["train"]["epochs"] == 2
+    # An experiment with one documented key changed (no `+`), compared, applied, branched:
+    # the README's example (an evaluation setting: it reruns the evaluations, no training).
+    experiment = in_copy(["dvc", "exp", "run", "-n", "flipped", "-S", "eval.flip=true"], work)
+    assert re.search(r"Running stage 'evaluate@full-0'", experiment.stdout), experiment.stdout[-2000:]
+    assert "Running stage 'train@" not in experiment.stdout
+    assert yaml.safe_load((work / "params.yaml").read_text())["eval"]["flip"] is True
     diff = in_copy(["dvc", "params", "diff"], work)
-    assert re.search(r"params\.yaml\s+train\.epochs\s+1\s+2", diff.stdout), diff.stdout
+    assert re.search(r"params\.yaml\s+eval\.flip\s+false\s+true", diff.stdout, re.I), diff.stdout
     compared = in_copy(["dvc", "exp", "show", "--no-pager", "--only-changed", "--drop",
                         ".*_std|.*-[LS]T\\.|.*mAP|models|results|Created", "--csv"], work)
     header = compared.stdout.splitlines()[0].split(",")
-    assert header[:1] == ["Experiment"] and "full.Any-Time.R1" in header and "train.epochs" in header, header
+    assert header[:1] == ["Experiment"] and "full.Any-Time.R1" in header and "eval.flip" in header, header
     assert len(header) <= 8, header  # what the README's filter keeps: fits a terminal
     git(work, "checkout", "-q", "--", "params.yaml", "dvc.lock")
     in_copy(["dvc", "checkout", "-q"], work)
-    in_copy(["dvc", "exp", "apply", "longer"], work)
-    assert yaml.safe_load((work / "params.yaml").read_text())["train"]["epochs"] == 2
-    in_copy(["dvc", "exp", "branch", "longer", "exp-longer"], work)
-    assert "exp-longer" in git(work, "branch")
+    in_copy(["dvc", "exp", "apply", "flipped"], work)
+    assert yaml.safe_load((work / "params.yaml").read_text())["eval"]["flip"] is True
+    in_copy(["dvc", "exp", "branch", "flipped", "exp-flipped"], work)
+    assert "exp-flipped" in git(work, "branch")
 
 
 @pytest.mark.slow
