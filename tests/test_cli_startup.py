@@ -4,6 +4,8 @@ data steps (generate, import, index, sample frames) never need torch."""
 import subprocess
 import sys
 
+import pytest
+
 
 def test_building_the_parser_imports_no_torch():
     code = ("import sys, atreid.cli; atreid.cli.build_parser(); "
@@ -22,6 +24,7 @@ def _has_avx2() -> bool:
         return False
 
 
+@pytest.mark.slow  # over the fast tier's 5 s (a Snakemake or interpreter start-up)
 def test_cli_pins_cpu_kernels_to_avx2_before_torch(monkeypatch):
     if not _has_avx2():
         import pytest

@@ -196,6 +196,7 @@ def test_fixed_source_after_a_corrupt_image_recovers_in_one_command(tmp_path, at
     assert (data / "train_sampled.csv").is_file()
 
 
+@pytest.mark.slow  # over the fast tier's 5 s (a Snakemake or interpreter start-up)
 def test_corrupt_image_in_a_folder_fixed_in_place_recovers_with_the_named_command(tmp_path, atustc_copy):
     """A folder source whose corrupt JPEG is fixed in place (the folder's time does not
     change, so Snakemake sees no change): the index step's message names the one command
@@ -229,6 +230,7 @@ def test_corrupt_image_in_a_folder_fixed_in_place_recovers_with_the_named_comman
     assert run(["snakemake", "-n", "--cores", "1", TARGET], work).stdout.count("rule ") == 0
 
 
+@pytest.mark.slow  # over the fast tier's 5 s (a Snakemake or interpreter start-up)
 def test_archive_inside_the_images_folder_is_refused_before_anything_is_touched(tmp_path, atustc_copy):
     """Under the rules too (Snakemake would delete install_atustc's output folder, and the
     archive in it, before the job could refuse): the run stops while building the DAG."""
@@ -248,6 +250,7 @@ def test_archive_inside_the_images_folder_is_refused_before_anything_is_touched(
         assert [p.name for p in (work / "data" / "atustc" / "images").iterdir()] == ["AT-USTC.zip"]
 
 
+@pytest.mark.slow  # over the fast tier's 5 s (a Snakemake or interpreter start-up)
 def test_paper_preset_after_the_demo_refuses_then_imports_its_own_data(tmp_path, atustc_copy):
     """The issue's sequence: the demo's data stage, then the paper preset with an empty
     weights file and no AT-USTC archive. Before: `snakemake --configfile presets/paper.yaml

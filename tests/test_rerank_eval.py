@@ -178,6 +178,7 @@ def test_table_gets_rr_columns_with_std(tmp_path):
     assert "Any-Time_R1@rr" in header and "market1501:mAP@rr" in header and "@rr:std" not in header
 
 
+@pytest.mark.slow  # over the fast tier's 5 s (a Snakemake or interpreter start-up)
 def test_workflow_gives_rerank_to_the_evaluation_jobs_only(tmp_path):
     """Off: the jobs' commands are what they were before the option existed. On: only the
     evaluation jobs' settings change (they rerun), not training's nor the galleries'."""

@@ -258,6 +258,7 @@ def test_profile_site_variables():
         assert cpu_only["set-resources"][rule]["slurm_partition"] == "batch"
 
 
+@pytest.mark.slow  # over the fast tier's 5 s (a Snakemake or interpreter start-up)
 def test_gpu_requests_follow_train_devices(tmp_path):
     """`snakemake -n --profile profiles/slurm`: a training job asks for train.devices GPUs
     (none with ATREID_SLURM_GPUS=0), an evaluation job for one."""
