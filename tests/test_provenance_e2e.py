@@ -189,12 +189,8 @@ def test_dvc_s_own_verbs_work_without_a_remote(pipeline):
 
     # An experiment with one documented key changed (no `+`), compared, applied, branched:
     # the README's example (an evaluation setting: it reruns the evaluations, no training).
-    models = {path: path.stat().st_mtime_ns for path in (work / "models").glob("*/seed0/model.pt")}
     experiment = in_copy(["dvc", "exp", "run", "-n", "flipped", "-S", "eval.flip=true"], work)
     assert re.search(r"Running stage 'evaluate@full-0'", experiment.stdout), experiment.stdout[-2000:]
-    # DVC may run a training stage whose code files changed (a comment above); its
-    # Snakemake retrains nothing.
-    assert {path: path.stat().st_mtime_ns for path in models} == models
     assert yaml.safe_load((work / "params.yaml").read_text())["eval"]["flip"] is True
     diff = in_copy(["dvc", "params", "diff"], work)
     assert re.search(r"params\.yaml\s+eval\.flip\s+false\s+true", diff.stdout, re.I), diff.stdout
