@@ -268,34 +268,28 @@ def _docstring_lines(tree: ast.Module) -> set[int]:
     return lines
 
 
-def normalized_source(text: str) -> str:
-    """``text`` without comments, docstrings, trailing spaces and blank lines: what a
-    fingerprint hashes (so editing those reruns nothing)."""
-    tree = ast.parse(text)
-    drop = _docstring_lines(tree)
-    lines = text.splitlines()
-    # Comments: cut each at its tokenize position (a '#' inside a string is no comment).
-    for token in tokenize.generate_tokens(io.StringIO(text).readline):
-        if token.type == tokenize.COMMENT:
-            row, col = token.start
-            lines[row - 1] = lines[row - 1][:col]
-    kept = [line.rstrip() for number, line in enumerate(lines, start=1) if number not in drop]
-    return "\n".join(line for line in kept if line.strip()) + "\n"
-
-
-@lru_cache(maxsize=None)
-def _normalized_lines(path: str, size: int, mtime_ns: int) -> tuple[str, ...]:
-    """The file's lines (1-based: index 0 is empty) with comments, docstrings and
-    trailing spaces removed, so that line numbers still match the AST."""
-    text = (ROOT / path).read_text(encoding="utf-8")
-    tree = ast.parse(text)
-    drop = _docstring_lines(tree)
+def _lines_without_comments(text: str) -> tuple[str, ...]:
+    """``text``'s lines (1-based: index 0 is empty) with comments (cut at their tokenize
+    position: a '#' inside a string is no comment), docstrings and trailing spaces removed,
+    so that line numbers still match the AST."""
+    drop = _docstring_lines(ast.parse(text))
     lines = text.splitlines()
     for token in tokenize.generate_tokens(io.StringIO(text).readline):
         if token.type == tokenize.COMMENT:
             row, col = token.start
             lines[row - 1] = lines[row - 1][:col]
     return ("", *("" if number in drop else line.rstrip() for number, line in enumerate(lines, start=1)))
+
+
+def normalized_source(text: str) -> str:
+    """``text`` without comments, docstrings, trailing spaces and blank lines: what a
+    fingerprint hashes (so editing those reruns nothing)."""
+    return "\n".join(line for line in _lines_without_comments(text) if line.strip()) + "\n"
+
+
+@lru_cache(maxsize=None)
+def _normalized_lines(path: str, size: int, mtime_ns: int) -> tuple[str, ...]:
+    return _lines_without_comments((ROOT / path).read_text(encoding="utf-8"))
 
 
 def _lines(path: str) -> tuple[str, ...]:

@@ -49,7 +49,7 @@ from atreid.engine.dataset import build_train_loader, read_training_index
 from atreid.engine.optim import build_optimizer, set_epoch_lr
 from atreid.errors import AtreidError
 from atreid.provenance import training_provenance
-from atreid.io import atomic_write_csv, progress, remove_stale_temporaries
+from atreid.io import atomic_write_csv, file_sha256, progress, remove_stale_temporaries
 
 log = logging.getLogger("atreid.train")
 
@@ -97,16 +97,6 @@ def seed_everything(seed: int) -> None:
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, rank, _EPOCH_STREAM]).generate_state(1, dtype=np.uint64)[0]
                % (2 ** 63))
-
-
-def file_sha256(path: str | Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_label_maps(path: str | Path) -> dict[str, Any]:
