@@ -39,7 +39,7 @@ from tests.conftest import REPO
 MARKER = re.compile(r"^<!--\s*doc-test:\s*(run|run-fails|parse|prints)\s*-->$")
 RUN = ("run", "run-fails")
 COMMAND_LANGUAGES = {"bash", "sh", "shell", "console", "python"}
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+PAGES = [REPO / "README.md", REPO / "benchmarks" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # Programs a block may call that are not this project's (system tools, SLURM, git): only
 # their existence in the text is accepted; scripts of the repository must exist.
 EXTERNAL = {"git", "source", "export", "cd", "cp", "mkdir", "rm", "ls", "cat", "xdg-open", "open",

@@ -13,6 +13,7 @@ tests use to check that every ``--config``/``-S`` key a page shows exists.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,6 +21,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "atreid" / "schema" / "params.schema.yaml"
+PARAMS = REPO / "params.yaml"
 BENCHMARKS_README = REPO / "benchmarks" / "README.md"
 # The placeholder shown for a key the user names (a variant, a benchmark).
 NAMED = "<name>"
@@ -87,9 +89,37 @@ def schema_has_key(schema: dict[str, Any], dotted: str) -> bool:
     return True
 
 
+def params_comments(path: Path = PARAMS) -> dict[str, tuple[str, str]]:
+    """For each key written in params.yaml (dotted path): its value as written there (empty
+    for a block) and its comment (the comment lines right above it and the one after it)."""
+    found: dict[str, tuple[str, str]] = {}
+    stack: list[tuple[int, str]] = []
+    above: list[str] = []
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            above.append(stripped.lstrip("#").strip())
+            continue
+        match = re.match(r"^(\s*)([A-Za-z_][\w.-]*):(.*)$", line)
+        if not match:
+            above = []
+            continue
+        indent, key, rest = len(match[1]), match[2], match[3]
+        value, _, comment = rest.partition(" #")
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        dotted = ".".join([name for _, name in stack] + [key])
+        found[dotted] = (value.strip(), " ".join(above + [comment.strip()]).strip())
+        stack.append((indent, key))
+        above = []
+    return found
+
+
 def _kind(node: dict[str, Any]) -> str:
     if "not" in node:
         return "refused"
+    if "const" in node:
+        return f"`{json.dumps(node['const'])}`"
     if "enum" in node:
         return " \\| ".join(f"`{json.dumps(value)}`" for value in node["enum"])
     if "oneOf" in node:
@@ -99,7 +129,9 @@ def _kind(node: dict[str, Any]) -> str:
         kind = " or ".join(kind)
     if kind == "array" and isinstance(node.get("items"), dict):
         kind = f"list of {_kind(node['items'])}"
-    return str(kind)
+    bounds = [f"{sign} {node[key]}" for key, sign in (("minimum", "≥"), ("exclusiveMinimum", ">"),
+                                                      ("maximum", "≤"), ("exclusiveMaximum", "<")) if key in node]
+    return " ".join([str(kind), ", ".join(bounds)]).strip()
 
 
 def _cell(text: Any) -> str:
@@ -112,8 +144,10 @@ def render_params_reference(schema: dict[str, Any]) -> str:
              "Generated at every build of this site from `atreid/schema/params.schema.yaml`, the",
              "schema that checks `params.yaml` (and every `--configfile`/`--config`): a key that is",
              "not here is an error that names it. `<name>` stands for a name you choose (a variant,",
-             "a benchmark). Defaults are filled in by `atreid.config.validate_params`; `params.yaml`",
-             "itself has a comment on each key.", ""]
+             "a benchmark). The default is the schema's (filled in by",
+             "`atreid.config.validate_params` when a key is left out); the demo's `params.yaml` column",
+             "is the value written there, and the description adds its comment to the schema's.", ""]
+    written = params_comments()
     sections: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for path, node in schema_entries(schema):
         sections.setdefault(path.split(".")[0], []).append((path, node))
@@ -122,13 +156,16 @@ def render_params_reference(schema: dict[str, Any]) -> str:
         head = entries[0][1]
         if head.get("description"):
             lines += [_cell(head["description"]), ""]
-        lines += ["| key | type | default | description |", "|---|---|---|---|"]
+        lines += ["| key | type | default | demo's `params.yaml` | description |", "|---|---|---|---|---|"]
         for path, node in entries:
             default = f"`{json.dumps(node['default'])}`" if "default" in node else ""
-            about = node.get("description", "") or node.get("x-message", "")
+            value, comment = written.get(path, ("", ""))
+            about = [node.get("description", ""), f"*params.yaml:* {comment}" if comment else ""]
             if "not" in node:
-                about = f"refused: {node.get('x-message', '')}"
-            lines.append(f"| `{path}` | {_kind(node)} | {_cell(default)} | {_cell(about)} |")
+                about = [f"refused: {node.get('x-message', '')}"]
+            shown = f"`{value}`" if value and not value.startswith("{") else ""
+            lines.append(f"| `{path}` | {_kind(node)} | {_cell(default)} | {_cell(shown)} | "
+                         f"{_cell(' '.join(filter(None, about)))} |")
         lines.append("")
     return "\n".join(lines)
 
