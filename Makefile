@@ -55,7 +55,7 @@ check: $(TEST_STAMP)
 
 # The documentation site (mkdocs.yml, docs/) at http://127.0.0.1:8000, rebuilt on every edit.
 docs: $(DOCS_STAMP)
-	$(BIN)/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

@@ -6,6 +6,9 @@ every build, so that they cannot drift from them.
 - ``cli.md``: every ``atreid`` verb's ``--help``, from the CLI's own parser.
 - ``benchmarks.md``: ``benchmarks/README.md`` as it is (the measurements and how to rerun them).
 
+It also drops the Sphinx roles of the package's docstrings (``:func:`name```) from the API
+page, which mkdocstrings would print as they are.
+
 The schema walk (:func:`schema_entries`, :func:`schema_has_key`) is also what the docs'
 tests use to check that every ``--config``/``-S`` key a page shows exists.
 """
@@ -194,3 +197,10 @@ def on_files(files, config):  # noqa: ANN001 - MkDocs' hook signature
     files.append(File.generated(config, "cli.md", content=render_cli_reference()))
     files.append(File.generated(config, "benchmarks.md", content=BENCHMARKS_README.read_text()))
     return files
+
+
+SPHINX_ROLE = re.compile(r":(?:func|meth|class|data|attr|mod|exc|obj):(?=<code>)(<code>)~?")
+
+
+def on_page_content(html, page, config, files):  # noqa: ANN001 - MkDocs' hook signature
+    return SPHINX_ROLE.sub(r"\1", html)
