@@ -179,6 +179,9 @@ def render_cli_reference() -> str:
 
     from atreid.cli import build_parser
 
+    import os
+
+    os.environ["COLUMNS"] = "100"  # argparse wraps help at the terminal's width: the same page everywhere
     parser = build_parser()
     verbs = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
     lines = ["# Command line: `atreid <verb>`", "",
