@@ -1,7 +1,8 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    create/reuse .venv, install atreid, run the whole pipeline -> results/ (table, plots, report)
 #   make test   create/reuse .venv, install atreid with test extras, run the test suite
-#   make check  the same set-up, then the fast tier: every test not marked slow (about a minute)
+#   make check  the same set-up, then the fast tier: every test not marked slow (about 2 minutes)
+#   make docs   the same set-up with the docs extra, then serve the documentation site (mkdocs serve)
 VENV ?= .venv
 PYTHON ?= python3
 CORES ?= $(shell nproc 2>/dev/null || echo 2)
@@ -9,8 +10,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.atreid-installed
 # The test extra (pytest, and onnx/onnxruntime for export-onnx's tests) only for make test/check.
 TEST_STAMP := $(VENV)/.atreid-test-installed
+# The docs extra (MkDocs, Material, mkdocstrings) only for make docs (the test extra has it too).
+DOCS_STAMP := $(VENV)/.atreid-docs-installed
 
-.PHONY: run test check install lint dag clean
+.PHONY: run test check docs install lint dag clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +24,10 @@ $(STAMP): pyproject.toml
 $(TEST_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(TEST_STAMP)
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
 
 # data/raw: the folder for your own files (data.dvc tracks it; a clone has none until then).
 install: $(STAMP)
@@ -46,6 +53,10 @@ FAST_LIMIT ?= 5
 check: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" --durations=10 --fast-limit $(FAST_LIMIT)
 
+# The documentation site (mkdocs.yml, docs/) at http://127.0.0.1:8000, rebuilt on every edit.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
 
@@ -57,4 +68,4 @@ dag: $(STAMP)
 	else echo "docs/dag.dot written; for docs/dag.svg install Graphviz (apt-get install graphviz) and rerun make dag"; fi
 
 clean:
-	rm -rf data models results/metrics results/table.* results/plots logs checkpoints .snakemake
+	rm -rf site data models results/metrics results/table.* results/plots logs checkpoints .snakemake

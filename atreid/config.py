@@ -223,7 +223,7 @@ def load_params(*paths: str | Path) -> dict[str, Any]:
 
 
 def resolve_variant(params: dict[str, Any], name: str, seed: int) -> dict[str, Any]:
-    """The complete, JSON-able settings of one training run of a variant (see docs/ARCHITECTURE.md).
+    """The complete, JSON-able settings of one training run of a variant (see docs/architecture.md).
 
     ``model`` and ``train`` are the params.yaml sections deep-merged with the variant's
     own overrides, and ``seed`` is the run's seed (one of ``params["seeds"]``, given

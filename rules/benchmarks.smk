@@ -22,7 +22,7 @@ for key, names in (("eval.benchmarks", BENCHMARKS), ("data.benchmarks", config["
 # Your own dataset (custom) has no synthetic miniature: evaluating it needs its source.
 if "custom" in BENCHMARKS and "custom" not in config["data"]["benchmarks"]:
     sys.exit("error: eval.benchmarks lists custom, but data.benchmarks.custom is not set; set its source to "
-             "your folder or archive holding atreid.csv (README: Bring your own dataset)")
+             "your folder or archive holding atreid.csv (docs/datasets.md: Bring your own dataset)")
 # index_benchmark indexes the releases; index_custom also passes the chosen protocol family.
 RELEASE_BENCHMARK_PATTERN = one_of([name for name in CROSS_BENCHMARKS if name != "custom"])
 
