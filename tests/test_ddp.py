@@ -87,26 +87,5 @@ def test_two_gloo_processes(tmp_path):
         assert len(ranks[0]["steps"][step]) == len(expected) // 2
 
 
-@pytest.mark.slow
-def test_cli_relaunches_under_torchrun(tmp_path):
-    import json
-    import subprocess
-    import sys
-
-    data = generated_data(tmp_path / "data")
-    settings = real_settings(epochs=1, iters_per_epoch=1, devices=2)
-    out = tmp_path / "run"
-    command = [sys.executable, "-m", "atreid", "train", "--variant-json", json.dumps(settings),
-               "--index", str(data["index_csv"]), "--labels", str(data["labels_json"]),
-               "--images", str(data["images_root"]), "--out", str(out / "model.pt"),
-               "--history", str(out / "history.csv"), "--checkpoint-dir", str(out / "ckpt"),
-               "--threads", "2", "--device", "cpu"]
-    env = {**os.environ, "ATREID_QUIET": "1"}
-    env.pop("LOCAL_RANK", None)
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "relaunching under torchrun" in done.stderr
-    assert "rank 1/2 joined the gloo process group" in done.stderr
-    payload = torch.load(out / "model.pt", weights_only=True)
-    assert payload["epoch"] == 1 and payload["settings"] == settings
-    assert not (out / "ckpt").exists()
+# `atreid train` relaunching itself under torchrun (devices: 2), its ranks joining the gloo
+# group and the model it writes: tests/test_ddp_rule.py, through the Snakemake rule.

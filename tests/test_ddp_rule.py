@@ -76,6 +76,14 @@ def test_two_gloo_ranks_ran_in_the_rule(trained):
     assert "find_unused_parameters" not in log, log  # off, and DDP found no unused parameter either
     single = (trained / "logs" / "train" / "one" / "seed0.log").read_text()
     assert "torchrun" not in single and "process group" not in single, single
+    # The relaunched ranks trained on the settings the job was given (they differ from the
+    # single process's in the name and the device count only), and one epoch leaves no
+    # checkpoint (this was tests/test_ddp.py's own `atreid train` relaunch test).
+    two, one = (torch.load(trained / "models" / v / "seed0" / "model.pt", weights_only=True)["settings"]
+                for v in ("two", "one"))
+    assert (two.pop("name"), one.pop("name")) == ("two", "one")
+    assert (two["train"].pop("devices"), one["train"].pop("devices")) == (2, 1) and two == one
+    assert not (trained / "checkpoints" / "two").exists()
     # The DDP job holds 2 cores (one torch thread per rank) and asks for 2 GPUs; with no
     # --resources gpu=N on the command line snakemake does not limit the resource, so
     # the job runs on a machine without GPUs.

@@ -24,7 +24,9 @@ preset as it is plans all six first (each ablation's published numbers beside ou
 checked in tests/test_report.py). The overlapping-patches option (stride 12, a
 21x10 grid) is checked in-process with the same weights file and recipe.
 
-The dataset is a small synthetic AT-USTC in the release layout, zipped.
+The dataset is a small synthetic AT-USTC in the release layout, zipped, with two test
+persons (every scenario's queries and galleries; each ViT-B feature of a test image costs
+about 0.3 s of CPU in the evaluations and the search page). One training step a variant.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ TRAINED = ("full", "ncls1")  # of PAPER_VARIANTS, the two that the run trains (m
 PRESET = "presets/paper.yaml"
 TWO_VARIANTS = "paper_two_variants.yaml"  # the preset with its variants cut to TRAINED
 SHRINK = [
-    'train={"epochs": 1, "iters_per_epoch": 2, "batch_p": 2, "batch_k": 2}',
+    'train={"epochs": 1, "iters_per_epoch": 1, "batch_p": 2, "batch_k": 2}',
     'eval={"benchmarks": [atustc]}',
     # The miniature is not the release the official counts describe: used on purpose.
     'data={"atustc": {"count_differences": "warn"}}',
@@ -58,6 +60,10 @@ SHRINK = [
 WEIGHTS = "data/raw/jx_vit_base_p16_224-80ecf9dd.pth"
 ARCHIVE = "data/raw/AT-USTC.zip"
 PERSONS, OUTFITS = 4, 8  # training identities and person-outfit classes of the archive below
+# Test identities: each ViT-B feature costs ~0.3 s of a CPU core, and the evaluations and the
+# search page extract every test image (48 a person); two persons give every scenario its
+# queries and galleries (the clips per person are the same whatever the count).
+TEST_PERSONS = 2
 
 
 def paper_snakemake(*args: str, configfile: str = TWO_VARIANTS) -> list[str]:
@@ -83,9 +89,9 @@ def write_archive(path: Path, scratch: Path) -> None:
     """A small AT-USTC copy in the release layout, zipped like the signed release."""
     from atreid.data.synthetic.atustc import generate_atustc
 
-    generate_atustc(scratch, workers=1, seed=0, train_persons=PERSONS, test_persons=3, outfits=[2, 2], dates=2,
-                    train_cameras_per_outfit=2, train_frames_per_clip=3, val_fraction=0.2, image_height=64,
-                    image_width=32, jpeg_quality=90)
+    generate_atustc(scratch, workers=1, seed=0, train_persons=PERSONS, test_persons=TEST_PERSONS, outfits=[2, 2],
+                    dates=2, train_cameras_per_outfit=2, train_frames_per_clip=3, val_fraction=0.2,
+                    image_height=64, image_width=32, jpeg_quality=90)
     with zipfile.ZipFile(path, "w") as archive:
         for member in sorted((scratch / "AT-USTC").rglob("*")):
             archive.write(member, member.relative_to(scratch).as_posix())
@@ -109,14 +115,24 @@ DISK_NEEDED = 5 * 2**30
 
 
 @pytest.fixture(scope="module")
-def paper_run(tmp_path_factory) -> Iterator[tuple[Path, dict[str, torch.Tensor]]]:
+def timm_weights(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The weights file, written once a module (a ViT-B/16 built and saved: seconds) for the
+    run and the stride-12 check; the run links it into its copy of the repository."""
+    path = tmp_path_factory.mktemp("weights") / Path(WEIGHTS).name
+    return path, write_timm_weights(path)
+
+
+@pytest.fixture(scope="module")
+def paper_run(tmp_path_factory, request) -> Iterator[tuple[Path, dict[str, torch.Tensor]]]:
     free = shutil.disk_usage(tmp_path_factory.getbasetemp()).free
     if free < DISK_NEEDED:
         pytest.skip(f"the paper run needs {DISK_NEEDED / 2**30:.0f} GB free in {tmp_path_factory.getbasetemp()}, "
                     f"{free / 2**30:.1f} GB are: free disk space (or point --basetemp elsewhere) to run it")
+    timm_weights = request.getfixturevalue("timm_weights")  # after the check: 330 MB
     work = copy_tracked_files(tmp_path_factory.mktemp("paper") / "repo")
     write_archive(work / ARCHIVE, tmp_path_factory.mktemp("atustc"))
-    weights = write_timm_weights(work / WEIGHTS)
+    os.link(timm_weights[0], work / WEIGHTS)  # the same file (and disk blocks)
+    weights = timm_weights[1]
     planned = jobs_of_dry_run(run(paper_snakemake("-n", configfile=PRESET), work).stdout)
     write_two_variant_preset(work)
     run(paper_snakemake(), work)  # the default target: table, plots, galleries
@@ -161,8 +177,8 @@ def test_the_archive_was_imported_checked_and_compared_with_the_official_counts(
 @pytest.mark.paper
 def test_every_trained_variant_has_the_recipe_and_starts_from_the_weights_file(paper_run):
     work, weights = paper_run
-    for variant in TRAINED:
-        payload = trained(work, variant)
+    payloads = {variant: trained(work, variant) for variant in TRAINED}  # 1.4 GB for full: loaded once
+    for variant, payload in payloads.items():
         settings = payload["settings"]
         model, recipe = settings["model"], settings["train"]
         assert model["arch"] == "vit_base_uniat" and model["image_size"] == [256, 128], variant
@@ -170,9 +186,9 @@ def test_every_trained_variant_has_the_recipe_and_starts_from_the_weights_file(p
         assert model["patch_stride"] == 16
         assert (recipe["optimizer"], recipe["lr"], recipe["large_lr_factor"], recipe["random_erasing"],
                 recipe["warmup_epochs"], recipe["num_workers"]) == ("sgd", 0.008, 10, 0.5, 10, 8), variant
-        assert (recipe["epochs"], recipe["iters_per_epoch"], recipe["batch_p"], recipe["batch_k"]) == (1, 2, 2, 2)
+        assert (recipe["epochs"], recipe["iters_per_epoch"], recipe["batch_p"], recipe["batch_k"]) == (1, 1, 2, 2)
         state = payload["state_dict"]
-        # Two warm-up steps at lr 0.0008 leave the backbone next to the file it started from;
+        # A warm-up step at lr 0.0008 leaves the backbone next to the file it started from;
         # a random initialisation would be nowhere near it.
         for ours, theirs in (("base.patch_embed.proj.weight", "patch_embed.proj.weight"),
                              ("base.blocks.5.attn.qkv.weight", "blocks.5.attn.qkv.weight"),
@@ -189,8 +205,8 @@ def test_every_trained_variant_has_the_recipe_and_starts_from_the_weights_file(p
         assert not (work / "checkpoints" / variant).exists(), variant
         log = (work / "logs" / "train" / variant / "seed0.log").read_text()
         assert f"pretrained weights {WEIGHTS}" in log and "'target_grid': [16, 8]" in log
-    moae = trained(work, "full")["state_dict"]
-    plain = trained(work, "ncls1")["state_dict"]
+    moae = payloads["full"]["state_dict"]
+    plain = payloads["ncls1"]["state_dict"]
     assert "base.blocks.0.mlp.in_w" in moae and "base.blocks.0.mlp.in_w" not in plain
     assert plain["base.cls_token"].shape == (1, 1, 768) and moae["base.cls_token"].shape == (1, 6, 768)
 
@@ -232,19 +248,19 @@ def test_nothing_left_to_do_and_the_reference_export_has_the_documented_layout(p
 
 @pytest.mark.slow
 @pytest.mark.paper
-def test_overlapping_patches_stride_12_start_from_the_same_weights_file(tmp_path):
+def test_overlapping_patches_stride_12_start_from_the_same_weights_file(timm_weights):
     """The paper's stride-12 option (21x10 overlapping patches) with the same file and recipe."""
     from atreid.config import load_params, resolve_variant
     from atreid.engine.trainer import build_criterion, build_training_model, load_pretrained_weights
     from tests.conftest import REPO
 
-    weights = write_timm_weights(tmp_path / "jx_vit_base_p16_224-80ecf9dd.pth")
+    path, weights = timm_weights
     params = load_params(REPO / "params.yaml", REPO / "presets" / "paper.yaml")
     params["model"]["patch_stride"] = 12
     settings = resolve_variant(params, "full", params["seeds"][0])
     torch.manual_seed(0)
     model = build_training_model(settings, PERSONS, OUTFITS)
-    report = load_pretrained_weights(model, str(tmp_path / "jx_vit_base_p16_224-80ecf9dd.pth"))
+    report = load_pretrained_weights(model, str(path))
     assert report["source_grid"] == [14, 14] and report["target_grid"] == [21, 10]
     state = model.state_dict()
     assert torch.equal(state["base.patch_embed.proj.weight"], weights["patch_embed.proj.weight"])
@@ -254,8 +270,8 @@ def test_overlapping_patches_stride_12_start_from_the_same_weights_file(tmp_path
     labels = {"outfit_to_person": [c // 2 for c in range(OUTFITS)]}
     criterion = build_criterion(settings, labels)
     model.train()
-    tokens, logits = model(torch.randn(4, 3, 256, 128))
-    loss, _ = criterion(tokens, logits, torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 2, 3]),
-                        torch.tensor([0, 1, 0, 1]), False)
+    # Two images, one RGB and one IR (SAID's two subsets): a training step's forward and backward.
+    tokens, logits = model(torch.randn(2, 3, 256, 128))
+    loss, _ = criterion(tokens, logits, torch.tensor([0, 1]), torch.tensor([0, 2]), torch.tensor([0, 1]), False)
     loss.backward()
     assert torch.isfinite(loss) and model.base.patch_embed.proj.weight.grad.abs().sum() > 0
