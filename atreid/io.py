@@ -314,6 +314,11 @@ def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "",
                 mininterval=1.0, dynamic_ncols=True)
 
 
+def settings_sha256(settings: Any) -> str:
+    """The sha256 hex digest of JSON-able settings (key order does not matter)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
 def file_sha256(path: str | Path) -> str:
     """The sha256 hex digest of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
