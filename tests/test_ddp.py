@@ -96,7 +96,7 @@ def test_cli_relaunches_under_torchrun(tmp_path):
     data = generated_data(tmp_path / "data")
     settings = real_settings(epochs=1, iters_per_epoch=1, devices=2)
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "atreid", "train", "--variant-json", json.dumps(settings),
+    command = [sys.executable, "-m", "atreid", "train", "--settings", str(settings_file(tmp_path / "settings.json", settings)),
                "--index", str(data["index_csv"]), "--labels", str(data["labels_json"]),
                "--images", str(data["images_root"]), "--out", str(out / "model.pt"),
                "--history", str(out / "history.csv"), "--checkpoint-dir", str(out / "ckpt"),
