@@ -31,12 +31,6 @@ RELEASE_BENCHMARK_PATTERN = one_of([name for name in CROSS_BENCHMARKS if name !=
 BENCHMARK_SOURCES = plan.benchmark_sources(config, CROSS_BENCHMARKS)
 
 
-def benchmark_prepare_params(wildcards):
-    """What a prepare job depends on: the source, plus the renderer settings for a miniature."""
-    source, synthetic = plan.benchmark_prepare_settings(config, BENCHMARK_SOURCES[wildcards.benchmark])
-    return {"source": as_json(source), "synthetic": as_json(synthetic)}
-
-
 # The user's copy of a benchmark (an input of prepare_benchmark and install_benchmark).
 benchmark_source_input = lambda wc: required_file(
     BENCHMARK_SOURCES[wc.benchmark]["source"], f"data.benchmarks.{wc.benchmark}.source",
@@ -51,8 +45,9 @@ rule prepare_benchmark:
     wildcard_constraints:
         benchmark=CROSS_BENCHMARK_PATTERN,
     params:
-        source=lambda wc: benchmark_prepare_params(wc)["source"],
-        synthetic=lambda wc: benchmark_prepare_params(wc)["synthetic"],
+        # What the job depends on: the source, plus the renderer settings for a miniature.
+        source=lambda wc: as_json(plan.benchmark_prepare_settings(config, BENCHMARK_SOURCES[wc.benchmark])[0]),
+        synthetic=lambda wc: as_json(plan.benchmark_prepare_settings(config, BENCHMARK_SOURCES[wc.benchmark])[1]),
         record=f"{DATA_DIR}/{{benchmark}}/source.json",
         images=f"{DATA_DIR}/{{benchmark}}/images",
         **code_params("prepare-benchmark"),
