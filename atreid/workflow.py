@@ -1,4 +1,9 @@
-"""What the Snakefile runs before it reads params.yaml (kept here so the Snakefile stays wiring).
+"""The workflow's logic, kept here so the Snakefile and rules/*.smk stay wiring (and this is
+unit-tested without Snakemake, tests/test_workflow.py).
+
+The plan (second half): functions of the validated params (``config``) giving the runs,
+their files and what each job receives; :func:`write_settings` writes a job's settings to
+the file its ``--settings`` flag names. Before params.yaml is read:
 
 - :func:`check_params_files`: Snakemake's own YAML reading keeps the last of a duplicated
   key and reports a syntax error without file or line, so every params file is first
