@@ -26,7 +26,7 @@ CONDA_ENV = "../envs/atreid.yaml"
 
 # The workflow's plan is atreid.workflow's functions of the validated params (unit-tested
 # there, tests/test_workflow.py); what follows binds them to this run's config.
-from atreid import workflow as plan
+import atreid.workflow as plan
 
 DATA_DIR = config["data"]["dir"]
 DATA = plan.data_paths(config)
