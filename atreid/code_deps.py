@@ -32,6 +32,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from atreid.io import file_sha256
+
 PACKAGE = "atreid"
 PACKAGE_DIR = Path(__file__).resolve().parent
 ROOT = PACKAGE_DIR.parent
@@ -339,7 +341,7 @@ def fingerprint(path: str, ranges: Iterable[tuple[int, int]] | None = None) -> s
     the given line ranges of a Python file: comments, docstrings and blank lines do not count."""
     file = ROOT / path
     if file.suffix != ".py":
-        return hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+        return file_sha256(file)[:16]
     lines = _lines(path)
     if ranges is None:
         ranges = [(1, len(lines) - 1)]

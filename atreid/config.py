@@ -9,8 +9,6 @@ line naming the key path.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -136,11 +134,7 @@ def _error_message(error: Any) -> str:
 def _fill_defaults(schema: dict[str, Any], instance: Any, root: dict[str, Any]) -> Any:
     """Fill ``default`` values of object properties recursively (after validation)."""
     if "$ref" in schema:
-        ref = schema["$ref"].removeprefix("#/").split("/")
-        target: Any = root
-        for part in ref:
-            target = target[part]
-        return _fill_defaults(target, instance, root)
+        return _fill_defaults(_resolved_ref(root, schema["$ref"]), instance, root)
     if not isinstance(instance, dict) or schema.get("type") != "object":
         return instance
     for key, sub in schema.get("properties", {}).items():
@@ -154,6 +148,32 @@ def _fill_defaults(schema: dict[str, Any], instance: Any, root: dict[str, Any]) 
             if key not in schema.get("properties", {}):
                 instance[key] = _fill_defaults(extra, instance[key], root)
     return instance
+
+
+def schema_defaults(*keys: str) -> Any:
+    """The schema's defaults of the setting at ``keys`` (e.g. ``"data", "benchmarks",
+    "market1501"``; a mapping's entry not in the schema takes its additionalProperties),
+    as :func:`validate_params` fills them into an absent mapping: the one statement of a
+    default is the schema's."""
+    schema = load_schema()
+    node: dict[str, Any] = schema
+    for key in keys:
+        while "$ref" in node:
+            node = _resolved_ref(schema, node["$ref"])
+        properties = node.get("properties", {})
+        node = properties[key] if key in properties else node.get("additionalProperties", {})
+    while "$ref" in node:
+        node = _resolved_ref(schema, node["$ref"])
+    if node.get("type") == "object" or "properties" in node:
+        return _fill_defaults({**node, "type": "object"}, {}, schema)
+    return copy.deepcopy(node.get("default"))
+
+
+def _resolved_ref(root: dict[str, Any], ref: str) -> dict[str, Any]:
+    target: Any = root
+    for part in ref.removeprefix("#/").split("/"):
+        target = target[part]
+    return target
 
 
 def validate_params(params: dict[str, Any], *, source: str = "params.yaml") -> dict[str, Any]:
@@ -254,11 +274,6 @@ def resolve_variant(params: dict[str, Any], name: str, seed: int) -> dict[str, A
     if train_on != DEFAULT_TRAIN_ON and "reference_checkpoint" not in variant:
         resolved["train_on"] = train_on
     return resolved
-
-
-def settings_digest(obj: Any) -> str:
-    """A short stable hash of JSON-able settings (used to detect stale checkpoints)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def typed_command_line_values(overrides: Any) -> Any:

@@ -178,6 +178,29 @@ def _os_error_in(exc: BaseException) -> OSError | None:
     return None
 
 
+def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
+    """Write ``path`` atomically by ``write(temporary_path)``, for writers that take a file
+    name rather than an open file (an ONNX program's ``save``). The temporary sibling is
+    created first, with mode 0666 less the umask, so the written file follows the umask
+    like every other output; on any error it is removed and ``path`` is left as it was."""
+    path = Path(path)
+    tmp: Path | None = None
+    try:
+        tmp = _temp_sibling(path)
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if tmp is not None:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+        os_error = _os_error_in(exc)
+        if os_error is not None:
+            raise write_failure(path, os_error) from None
+        raise
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary sibling + fsync + rename), see
     :func:`atomic_write_stream`."""
@@ -263,6 +286,29 @@ def recover_interrupted_swap(path: str | os.PathLike) -> None:
             candidate.unlink(missing_ok=True)
 
 
+def install_dir(built: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Move the complete folder ``built`` (a sibling of ``path``) to ``path``: an old
+    ``path`` is first moved aside (:data:`SWAPPED_OUT_SUFFIX`, which
+    :func:`recover_interrupted_swap` puts back after a kill) and deleted only once the new
+    one is in place; a failed move puts it back."""
+    built, path = Path(built), Path(path)
+    old = None
+    if path.exists() or path.is_symlink():
+        old = _temp_name(path, SWAPPED_OUT_SUFFIX)
+        os.replace(path, old)
+    try:
+        os.replace(built, path)
+    except BaseException:
+        if old is not None:
+            os.replace(old, path)
+        raise
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Build a directory under a temporary sibling name and move it into place on success.
@@ -283,21 +329,7 @@ def atomic_output_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
     try:
         yield tmp
-        old = None
-        if path.exists() or path.is_symlink():
-            old = _temp_name(path, SWAPPED_OUT_SUFFIX)
-            os.replace(path, old)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            if old is not None:
-                os.replace(old, path)
-            raise
-        if old is not None:
-            if old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink(missing_ok=True)
+        install_dir(tmp, path)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
@@ -312,6 +344,11 @@ def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "",
     disable = bool(os.environ.get("ATREID_QUIET"))
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable,
                 mininterval=1.0, dynamic_ncols=True)
+
+
+def settings_sha256(settings: Any) -> str:
+    """The sha256 hex digest of JSON-able settings (key order does not matter)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:

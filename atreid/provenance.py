@@ -9,7 +9,6 @@ they do not rerun anything.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import subprocess
@@ -19,16 +18,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from atreid import __version__
-from atreid.io import file_sha256
+from atreid.io import file_sha256, settings_sha256
 
 SYNTHETIC_MARKER = "synthetic_counts.json"  # written by the generators into images/
 SOURCE_RECORD = "source.json"  # written by an import: {source, sha256, kind, size, imported_at}
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "snakemake", "dvc")
-
-
-def settings_sha256(settings: Any) -> str:
-    """A digest of JSON-able settings (key order does not matter)."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]

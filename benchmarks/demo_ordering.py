@@ -66,12 +66,12 @@ def _child_init() -> None:
 
 
 def pretrained_file(params: dict, out: Path) -> str:
-    from atreid.config import settings_digest
     from atreid.engine.pretrain import pretrain_backbone
+    from atreid.io import settings_sha256
+    from atreid.workflow import pretrain_settings
 
-    settings = {"arch": params["model"]["arch"], "image_size": params["model"]["image_size"],
-                "pretrain": params["pretrain"]}
-    path = out / f"pretrained-{settings_digest(settings)}.pth"
+    settings = pretrain_settings(params)
+    path = out / f"pretrained-{settings_sha256(settings)[:16]}.pth"
     if not path.is_file():
         summary = pretrain_backbone(settings, out_path=path, history_path=path.with_suffix(".csv"))
         print(f"pre-trained backbone: {summary}", flush=True)
@@ -79,7 +79,8 @@ def pretrained_file(params: dict, out: Path) -> str:
 
 
 def run_one(params: dict, variant: str, seed: int, out: Path, data_dir: Path, threads: int) -> dict:
-    from atreid.config import deep_merge, resolve_variant, settings_digest
+    from atreid.config import deep_merge, resolve_variant
+    from atreid.io import settings_sha256
     from atreid.engine.trainer import train_variant
     from atreid.eval.runner import evaluate_benchmark
 
@@ -87,7 +88,7 @@ def run_one(params: dict, variant: str, seed: int, out: Path, data_dir: Path, th
     pretrained = None
     if settings["model"]["pretrained"] == "synthetic":  # the stage's file, keyed by its own settings
         pretrained = pretrained_file(params, out)
-    digest = settings_digest({"run": settings, "pretrained": pretrained})
+    digest = settings_sha256({"run": settings, "pretrained": pretrained})[:16]
     run_dir = out / "runs" / f"{variant}-seed{seed}-{digest}"
     metrics_path = run_dir / "atustc.json"
     if not metrics_path.is_file():

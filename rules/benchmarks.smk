@@ -28,22 +28,7 @@ RELEASE_BENCHMARK_PATTERN = one_of([name for name in CROSS_BENCHMARKS if name !=
 
 
 # data.benchmarks.<name> with the schema's defaults (an absent entry: the miniature).
-BENCHMARK_SOURCES = {
-    name: {"source": "synthetic", "sha256": None, "expected_counts": "synthetic", "count_differences": "error",
-           **config["data"]["benchmarks"].get(name, {})}
-    for name in CROSS_BENCHMARKS
-}
-# What each prepare job depends on: the source, plus the renderer settings for a miniature.
-BENCHMARK_PARAMS = {
-    name: {
-        "source": as_json({"source": s["source"], "sha256": s["sha256"]}),
-        "synthetic": as_json(
-            {key: config["data"]["synthetic"][key] for key in ("seed", "image_height", "image_width", "jpeg_quality")}
-            if s["source"] == "synthetic" else {}
-        ),
-    }
-    for name, s in BENCHMARK_SOURCES.items()
-}
+BENCHMARK_SOURCES = plan.benchmark_sources(config, CROSS_BENCHMARKS)
 
 
 # The user's copy of a benchmark (an input of prepare_benchmark and install_benchmark).
@@ -60,8 +45,9 @@ rule prepare_benchmark:
     wildcard_constraints:
         benchmark=CROSS_BENCHMARK_PATTERN,
     params:
-        source=lambda wc: BENCHMARK_PARAMS[wc.benchmark]["source"],
-        synthetic=lambda wc: BENCHMARK_PARAMS[wc.benchmark]["synthetic"],
+        # What the job depends on: the source, plus the renderer settings for a miniature.
+        source=lambda wc: as_json(plan.benchmark_prepare_settings(config, BENCHMARK_SOURCES[wc.benchmark])[0]),
+        synthetic=lambda wc: as_json(plan.benchmark_prepare_settings(config, BENCHMARK_SOURCES[wc.benchmark])[1]),
         record=f"{DATA_DIR}/{{benchmark}}/source.json",
         images=f"{DATA_DIR}/{{benchmark}}/images",
         **code_params("prepare-benchmark"),
@@ -134,7 +120,7 @@ rule index_custom:
     params:
         expected=BENCHMARK_SOURCES["custom"]["expected_counts"],
         count_differences=BENCHMARK_SOURCES["custom"]["count_differences"],
-        protocol=BENCHMARK_SOURCES["custom"].get("protocol", "standard"),
+        protocol=BENCHMARK_SOURCES["custom"]["protocol"],
         **code_params("index-benchmark"),
     threads: 1
     conda:

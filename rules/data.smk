@@ -22,8 +22,8 @@ rule prepare_atustc:
     output:
         ATUSTC_MANIFEST,
     params:
-        source=lambda wc: as_json(atustc_source_settings()[0]),
-        synthetic=lambda wc: as_json(atustc_source_settings()[1]),
+        source=lambda wc: as_json(plan.atustc_source_settings(config)[0]),
+        synthetic=lambda wc: as_json(plan.atustc_source_settings(config)[1]),
         record=DATA.record,
         images=DATA.images,
         **code_params("prepare-atustc"),

@@ -10,7 +10,7 @@ rule evaluate_run:
     output:
         expand("results/metrics/{{variant}}/{{run}}/{benchmark}.json", benchmark=BENCHMARKS),
     params:
-        settings=eval_settings(),
+        settings=lambda wc: eval_settings_file(),
         data_dir=DATA_DIR,
         cache_dir=FEATURE_CACHE,
         benchmarks=" ".join(f"--benchmark {shlex.quote(b)}" for b in BENCHMARKS),

@@ -8,8 +8,7 @@ rule pretrain_backbone:
         weights=PRETRAINED_BACKBONE,
         history=PRETRAINED_HISTORY,
     params:
-        settings=lambda wc: as_json({"arch": config["model"]["arch"], "image_size": config["model"]["image_size"],
-                                     "pretrain": config["pretrain"]}),
+        settings=lambda wc: plan.write_settings("pretrain", plan.pretrain_settings(config)),
         **code_params("pretrain-backbone", switches=NO_METHOD_SWITCHES),
     threads: config["pretrain"]["threads"]  # the job uses exactly pretrain.threads (results depend on it)
     conda:

@@ -13,7 +13,7 @@ rule import_reference_model:
     output:
         model="models/{variant}/imported/model.pt",
     params:
-        settings=imported_settings,
+        settings=import_settings_file,
         **code_params("import-checkpoint", by_variant=True),
     wildcard_constraints:
         variant=one_of(IMPORTED_VARIANTS),
@@ -25,4 +25,4 @@ rule import_reference_model:
         "logs/import/{variant}.benchmark.tsv"
     shell:
         "atreid import-checkpoint {input.checkpoint:q} --variant {wildcards.variant:q}"
-        " --settings-json {params.settings:q} --out {output.model:q} 2> {log:q}"
+        " --settings {params.settings:q} --out {output.model:q} 2> {log:q}"

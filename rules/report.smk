@@ -96,7 +96,7 @@ rule plot_galleries:
             for scenario in SCENARIO_NAMES
         ],
     params:
-        settings=eval_settings(rerank=False),
+        settings=lambda wc: eval_settings_file(rerank=False),
         data_dir=DATA_DIR,
         cache_dir=FEATURE_CACHE,
         seed=FIRST_SEED,

@@ -47,7 +47,7 @@ rule train_model:
         model="models/{variant}/seed{seed}/model.pt",
         history="models/{variant}/seed{seed}/history.csv",
     params:
-        settings=variant_settings,
+        settings=train_settings_file,
         images_root=TRAIN_DATA.images_root,
         checkpoint_dir="checkpoints/{variant}/seed{seed}",
         # model.pretrained "synthetic": the pretrain_backbone stage's file (rules/pretrain.smk).
@@ -58,7 +58,7 @@ rule train_model:
     threads: training_threads
     resources:
         # One GPU per device the variant trains on (DDP when train.devices > 1).
-        gpu=lambda wc: resolve_variant(config, wc.variant, int(wc.seed))["train"]["devices"],
+        gpu=lambda wc: plan.training_devices(config, wc.variant, int(wc.seed)),
     conda:
         CONDA_ENV
     log:
@@ -66,6 +66,6 @@ rule train_model:
     benchmark:
         "logs/train/{variant}/seed{seed}.benchmark.tsv"
     shell:
-        "atreid train --variant-json {params.settings:q} --index {input.index:q} --labels {input.labels:q}"
+        "atreid train --settings {params.settings:q} --index {input.index:q} --labels {input.labels:q}"
         " --images {params.images_root:q} --out {output.model:q} --history {output.history:q}"
         " --checkpoint-dir {params.checkpoint_dir:q} --threads {threads:q} {params.pretrained_file:q} 2> {log:q}"

@@ -11,6 +11,8 @@ fails the run, named in the summary: the fast tier stays fast as tests are added
 
 from __future__ import annotations
 
+import json
+
 import os
 import shutil
 from collections.abc import Iterator
@@ -78,6 +80,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             terminalreporter.line(f"{seconds:6.1f} s  {nodeid}")
         terminalreporter.line("make them faster, or mark them @pytest.mark.slow (make test runs them; "
                               "make check does not)")
+
+
+def settings_file(path: Path, settings: dict) -> Path:
+    """Write ``settings`` as the JSON file a ``--settings`` flag takes; returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings))
+    return path
 
 
 def write_jpeg(path: Path, value: int = 128, size: tuple[int, int] = (16, 8)) -> None:

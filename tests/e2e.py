@@ -126,6 +126,13 @@ def jobs_of_dry_run(output: str) -> dict[str, int]:
     return jobs
 
 
+def settings_of(work: Path, command: str) -> dict:
+    """The settings a job's shell line passes: the JSON file after its ``--settings``."""
+    import json
+
+    return json.loads((work / command.split("--settings ")[1].split()[0]).read_text())
+
+
 def dry_run_commands(work: Path, steps: tuple[str, ...], *config: str) -> dict[str, list[str]]:
     """The ``atreid <step>`` shell commands ``snakemake -n -p`` would run in ``work``, by step."""
     out = run(["snakemake", "-n", "-p", "--cores", "1", *config], work).stdout

@@ -23,7 +23,7 @@ import pytest
 from atreid import code_deps
 from atreid.cli import main
 from atreid.config import load_params, resolve_variant
-from tests.conftest import REPO
+from tests.conftest import REPO, settings_file
 
 PARAMS = load_params(REPO / "params.yaml")
 VARIANTS = {name: resolve_variant(PARAMS, name, 0) for name in ("full", "baseline", "ncls1")}
@@ -255,7 +255,7 @@ def pipeline(tmp_path_factory) -> dict:
     pretrain = {"arch": PARAMS["model"]["arch"], "image_size": [64, 32],
                 "pretrain": {**PARAMS["pretrain"], "persons": 6, "outfits": 2, "cameras": 4, "views": 2,
                              "iterations": 2, "batch_size": 8, "threads": 1}}
-    calls["pretrain-backbone"] = traced("pretrain-backbone", "--settings", json.dumps(pretrain),
+    calls["pretrain-backbone"] = traced("pretrain-backbone", "--settings", settings_file(root / "pretrain.json", pretrain),
                                         "--out", root / "backbone.pth", "--history", root / "pretrain.csv")
     for variant, settings in VARIANTS.items():
         settings = json.loads(json.dumps(settings))
@@ -263,13 +263,14 @@ def pipeline(tmp_path_factory) -> dict:
         settings["train"].update({"epochs": 1, "iters_per_epoch": 2, "batch_p": 4, "batch_k": 4, "num_workers": 0})
         model = root / "models" / variant / "model.pt"
         calls[f"train {variant}"] = traced(
-            "train", "--variant-json", json.dumps(settings), "--index", atustc / "train_sampled.csv",
+            "train", "--settings", settings_file(root / f"train-{variant}.json", settings), "--index", atustc / "train_sampled.csv",
             "--labels", atustc / "labels.json", "--images", atustc / "images" / "AT-USTC", "--out", model,
             "--history", model.with_name("history.csv"), "--checkpoint-dir", root / "checkpoints" / variant,
             "--threads", 1)
         calls[f"evaluate {variant}"] = traced(
             "evaluate", "--model", model, "--benchmark", "atustc", "--benchmark", "market1501", "--data-dir", data,
-            "--settings", json.dumps({"batch_size": 32, "flip": False, "chunk_size": 64, "device": "cpu"}),
+            "--settings", settings_file(root / "evaluate.json",
+                                      {"batch_size": 32, "flip": False, "chunk_size": 64, "device": "cpu"}),
             "--out-dir", root / "results" / variant, "--threads", 1)
     if os.environ.get("ATREID_TRACE_DUMP"):  # for a look at what ran: {step: [[file, line, name], ...]}
         Path(os.environ["ATREID_TRACE_DUMP"]).write_text(json.dumps({k: sorted(v) for k, v in calls.items()}))

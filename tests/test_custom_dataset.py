@@ -19,7 +19,7 @@ from atreid.data.adapters import benchmark_names, get_adapter
 from atreid.data.adapters.base import INDEX_COLUMNS
 from atreid.errors import AtreidError
 from atreid.eval.cross_dataset import PROTOCOL_FAMILIES, get_protocols
-from tests.conftest import REPO
+from tests.conftest import REPO, settings_file
 from tests.test_miniatures import perfect_scores
 
 FAMILIES = ("standard", "cross_modality", "clothes_changing")
@@ -200,7 +200,7 @@ def test_evaluate_scores_the_recorded_family(dataset, model_path, tmp_path, fami
     assert index_dataset(data / "custom" / "images", data / "custom", "--protocol", family) == 0
     out = tmp_path / "custom.json"
     assert cli("evaluate", "--model", model_path, "--benchmark", "custom", "--data-dir", data,
-               "--settings", json.dumps(SETTINGS), "--cache-dir", tmp_path / "cache", "--out", out) == 0
+               "--settings", settings_file(tmp_path / "eval.json", SETTINGS), "--cache-dir", tmp_path / "cache", "--out", out) == 0
     metrics = json.loads(out.read_text())
     assert metrics["main_protocol"] == MAIN[family]
     assert set(metrics["protocols"]) == {p.name for p in get_protocols("custom", family).protocols} | \

@@ -301,3 +301,19 @@ def test_paper_preset_after_the_demo_refuses_then_imports_its_own_data(tmp_path,
     # Back to the demo: its synthetic copy is generated again, byte for byte.
     snakemake(work)
     assert files_of(data / "images") == demo_images and (data / "index.csv").read_bytes() == demo_index
+
+
+def test_install_after_a_swap_killed_halfway(tmp_path):
+    """install-images swaps with atreid.io.install_dir: killed between its two moves, the
+    old copy waits aside (.previous); the next install puts it back first, then swaps."""
+    data = tmp_path / "data"
+    aside = data / ".images.k1ll3d00.previous"
+    (aside / "old.jpg").parent.mkdir(parents=True)
+    (aside / "old.jpg").write_bytes(b"old")
+    (data / ".images.staged" / "new.jpg").parent.mkdir(parents=True)
+    (data / ".images.staged" / "new.jpg").write_bytes(b"new")
+    manifest = data / "prepared.json"
+    manifest.write_text(json.dumps({"staged": ".images.staged"}))
+    assert main(["install-images", "--manifest", str(manifest), "--out", str(data / "images")]) == 0
+    assert sorted(p.name for p in (data / "images").iterdir()) == ["new.jpg"]
+    assert sorted(p.name for p in data.iterdir()) == ["images", "prepared.json"]

@@ -11,7 +11,7 @@ import torch
 
 from atreid.cli import main
 from atreid.config import load_params, resolve_variant
-from tests.conftest import REPO
+from tests.conftest import REPO, settings_file
 
 BENCHMARKS = ("market1501", "ltcc")
 SETTINGS = {"batch_size": 32, "flip": False, "chunk_size": 64, "device": "cpu"}
@@ -47,7 +47,7 @@ def project(tmp_path_factory) -> Path:
 
 def evaluate(project: Path, *args: object) -> int:
     return cli("evaluate", "--model", project / "models" / "full" / "seed0" / "model.pt",
-               "--data-dir", project / "data", "--settings", json.dumps(SETTINGS), *args)
+               "--data-dir", project / "data", "--settings", settings_file(project / "eval.json", SETTINGS), *args)
 
 
 def test_one_process_writes_what_single_benchmark_calls_write(project, caplog):

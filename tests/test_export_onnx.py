@@ -4,6 +4,8 @@ size, for the tiny and the ViT-B models with the MoAE hard gate; bad input is on
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +100,13 @@ def test_tiny_moae_model_exports_with_a_dynamic_batch(tmp_path, capsys):
 
 def test_tiny_ncls1_model_exports(tmp_path):
     model = tiny_model(ncls=1, moae=False)
-    path = export_model(model, tmp_path / "ncls1.onnx", image_size=(128, 64), batch=1)
+    old_umask = os.umask(0o027)
+    try:
+        path = export_model(model, tmp_path / "ncls1.onnx", image_size=(128, 64), batch=1)
+    finally:
+        os.umask(old_umask)
+    # Written through atreid.io: the user's umask decides the mode, as for every other output.
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640 and not list(tmp_path.glob(".*.tmp"))
     assert_matches(model, path, (1, 3))
 
 

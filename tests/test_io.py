@@ -315,3 +315,22 @@ def test_full_disk_inside_torch_save_is_one_line(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"] and target.read_bytes() == b"old"
     with pytest.raises(ValueError, match="not a disk error"):  # other errors pass through as they are
         aio.atomic_write_stream(target, lambda f: (_ for _ in ()).throw(ValueError("not a disk error")))
+
+
+def test_atomic_write_with_a_path_writer_follows_the_umask(tmp_path: Path) -> None:
+    """Writers that take a file name (an ONNX program's save) go through atreid.io too."""
+    out = tmp_path / "sub" / "model.onnx"
+    old = os.umask(0o022)
+    try:
+        aio.atomic_write_with(out, lambda tmp: Path(tmp).write_bytes(b"onnx"))
+    finally:
+        os.umask(old)
+    assert out.read_bytes() == b"onnx" and stat.S_IMODE(out.stat().st_mode) == 0o644
+
+    def fails(tmp: Path) -> None:
+        Path(tmp).write_bytes(b"half")
+        raise RuntimeError("exporter failed")
+
+    with pytest.raises(RuntimeError):
+        aio.atomic_write_with(out, fails)
+    assert out.read_bytes() == b"onnx" and sorted(p.name for p in out.parent.iterdir()) == ["model.onnx"]

@@ -24,7 +24,7 @@ from atreid.errors import AtreidError
 from atreid.eval.features import extract_features
 from atreid.model import build_model
 from atreid.model.reference import atreid_to_reference, expert_index, reference_to_atreid
-from tests.conftest import REPO, write_jpeg
+from tests.conftest import REPO, settings_file, write_jpeg
 
 TINY_SIZE = (128, 64)
 # At 128x64 strides 15 and 16 give the same 8x4 grid: the tiny tests name the stride.
@@ -83,7 +83,7 @@ def test_round_trip_is_bit_identical(case: str, tmp_path: Path, image_folder) ->
     # The variant's own flags (a baseline: said false), as the import rule passes them.
     settings_json = {**TINY_SETTINGS, "said": options["said"]}
     assert cli("import-checkpoint", ref_file, "--variant", case, "--out", out,
-               "--settings-json", json.dumps(settings_json)) == 0
+               "--settings", settings_file(tmp_path / "settings.json", settings_json)) == 0
     loaded, payload = load_trained_model(out)
     ours, theirs = model.state_dict(), loaded.state_dict()
     assert list(theirs) == list(ours)
@@ -127,7 +127,7 @@ def test_reference_to_ours_to_reference_keeps_the_unused_gates(tmp_path: Path) -
         reference[k] = torch.randn(1, 192)
     out = tmp_path / "model.pt"
     cli("import-checkpoint", save_reference(tmp_path / "in.t", reference), "--variant", "b", "--out", out,
-        "--settings-json", json.dumps(TINY_SETTINGS))
+        "--settings", settings_file(tmp_path / "settings.json", TINY_SETTINGS))
     cli("export-checkpoint", out, "--out", tmp_path / "out.t")
     exported = torch.load(tmp_path / "out.t", weights_only=True)["model"]
     assert list(exported) == list(reference) and all(same(exported[k], reference[k]) for k in reference)
@@ -378,7 +378,7 @@ def test_reference_baseline_and_ncls1_import_with_said_false(ncls: int, tmp_path
     variant = {**TINY_SETTINGS, "ncls": ncls, "said": False, "moae": False, "hdw": False}
     out = tmp_path / "model.pt"
     assert cli("import-checkpoint", path, "--variant", "baseline", "--out", out,
-               "--settings-json", json.dumps(variant)) == 0
+               "--settings", settings_file(tmp_path / "settings.json", variant)) == 0
     imported, payload = load_trained_model(out)
     settings = payload["settings"]
     assert (settings["ncls"], settings["said"], settings["moae"], settings["hdw"]) == (ncls, False, False, False)
@@ -423,20 +423,20 @@ def test_by_loss_sizing_is_opt_in_for_import(tmp_path: Path, capsys: pytest.Capt
     variant = {"said": False, "model": {**TINY_SETTINGS["model"], "classifier_sizing": "by_loss"}}
     out = tmp_path / "m.pt"
     assert cli("import-checkpoint", path, "--variant", "b", "--out", out, "--labels", labels,
-               "--settings-json", json.dumps(variant)) == 0
+               "--settings", settings_file(tmp_path / "settings.json", variant)) == 0
     model, payload = load_trained_model(out)
     assert model.head_classes == [5] * 6 and payload["num_outfits"] == 9
     assert payload["settings"]["model"]["classifier_sizing"] == "by_loss"
     # With the reference sizing the same weights say C = 5 outfits, which the labels contradict.
     variant["model"]["classifier_sizing"] = "reference"
     assert cli("import-checkpoint", path, "--variant", "b", "--out", tmp_path / "n.pt", "--labels", labels,
-               "--settings-json", json.dumps(variant)) == 2
+               "--settings", settings_file(tmp_path / "settings.json", variant)) == 2
     assert "9 outfits, the short-term classifiers have 5" in capsys.readouterr().err
     # A reference baseline (C != P) is not a by_loss one.
     reference = save_reference(tmp_path / "ref.t", hand_built_plain_reference(6))
     variant["model"]["classifier_sizing"] = "by_loss"
     assert cli("import-checkpoint", reference, "--variant", "b", "--out", tmp_path / "o.pt",
-               "--settings-json", json.dumps(variant)) == 2
+               "--settings", settings_file(tmp_path / "settings.json", variant)) == 2
     assert "classifier_sizing by_loss with said false (classifiers 0, 2, 4 have 11" in capsys.readouterr().err
 
 
@@ -527,7 +527,7 @@ def test_ddp_prefix_bare_state_dict_and_labels(tmp_path: Path, capsys: pytest.Ca
                                   "outfit_to_person": [i // 3 for i in range(11)]}))
     out = tmp_path / "m.pt"
     assert cli("import-checkpoint", path, "--variant", "v", "--out", out, "--labels", labels,
-               "--settings-json", json.dumps(TINY_SETTINGS)) == 0
+               "--settings", settings_file(tmp_path / "settings.json", TINY_SETTINGS)) == 0
     model, payload = load_trained_model(out)
     assert payload["labels"]["persons"] == [10, 11, 12, 13, 14] and payload["epoch"] == 0
     assert payload["settings"]["reference_import"]["epoch"] is None
@@ -536,7 +536,7 @@ def test_ddp_prefix_bare_state_dict_and_labels(tmp_path: Path, capsys: pytest.Ca
 
     labels.write_text(json.dumps({"persons": [1, 2], "outfits": [], "outfit_to_person": []}))
     assert cli("import-checkpoint", path, "--variant", "v", "--out", tmp_path / "n.pt", "--labels", labels,
-               "--settings-json", json.dumps(TINY_SETTINGS)) == 2
+               "--settings", settings_file(tmp_path / "settings.json", TINY_SETTINGS)) == 2
     assert "2 persons, the long-term classifiers have 5" in capsys.readouterr().err
 
 
@@ -569,7 +569,7 @@ def test_variant_with_reference_checkpoint_is_imported_not_trained(tmp_path: Pat
     assert jobs["evaluate_run"] == str(len(variants) * len(seeds) + 1)  # the imported variant: one run
     assert jobs["plot_training"] == str(len(variants))
     assert "atreid import-checkpoint weights/epoch_best.t --variant uniat_ref" in out
-    assert "--variant-json" not in out.split("rule import_reference_model")[1].split("rule ")[0]
+    assert "--settings settings/import/uniat_ref." in out.split("rule import_reference_model")[1].split("rule ")[0]
     assert "models/uniat_ref/imported/model.pt" in out and "models/uniat_ref/seed" not in out
     assert "history.csv" not in out.split("rule import_reference_model")[1].split("rule ")[0]
 

@@ -16,6 +16,7 @@ from atreid.config import load_params, resolve_variant
 from atreid.engine import trainer
 from atreid.engine.checkpoint import load_trained_model, safe_load, save_checkpoint
 from atreid.errors import AtreidError
+from tests.conftest import settings_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -334,12 +335,11 @@ def test_cli_arguments_round_trip():
 
     parser = argparse.ArgumentParser()
     train_command.register(parser.add_subparsers())
-    settings = tiny_settings(devices=2)
-    argv = ["train", "--variant-json", json.dumps(settings), "--out", "m.pt", "--history", "h.csv",
+    argv = ["train", "--settings", "settings/train/tiny.json", "--out", "m.pt", "--history", "h.csv",
             "--checkpoint-dir", "ck", "--threads", "4"]
     args = parser.parse_args(argv)
     again = parser.parse_args(train_command.child_arguments(args))
-    assert vars(again) == vars(args) and again.variant_json == settings
+    assert vars(again) == vars(args) and again.settings == "settings/train/tiny.json"  # the file, passed on
     command = torchrun_command(2, ["train"])
     assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
 
@@ -666,14 +666,16 @@ def test_cli_evaluate_unreadable_model_is_one_line(tmp_path, content):
     model.write_bytes(CORRUPTIONS[content])
     out = tmp_path / "metrics.json"
     done = atreid_cli("evaluate", "--model", str(model), "--benchmark", "atustc", "--data-dir", str(tmp_path),
-                      "--settings", json.dumps({"device": "cpu"}), "--out", str(out), timeout=120)
+                      "--settings", str(settings_file(tmp_path / "eval.json", {"device": "cpu"})), "--out", str(out),
+                      timeout=120)
     line = assert_one_error_line(done, str(model), "retrain")
     assert ("empty" if content == "empty" else "not a PyTorch file") in line and "non-tensor" not in line
     assert not out.exists()
 
 
 def cli_train(settings, data, out: Path, ckpt: Path):
-    return atreid_cli("train", "--variant-json", json.dumps(settings), "--index", str(data["index_csv"]),
+    settings_path = settings_file(out.parent / f"{out.name}.settings.json", settings)
+    return atreid_cli("train", "--settings", str(settings_path), "--index", str(data["index_csv"]),
                       "--labels", str(data["labels_json"]), "--images", str(data["images_root"]),
                       "--out", str(out / "model.pt"), "--history", str(out / "history.csv"),
                       "--checkpoint-dir", str(ckpt), "--threads", "1", "--device", "cpu")

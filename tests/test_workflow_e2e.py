@@ -110,6 +110,29 @@ def test_report_then_only_the_changed_variant_is_out_of_date(workdir):
 
 
 @pytest.mark.slow
+def test_an_eval_setting_reruns_the_evaluations_and_no_training(workdir):
+    """After the test before (all up to date). The evaluation jobs read their settings from
+    one file (settings/evaluate.<digest>.json) that the change replaces by another."""
+    before = (workdir / "params.yaml").read_text()
+    params = yaml.safe_load(before)
+    params["eval"]["batch_size"] = params["eval"]["batch_size"] + 1
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    dry = run(["snakemake", "-n", "-p"], workdir)
+    jobs = jobs_of_dry_run(dry.stdout)
+    assert jobs["evaluate_run"] == 2 and jobs["plot_galleries"] == 2 and jobs["make_table"] == 1, dry.stdout
+    assert not {"train_model", "pretrain_backbone", "search_page"} & set(jobs), dry.stdout
+    evaluate = next(line for line in dry.stdout.splitlines() if "atreid evaluate " in line)
+    settings = evaluate.split("--settings ")[1].split()[0]
+    assert settings.startswith("settings/evaluate.")
+    assert json.loads((workdir / settings).read_text())["batch_size"] == params["eval"]["batch_size"]
+
+    (workdir / "params.yaml").write_text(before)
+    dry = run(["snakemake", "-n"], workdir)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+@pytest.mark.slow
 def test_adding_a_seed_runs_only_the_new_seeds_jobs(workdir):
     """After the test before (all up to date): a second seed adds its own runs only."""
     dry = run(["snakemake", "-n"], workdir)

@@ -13,6 +13,7 @@ Every test runs Snakemake in a copy of the repository's tracked files:
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -89,7 +90,9 @@ def test_dry_run_prints_hostile_values_quoted(work):
     assert value_of("train", "--images") == f"{HOSTILE_DIR}/atustc/images/AT-USTC"
     assert by_step["import-checkpoint"][2] == checkpoint
     assert value_of("evaluate", "--data-dir") == HOSTILE_DIR
-    assert yaml.safe_load(value_of("evaluate", "--settings"))["batch_size"] == 16  # JSON, one argument
+    # Settings reach a job as one file the workflow wrote (a logged command reruns by hand).
+    assert json.loads((work / value_of("evaluate", "--settings")).read_text())["batch_size"] == 16
+    assert json.loads((work / value_of("train", "--settings")).read_text())["name"] in params["variants"]
     assert value_of("sample-frames", "--index") == f"{HOSTILE_DIR}/atustc/index.csv"
     no_pwned(work)
 

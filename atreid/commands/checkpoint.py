@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from atreid import __version__
-from atreid.commands import json_object_arg
+from atreid.commands import SETTINGS_HELP, read_settings
 from atreid.errors import AtreidError
 from atreid.io import atomic_torch_save
 from atreid.provenance import imported_provenance
@@ -119,7 +119,7 @@ def import_checkpoint(checkpoint: str | Path, *, variant: str, out: str | Path,
     checkpoint = Path(checkpoint)
     settings = copy.deepcopy(settings or {})
     if settings.get("name", variant) != variant:
-        raise AtreidError(f"--settings-json is for variant {settings['name']!r}, not {variant!r}")
+        raise AtreidError(f"--settings is for variant {settings['name']!r}, not {variant!r}")
     model_settings = settings.get("model", {})
     raw, epoch = load_reference_checkpoint(checkpoint)
     raw = strip_ddp_prefix(raw)
@@ -210,7 +210,7 @@ def export_checkpoint(model_path: str | Path, out: str | Path, epoch: Optional[i
 
 
 def run_import(args: argparse.Namespace) -> int:
-    import_checkpoint(args.checkpoint, variant=args.variant, out=args.out, settings=args.settings_json,
+    import_checkpoint(args.checkpoint, variant=args.variant, out=args.out, settings=read_settings(args.settings) if args.settings else None,
                       labels=args.labels)
     return 0
 
@@ -225,9 +225,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="the reference implementation's checkpoint (epoch_best.t)")
     p.add_argument("--variant", required=True, help="variant name recorded in the model's settings")
     p.add_argument("--out", required=True, help="models/{variant}/{run}/model.pt")
-    p.add_argument("--settings-json", type=json_object_arg, default=None,
-                   help="the variant's settings as JSON (resolved or partial, e.g. "
-                        "'{\"model\": {\"image_size\": [256, 128]}}'); given values are checked against the "
+    p.add_argument("--settings", default=None,
+                   help=f"{SETTINGS_HELP}: the variant's, resolved or partial (e.g. "
+                        '{"model": {"image_size": [256, 128]}}); given values are checked against the '
                         "weights, absent ones inferred")
     p.add_argument("--labels", default=None,
                    help="labels.json of the training data (sizes must fit); default: placeholders")

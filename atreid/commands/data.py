@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import os
-import secrets
 import shlex
 import shutil
 from pathlib import Path
@@ -31,8 +30,8 @@ from typing import TYPE_CHECKING
 
 from atreid.commands import json_object_arg
 from atreid.errors import AtreidError
-from atreid.io import (atomic_write_csv, atomic_write_json, atomic_write_text, remove_stale_temporaries,
-                       stale_temporaries)
+from atreid.io import (atomic_write_csv, atomic_write_json, atomic_write_text, install_dir, recover_interrupted_swap,
+                       remove_stale_temporaries, stale_temporaries)
 
 if TYPE_CHECKING:
     from atreid.data.adapters.base import BenchmarkAdapter
@@ -126,20 +125,12 @@ def run_install(args: argparse.Namespace) -> None:
         from atreid.data.archive import check_source_outside
 
         check_source_outside(prepared["source"], [out], setting="the source")
+    recover_interrupted_swap(out)
     remove_stale_temporaries(out)
     if not staged.is_dir():
         raise AtreidError(f"{staged}: the prepared copy is gone (installed earlier and {out} removed "
                           f"since?); prepare it again: snakemake --cores all --forcerun {args.rule}")
-    old = None
-    if out.exists() or out.is_symlink():
-        old = out.parent / f".{out.name}.{secrets.token_hex(4)}.partial"
-        os.replace(out, old)
-    os.replace(staged, out)
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
+    install_dir(staged, out)
     log.info("installed %s", out)
 
 

@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from atreid.commands import json_object_arg
+from atreid.commands import SETTINGS_HELP, read_settings
 from atreid.errors import AtreidError
 from atreid.io import atomic_write_csv, atomic_write_json, atomic_write_text, remove_stale_temporaries
 
@@ -44,7 +44,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         remove_stale_temporaries(out, suffixes=(".tmp",))  # what a killed earlier run of this step left
     start = time.perf_counter()
     results = evaluate_benchmarks(list(outputs), model_path=Path(args.model), data_dir=Path(args.data_dir),
-                                  settings=args.settings, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+                                  settings=read_settings(args.settings), cache_dir=Path(args.cache_dir) if args.cache_dir else None)
     for done, (name, metrics) in enumerate(results, start=1):
         # Each file is written (atomically) as soon as its benchmark is scored.
         atomic_write_json(outputs[name], metrics)
@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--benchmark", action="append", required=True,
                    help="benchmark name (e.g. atustc); repeat it for several: the model is loaded once")
     p.add_argument("--data-dir", required=True, help="data.dir (holds <benchmark>/index.csv and images)")
-    p.add_argument("--settings", type=json_object_arg, required=True, help="the eval section of params as JSON")
+    p.add_argument("--settings", required=True, help=f"{SETTINGS_HELP}: the eval section")
     p.add_argument("--cache-dir", default=None, help="feature cache folder")
     p.add_argument("--out", action="append", default=None,
                    help="metrics file of a --benchmark (one per --benchmark, same order)")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from atreid.commands import json_object_arg
+from atreid.commands import SETTINGS_HELP, read_settings
 
 
 def run(args: argparse.Namespace) -> int:
     from atreid.engine.pretrain import pretrain_backbone
 
-    pretrain_backbone(args.settings, out_path=args.out, history_path=args.history)
+    pretrain_backbone(read_settings(args.settings), out_path=args.out, history_path=args.history)
     return 0
 
 
@@ -18,8 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "pretrain-backbone",
         help="pre-train the backbone on a synthetic population disjoint from AT-USTC (the demo's ImageNet stand-in)")
-    p.add_argument("--settings", type=json_object_arg, required=True,
-                   help='JSON {"arch": ..., "image_size": [h, w], "pretrain": {...}} (params.yaml model + pretrain)')
+    p.add_argument("--settings", required=True,
+                   help=f'{SETTINGS_HELP}: {{"arch": ..., "image_size": [h, w], "pretrain": {{...}}}}')
     p.add_argument("--out", required=True, help="weights file (a timm ViT state_dict), e.g. models/pretrained/backbone.pth")
     p.add_argument("--history", required=True, help="CSV of loss and accuracy during pre-training")
     p.set_defaults(func=run)

@@ -80,17 +80,19 @@ def run_galleries(args: argparse.Namespace) -> None:
     import torch
 
     from atreid.engine.checkpoint import load_trained_model
-    from atreid.eval.features import resolve_device
+    from atreid.commands import read_settings
+    from atreid.engine.device import resolve_device
     from atreid.eval.protocols import ATUSTC_SCENARIOS
     from atreid.eval.runner import atustc_test_features
     from atreid.report.gallery import plot_gallery, ranked_queries
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.settings.get("device", "auto"))
+    eval_settings = read_settings(args.settings)
+    device = resolve_device(eval_settings.get("device", "auto"), setting="eval.device")
     model, payload = load_trained_model(Path(args.model), device)
     settings = payload["settings"]
-    features, test, root = atustc_test_features(model, Path(args.model), Path(args.data_dir), args.settings,
+    features, test, root = atustc_test_features(model, Path(args.model), Path(args.data_dir), eval_settings,
                                                 settings["model"]["image_size"], device,
                                                 Path(args.cache_dir) if args.cache_dir else None)
     outputs = dict(zip([p.name for p in ATUSTC_SCENARIOS], args.out))
@@ -102,12 +104,12 @@ def run_galleries(args: argparse.Namespace) -> None:
 
 
 def _register_galleries(subparsers: argparse._SubParsersAction) -> None:
-    from atreid.commands import json_object_arg
+    from atreid.commands import SETTINGS_HELP
 
     p = subparsers.add_parser("galleries", help="ranked retrieval galleries of one variant (one PNG per scenario)")
     p.add_argument("--model", required=True)
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--settings", type=json_object_arg, required=True, help="the eval section of params as JSON")
+    p.add_argument("--settings", required=True, help=f"{SETTINGS_HELP}: the eval section")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--queries", type=int, default=4, help="queries per scenario (seeded choice)")
     p.add_argument("--top-k", type=int, default=10)

@@ -4,17 +4,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
-from atreid.commands import json_object_arg
+from atreid.commands import SETTINGS_HELP, read_settings
 
 log = logging.getLogger("atreid.train")
 
 
 def child_arguments(args: argparse.Namespace) -> list[str]:
     """The ``atreid train ...`` arguments of ``args`` (for the torchrun relaunch)."""
-    return ["train", "--variant-json", json.dumps(args.variant_json, sort_keys=True), "--index", args.index,
+    return ["train", "--settings", args.settings, "--index", args.index,
             "--labels", args.labels, "--images", args.images, "--out", args.out, "--history", args.history,
             "--checkpoint-dir", args.checkpoint_dir, "--threads", str(args.threads), "--device", args.device,
             *(["--pretrained-file", args.pretrained_file] if args.pretrained_file else [])]
@@ -23,7 +22,7 @@ def child_arguments(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from atreid.engine.distributed import relaunch_with_torchrun, under_torchrun
 
-    settings = args.variant_json
+    settings = read_settings(args.settings)
     devices = int(settings["train"]["devices"])
     if devices > 1 and not under_torchrun():
         return relaunch_with_torchrun(devices, child_arguments(args))
@@ -60,8 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_label_split)
 
     p = subparsers.add_parser("train", help="train one variant (resumes from --checkpoint-dir)")
-    p.add_argument("--variant-json", type=json_object_arg, required=True,
-                   help="the variant's resolved settings as JSON (atreid.config.resolve_variant)")
+    p.add_argument("--settings", required=True,
+                   help=f"{SETTINGS_HELP}: the run's resolved variant (atreid.config.resolve_variant)")
     p.add_argument("--index", default="data/atustc/train_sampled.csv",
                    help="training index CSV: AT-USTC's sampled frames or data/<train_on>/train_labelled.csv")
     p.add_argument("--labels", default="data/atustc/labels.json", help="label maps JSON (data/<train_on>/labels.json)")

@@ -328,8 +328,9 @@ def save_trained_model(path: str | Path, *, model: nn.Module, settings: dict[str
     atomic_torch_save(path, payload)
 
 
-# Classifier sizing when the settings name none: the released code's (atreid.model.head_classes).
-DEFAULT_CLASSIFIER_SIZING = "reference"
+# The classifier sizing of model files written before model.classifier_sizing existed:
+# classifiers were then sized by the loss (with SAID the same sizes as the reference's).
+SIZING_BEFORE_THE_OPTION = "by_loss"
 
 
 def model_from_settings(settings: dict[str, Any], num_persons: int, num_outfits: int) -> nn.Module:
@@ -344,26 +345,7 @@ def model_from_settings(settings: dict[str, Any], num_persons: int, num_outfits:
     return build_model(model["arch"], ncls=settings["ncls"], moae=settings["moae"], num_persons=num_persons,
                        num_outfits=num_outfits, img_size=tuple(model["image_size"]),
                        patch_stride=model["patch_stride"], drop_path_rate=model["drop_path_rate"],
-                       gate=model["gate"], said=settings["said"],
-                       classifier_sizing=model.get("classifier_sizing", DEFAULT_CLASSIFIER_SIZING))
-
-
-def _legacy_sizing(payload: dict[str, Any]) -> dict[str, Any]:
-    """Settings of a model file written before ``model.classifier_sizing`` existed.
-
-    Those files sized the classifiers by the loss; without SAID that gives person-sized
-    short-term heads, which the state_dict shows. Files that record the key are used as
-    they are.
-    """
-    settings = payload["settings"]
-    model = settings.get("model", {})
-    if "classifier_sizing" in model or settings.get("said", True):
-        return settings
-    state = payload["state_dict"]
-    short = state.get("classifier.0.weight")
-    if short is not None and short.shape[0] == payload["num_persons"] != payload["num_outfits"]:
-        return {**settings, "model": {**model, "classifier_sizing": "by_loss"}}
-    return settings
+                       gate=model["gate"], said=settings["said"], classifier_sizing=model["classifier_sizing"])
 
 
 def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -373,7 +355,10 @@ def load_trained_model(path: str | Path, device: torch.device | str = "cpu") -> 
     if missing:
         raise AtreidError(f"{path}: not an atreid model file (missing {', '.join(missing)}); retrain it with "
                           "`snakemake models/<variant>/model.pt`")
-    model = model_from_settings(_legacy_sizing(payload), payload["num_persons"], payload["num_outfits"])
+    settings = payload["settings"]
+    if "classifier_sizing" not in settings["model"]:  # written before the option (docs/ARCHITECTURE.md)
+        settings["model"]["classifier_sizing"] = SIZING_BEFORE_THE_OPTION
+    model = model_from_settings(settings, payload["num_persons"], payload["num_outfits"])
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -38,7 +38,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from atreid.config import settings_digest
 from atreid.constants import SCENARIOS
 from atreid.data.labels import DEFAULT_TRAIN_ON, check_trainable, empty_heads, label_support
 from atreid.engine import distributed as ddp
@@ -46,10 +45,11 @@ from atreid.engine.checkpoint import (CheckpointWriter, find_checkpoint,
                                       model_from_settings, remove_checkpoint, remove_stale_checkpoint_temporaries,
                                       rng_states, save_checkpoint, save_trained_model, set_rng_states, unwrap)
 from atreid.engine.dataset import build_train_loader, read_training_index
+from atreid.engine.device import resolve_device
 from atreid.engine.optim import build_optimizer, set_epoch_lr
 from atreid.errors import AtreidError
 from atreid.provenance import training_provenance
-from atreid.io import atomic_write_csv, file_sha256, progress, remove_stale_temporaries
+from atreid.io import atomic_write_csv, file_sha256, progress, remove_stale_temporaries, settings_sha256
 
 log = logging.getLogger("atreid.train")
 
@@ -58,21 +58,6 @@ _EPOCH_STREAM = 0xE90C  # separates the per-epoch global-RNG seeds from other se
 
 
 # ---- small helpers ---------------------------------------------------------------------
-def resolve_device(name: str, ctx: ddp.DistContext) -> torch.device:
-    """``auto`` -> CUDA when present; under DDP on CUDA each rank takes GPU ``local_rank``."""
-    if name not in ("auto", "cpu", "cuda"):
-        raise AtreidError(f"unknown --device {name!r}; valid: auto, cpu, cuda")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise AtreidError("--device cuda but no CUDA device is available; use --device auto or cpu")
-    use_cuda = name == "cuda" or (name == "auto" and torch.cuda.is_available())
-    if not use_cuda:
-        return torch.device("cpu")
-    if ctx.enabled and ctx.local_rank >= torch.cuda.device_count():
-        raise AtreidError(f"train.devices = {ctx.world_size} but only {torch.cuda.device_count()} CUDA device(s) "
-                          "are visible; lower train.devices")
-    return torch.device("cuda", ctx.local_rank if ctx.enabled else torch.cuda.current_device())
-
-
 def configure_backend(device: torch.device, threads: int, world_size: int) -> None:
     """CPU threads (shared by the ranks on one machine); TF32 matmuls on CUDA."""
     if threads and threads > 0:
@@ -160,14 +145,13 @@ def build_training_model(settings: dict[str, Any], num_persons: int, num_outfits
 
 
 def build_criterion(settings: dict[str, Any], labels: dict[str, Any]) -> nn.Module:
-    from atreid.engine.checkpoint import DEFAULT_CLASSIFIER_SIZING
     from atreid.losses import UniATCriterion
 
     # The same classifier sizing the model was built with (model_from_settings).
     return UniATCriterion(said=settings["said"], hdw=settings["hdw"],
                           triplet_margin=settings["train"]["triplet_margin"],
                           outfit_to_person=labels["outfit_to_person"],
-                          classifier_sizing=settings["model"].get("classifier_sizing", DEFAULT_CLASSIFIER_SIZING))
+                          classifier_sizing=settings["model"]["classifier_sizing"])
 
 
 def load_pretrained_weights(model: nn.Module, source: str, *, at_run_size: bool = False) -> Any:
@@ -209,7 +193,7 @@ def train_variant(settings: dict[str, Any], *, index_csv: str | Path, labels_jso
     if train["devices"] > 1 and not ctx.enabled:
         log.warning("train.devices = %d but not running under torchrun: training in one process "
                     "(the CLI relaunches itself with torchrun)", train["devices"])
-    dev = resolve_device(device, ctx)
+    dev = resolve_device(device, local_rank=ctx.local_rank if ctx.enabled else None)
     configure_backend(dev, threads, ctx.world_size)
     ddp.init_process_group(ctx, dev)
     try:
@@ -248,8 +232,8 @@ def _train(settings: dict[str, Any], ctx: ddp.DistContext, dev: torch.device, in
                           "are relative to")
     # A checkpoint resumes only what started from the same data and the same starting weights.
     start = file_sha256(pretrained) if pretrained not in ("none", "hub") and Path(pretrained).is_file() else pretrained
-    digest = settings_digest({"settings": settings, "index": file_sha256(index_csv),
-                              "labels": file_sha256(labels_json), "pretrained": start})
+    digest = settings_sha256({"settings": settings, "index": file_sha256(index_csv),
+                              "labels": file_sha256(labels_json), "pretrained": start})[:16]
     num_persons, num_outfits = len(labels["persons"]), len(labels["outfits"])
 
     if ctx.is_main:

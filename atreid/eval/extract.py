@@ -40,7 +40,8 @@ from atreid import __version__
 from atreid.constants import SCENARIOS
 from atreid.data.adapters.base import IMAGE_SUFFIXES, is_image, list_files
 from atreid.errors import AtreidError
-from atreid.eval.features import extract_features, resolve_device
+from atreid.engine.device import resolve_device
+from atreid.eval.features import extract_features
 from atreid.io import file_sha256
 from atreid.io import atomic_write_bytes, progress
 
@@ -225,14 +226,6 @@ def check_images(files: Sequence[Path], image_size: Sequence[int]) -> int:
 
 
 # ---- the model -----------------------------------------------------------------------
-def pick_device(name: str) -> torch.device:
-    if name not in ("auto", "cpu", "cuda"):
-        raise AtreidError(f"--device {name!r} unknown; use auto, cpu or cuda")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise AtreidError("--device cuda but no CUDA device is available; use --device auto or --device cpu")
-    return resolve_device(name)
-
-
 def load_model(model_path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """A trained ``model.pt`` -> (eval-mode model, payload), with one-line errors."""
     from atreid.engine.checkpoint import load_trained_model
@@ -356,7 +349,7 @@ def extract(model_path: str | Path, out: str | Path, *, folder: str | Path | Non
     check_batch(batch_size)
     model_path = Path(model_path)
     image_set = select_images(folder=folder, images=images, benchmark=benchmark, split=split, data_dir=data_dir)
-    torch_device = pick_device(device)
+    torch_device = resolve_device(device)
     model, payload = load_model(model_path, torch_device)
     image_size = model_image_size(payload)
     resized = check_images(image_set.files(), image_size)

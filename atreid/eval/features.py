@@ -58,15 +58,6 @@ class ImageListDataset(Dataset):
             raise AtreidError(f"{path}: cannot read image ({exc}); re-run the dataset's verification step") from None
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise AtreidError("eval.device is 'cuda' but no CUDA device is available; set eval.device: auto")
-    return torch.device(name)
-
-
 @torch.no_grad()
 def extract_features(model: torch.nn.Module, root: str | Path, paths: Sequence[str], *,
                      image_size: Sequence[int], batch_size: int = 128, flip: bool = False,

@@ -57,10 +57,10 @@ import torch
 
 from atreid.errors import AtreidError
 
-__all__ = ["k_reciprocal_distances", "rerank_options", "RERANK_DEFAULTS", "RERANK_SUFFIX"]
+__all__ = ["k_reciprocal_distances", "rerank_options", "RERANK_SUFFIX"]
 
 # The option's parsing lives in a torch-free module (the workflow reads it at parse time).
-from atreid.eval.rerank_options import RERANK_DEFAULTS, RERANK_SUFFIX, rerank_options  # noqa: E402
+from atreid.eval.rerank_options import RERANK_SUFFIX, rerank_options  # noqa: E402
 
 
 def k_reciprocal_distances(query_features: torch.Tensor | np.ndarray, gallery_features: torch.Tensor | np.ndarray,

@@ -17,7 +17,8 @@ import torch
 from atreid.constants import SCENARIOS
 from atreid.errors import AtreidError
 from atreid.eval.cross_dataset import cross_dataset_evaluators
-from atreid.eval.features import cached_features, resolve_device
+from atreid.engine.device import resolve_device
+from atreid.eval.features import cached_features
 from atreid.provenance import evaluation_provenance
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def evaluate_benchmarks(names: Iterable[str], *, model_path: Path, data_dir: Pat
 
     names = list(names)
     _check_names(names)
-    device = resolve_device(settings.get("device", "auto"))
+    device = resolve_device(settings.get("device", "auto"), setting="eval.device")
     model, payload = load_trained_model(model_path, device)
     model_settings = payload["settings"]
     for name in names:

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,7 @@ from torch import nn
 
 from atreid.constants import ONNX_DEFAULT_OPSET, ONNX_OPSETS, SCENARIOS
 from atreid.errors import AtreidError
+from atreid.io import atomic_write_with
 
 log = logging.getLogger("atreid.export")
 
@@ -135,16 +134,8 @@ def export_model(model: nn.Module, out: str | Path, *, image_size: tuple[int, in
              "atreid.not_exported": "training heads (classifiers, logits), preprocessing, flip averaging"}
     props.update(metadata or {})
     program.model.metadata_props.update(props)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        with _quiet_exporter():
-            program.save(tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with _quiet_exporter():
+        atomic_write_with(out, lambda tmp: program.save(str(tmp)))
     return out
 
 

@@ -36,9 +36,10 @@ import pandas as pd
 import torch
 
 from atreid.constants import SCENARIOS
+from atreid.engine.device import resolve_device
 from atreid.errors import AtreidError
 from atreid.eval.extract import (LABEL_COLUMNS, ImageSet, benchmark_images, check_batch, check_images, empty_labels,
-                                 image_features, load_model, model_image_size, pick_device, read_feature_table,
+                                 image_features, load_model, model_image_size, read_feature_table,
                                  select_images)
 from atreid.eval.metrics import cosine_distance
 from atreid.io import atomic_write_json, atomic_write_text, file_sha256
@@ -347,7 +348,7 @@ def search(model_path: str | Path, queries: Sequence[str], out_dir: str | Path, 
     gallery_images = None
     if gallery_features is None:
         gallery_images = select_images(folder=gallery_folder, benchmark=benchmark, split=split, data_dir=data_dir)
-    torch_device = pick_device(device)
+    torch_device = resolve_device(device)
     model, payload = load_model(model_path, torch_device)
     image_size = model_image_size(payload)
     query_set = ImageSet(Path("."), [str(q) for q in queries], empty_labels(len(queries)), "queries")

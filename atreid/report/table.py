@@ -47,7 +47,8 @@ import pandas as pd
 
 from atreid.constants import CHANCE_ROW, SCENARIOS
 from atreid.errors import AtreidError
-from atreid.provenance import describe_source, settings_sha256
+from atreid.io import settings_sha256
+from atreid.provenance import describe_source
 
 
 # The paper's cross-dataset table: its five benchmarks (our registry names) and the
