@@ -44,7 +44,7 @@ PAGES = [REPO / "README.md", REPO / "benchmarks" / "README.md", *sorted((REPO / 
 # their existence in the text is accepted; scripts of the repository must exist.
 EXTERNAL = {"git", "source", "export", "cd", "cp", "mkdir", "rm", "ls", "cat", "xdg-open", "open",
             "sinfo", "sacct", "sacctmgr", "squeue", "scancel", "sbatch", "tmux", "screen", "pip", "apt-get",
-            "sudo", "brew", "dot", "pytest", "mkdocs", "du", "df", "nvidia-smi", "head", "tail", "grep"}
+            "sudo", "brew", "dot", "pytest", "mkdocs", "du", "df", "nvidia-smi", "head", "tail", "grep", "echo"}
 PREFIXES = {"time", "sudo", "env"}  # a prefix word: the command that follows is checked
 
 
