@@ -39,8 +39,12 @@ RESERVED_VARIANT_NAMES: dict[str, str] = {
     CHANCE_ROW: "the result table's random-ranking row",
 }
 
-# `atreid export-onnx` (atreid.model.export): the ONNX opsets it writes (the torch.onnx
+# `atreid export-onnx` (atreid.engine.export): the ONNX opsets it writes (the torch.onnx
 # dynamo exporter emits 18 or later) and the default. Here so the CLI can show them
 # without importing torch.
 ONNX_OPSETS: tuple[int, ...] = (18, 19, 20, 21)
 ONNX_DEFAULT_OPSET = 18
+
+# How the classifiers are sized (atreid.model.uniat.head_classes): "reference" (the released
+# code, default) or "by_loss". Here, not in the model: the loss checks it too.
+CLASSIFIER_SIZINGS: tuple[str, ...] = ("reference", "by_loss")

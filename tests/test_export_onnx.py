@@ -19,7 +19,7 @@ from atreid.cli import main  # noqa: E402
 from atreid.config import read_yaml, resolve_variant, validate_params  # noqa: E402
 from atreid.constants import ONNX_DEFAULT_OPSET  # noqa: E402
 from atreid.model import build_model  # noqa: E402
-from atreid.model.export import TOLERANCE, export_model  # noqa: E402
+from atreid.engine.export import TOLERANCE, export_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 P, C = 7, 11  # persons, outfits

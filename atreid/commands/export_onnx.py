@@ -17,7 +17,7 @@ import json
 
 
 def run(args: argparse.Namespace) -> int:
-    from atreid.model.export import export_onnx
+    from atreid.engine.export import export_onnx
 
     report = export_onnx(args.model, args.out, opset=args.opset, batch=args.batch, verify=not args.no_verify)
     print(json.dumps(report))

@@ -25,12 +25,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from atreid.constants import LONG_TERM_HEADS, SCENARIOS, SHORT_TERM_HEADS
+from atreid.constants import CLASSIFIER_SIZINGS, LONG_TERM_HEADS, SCENARIOS, SHORT_TERM_HEADS
 from atreid.errors import AtreidError
 from atreid.losses.hdw import RankSum, hdw_loss
 from atreid.losses.said import head_masks, identity_losses
 from atreid.losses.triplet import batch_hard_triplet
-from atreid.model.uniat import CLASSIFIER_SIZINGS
 
 NUM_HEADS = len(SCENARIOS)
 

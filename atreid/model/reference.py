@@ -38,10 +38,10 @@ from typing import Any, Iterator, Mapping, Optional
 import torch
 from torch import nn
 
-from atreid.constants import LONG_TERM_HEADS, SCENARIOS, SHORT_TERM_HEADS
+from atreid.constants import CLASSIFIER_SIZINGS, LONG_TERM_HEADS, SCENARIOS, SHORT_TERM_HEADS
 from atreid.errors import AtreidError
 from atreid.model.moae import ATOMS
-from atreid.model.uniat import CLASSIFIER_SIZINGS, get_arch, list_archs
+from atreid.model.uniat import get_arch, list_archs
 
 NUM_HEADS = len(SCENARIOS)
 NUM_ATOMS = len(ATOMS)

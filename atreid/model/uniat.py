@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from atreid.constants import SCENARIOS, SHORT_TERM_HEADS
+from atreid.constants import CLASSIFIER_SIZINGS, SCENARIOS, SHORT_TERM_HEADS
 from atreid.errors import AtreidError
 from atreid.model.moae import GATES
 from atreid.model.vit import MultiTokenViT
@@ -77,10 +77,6 @@ def get_arch(name: str) -> ArchConfig:
     if name not in _ARCHS:
         raise AtreidError(f"unknown model arch {name!r}; valid archs: {', '.join(list_archs())}")
     return _ARCHS[name]
-
-
-# How the classifiers are sized: "reference" (the released code, default) or "by_loss".
-CLASSIFIER_SIZINGS: tuple[str, ...] = ("reference", "by_loss")
 
 
 def head_classes(said: bool, num_persons: int, num_outfits: int, sizing: str = "reference") -> list[int]:

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from atreid.constants import ONNX_DEFAULT_OPSET, ONNX_OPSETS, SCENARIOS
+from atreid.engine.checkpoint import load_trained_model
 from atreid.errors import AtreidError
 from atreid.io import atomic_write_with
 
@@ -68,8 +69,6 @@ def _check_opset(opset: int) -> None:
 
 
 def _load(model_path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    from atreid.engine.checkpoint import load_trained_model
-
     if not model_path.is_file():
         what = "is a folder, not a model file" if model_path.is_dir() else "not found"
         raise AtreidError(f"{model_path}: model file {what}; pass a trained model "
