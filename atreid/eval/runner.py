@@ -18,6 +18,7 @@ from atreid.constants import SCENARIOS
 from atreid.errors import AtreidError
 from atreid.eval.cross_dataset import cross_dataset_evaluators
 from atreid.eval.features import cached_features, resolve_device
+from atreid.eval.outcomes import OUTCOMES_KEY, OutcomeRecorder
 from atreid.provenance import evaluation_provenance
 
 if TYPE_CHECKING:
@@ -54,7 +55,9 @@ def _evaluate_atustc(model: torch.nn.Module, model_path: Path, data_dir: Path, s
 
     features, test, _ = atustc_test_features(model, model_path, data_dir, settings, image_size, device, cache_dir)
     rerank = rerank_options(settings.get("rerank"))
-    results = evaluate_atustc(features, test, chunk_size=settings["chunk_size"], device=device, rerank=rerank)
+    recorder = OutcomeRecorder()
+    results = evaluate_atustc(features, test, chunk_size=settings["chunk_size"], device=device, rerank=rerank,
+                              recorder=recorder)
     summary, chance = {}, {}
     for name in ("Any-Time", *SCENARIOS):
         for metric in ("R1", "mAP"):
@@ -66,8 +69,9 @@ def _evaluate_atustc(model: torch.nn.Module, model_path: Path, data_dir: Path, s
                 summary[f"{name}_{metric}{RERANK_SUFFIX}"] = results[name]["rerank"][metric]
                 chance[f"{name}_{metric}{RERANK_SUFFIX}"] = results[name]["rerank"]["chance"][metric]
     synthetic = (data_dir / "atustc" / "images" / "synthetic_counts.json").is_file()
+    cells = {"Any-Time_": list(SCENARIOS), **{f"{name}_": [name] for name in SCENARIOS}}
     return {"protocols": results, "summary": summary, "chance_summary": chance, "synthetic": synthetic,
-            "num_images": len(test)}
+            "num_images": len(test), OUTCOMES_KEY: recorder.table("atustc", cells)}
 
 
 EVALUATORS: dict[str, Evaluator] = {"atustc": _evaluate_atustc}
