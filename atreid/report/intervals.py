@@ -21,10 +21,12 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from atreid.eval.bootstrap import RESAMPLES, cluster_sums, dense_codes, resample_counts, unit_replicates
+from atreid.eval.bootstrap import RESAMPLES, dense_codes, resample_counts
 from atreid.eval.outcomes import METRICS, Outcomes, read_outcomes, outcomes_path, summary_key
 
 SEED = 0
+# What the intervals read of an outcomes file (the rest is for recomputing other numbers).
+BOOTSTRAP_COLUMNS = ("unit", "person", "first_rank", "ap")
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ def load_run_outcomes(metrics_path: str | Path, metrics: dict[str, Any], run: st
     from atreid.provenance import describe_source
 
     data = (metrics.get("provenance") or {}).get("data")
-    return RunOutcomes(metrics["variant"], run, read_outcomes(outcomes_path(metrics_path)),
+    return RunOutcomes(metrics["variant"], run, read_outcomes(outcomes_path(metrics_path), BOOTSTRAP_COLUMNS),
                        describe_source(data) if data else "unrecorded")
 
 
@@ -59,28 +61,35 @@ def cell_replicates(outcomes: Outcomes, persons: np.ndarray, counts: np.ndarray
     """Summary key -> (point value, ``(resamples,)`` replicates), in percent, for every cell,
     metric and ranking of ``outcomes``."""
     codes = dense_codes(outcomes.arrays["person"], persons)
-    unit_of = outcomes.arrays["unit"]
-    num_units = len(outcomes.meta["units"])
-    ones = np.ones((1, len(persons)))
+    num_persons = len(persons)
+    # Only the units some cell uses (SYSU-MM01 records 6 protocols x 10 trials, its cell uses 10).
+    cells = {(cell, ranking): outcomes.cell_units(cell, ranking)
+             for ranking in outcomes.rankings for cell in outcomes.meta["cells"]}
+    used = sorted({unit for units in cells.values() for unit, _ in units})
+    column = np.full(len(outcomes.meta["units"]), -1)
+    column[used] = np.arange(len(used))
+    slot = column[outcomes.arrays["unit"]]
+    keep = slot >= 0
+    # (unit, person) sums in one bincount over a combined index, no per-unit masks.
+    flat = slot[keep].astype(np.int64) * num_persons + codes[keep]
+    sizes = np.bincount(flat, minlength=len(used) * num_persons).reshape(len(used), num_persons).astype(np.float64)
+    sums = [np.bincount(flat, weights=outcomes.values(metric)[keep], minlength=len(used) * num_persons)
+            .reshape(len(used), num_persons) for metric in METRICS]
+    # One product for the sizes and every metric's sums: (resamples, units) blocks.
+    weighted = counts @ np.concatenate([sizes, *sums]).T
+    plain = np.concatenate([sizes, *sums]).sum(axis=1)  # every person once: the plain means
     out: dict[str, tuple[float | None, np.ndarray]] = {}
-    for metric in METRICS:
-        values = outcomes.values(metric)
-        sums = np.zeros((num_units, len(persons)))
-        sizes = np.zeros((num_units, len(persons)))
-        for unit in range(num_units):
-            mine = unit_of == unit
-            sums[unit], sizes[unit] = cluster_sums(codes[mine], values[mine], len(persons))
-        replicates = unit_replicates(counts, sums, sizes)  # (resamples, units)
-        points = unit_replicates(ones, sums, sizes)[0]  # every person once: the plain means
-        for ranking in outcomes.rankings:
-            for cell in outcomes.meta["cells"]:
-                weights = np.zeros(num_units)
-                for unit, weight in outcomes.cell_units(cell, ranking):
-                    weights[unit] = weight
-                used = weights > 0
-                point = float(points[used] @ weights[used]) * 100.0
-                out[summary_key(cell, metric, ranking)] = (None if np.isnan(point) else point,
-                                                          100.0 * (replicates[:, used] @ weights[used]))
+    width = len(used)
+    for m, metric in enumerate(METRICS, start=1):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            replicates = weighted[:, m * width:(m + 1) * width] / weighted[:, :width]
+            points = plain[m * width:(m + 1) * width] / plain[:width]
+        for (cell, ranking), units in cells.items():
+            index = np.array([column[unit] for unit, _ in units])
+            weights = np.array([weight for _, weight in units])
+            point = float(points[index] @ weights) * 100.0
+            out[summary_key(cell, metric, ranking)] = (None if np.isnan(point) else point,
+                                                      100.0 * (replicates[:, index] @ weights))
     return out
 
 
