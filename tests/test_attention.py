@@ -128,3 +128,26 @@ def test_explain_draws_from_an_evaluation_model_file(tmp_path):
     assert main(["explain", "--model", str(model_path), "--images", *map(str, images), "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["explain", "--model", str(model_path), "--out", str(out)]) == 2  # neither --images nor --atustc
+
+
+def test_explain_reads_an_imported_reference_checkpoint(tmp_path):
+    """The authors' checkpoint, imported as the pipeline imports it, is explained as is."""
+    import json
+
+    from atreid.cli import main
+    from atreid.model.reference import atreid_to_reference
+    from tests.conftest import write_jpeg
+    from tests.test_reference_checkpoint import TINY_SETTINGS, TINY_SIZE, save_reference
+    from tests.test_reference_checkpoint import tiny_model as reference_sized_model
+
+    reference = save_reference(tmp_path / "epoch_best.t",
+                               atreid_to_reference(reference_sized_model(ncls=6, moae=True, said=True)))
+    model_path = tmp_path / "models" / "full" / "imported" / "model.pt"
+    assert main(["import-checkpoint", str(reference), "--variant", "full", "--out", str(model_path),
+                 "--settings-json", json.dumps({**TINY_SETTINGS, "said": True})]) == 0
+    image = tmp_path / "person.jpg"
+    write_jpeg(image, value=90, size=TINY_SIZE)
+    out = tmp_path / "imported.png"
+    assert main(["explain", "--model", str(model_path), "--images", str(image), "--method", "last",
+                 "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
