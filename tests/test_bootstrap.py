@@ -180,3 +180,26 @@ def test_seed_replicates_and_undefined_resamples():
     np.testing.assert_array_equal(seed_replicates(per_run[:1], rng), per_run[0])
     assert percentile_interval(np.array([np.nan, 1.0, 1.0])) == (1.0, 1.0)
     assert all(math.isnan(v) for v in percentile_interval(np.array([np.nan])))
+
+
+def test_atustc_outcomes_give_every_summary_number_plain_and_reranked():
+    from atreid.constants import SCENARIOS
+    from atreid.eval.outcomes import ATUSTC_CELLS
+    from atreid.eval.protocols import evaluate_atustc
+    from tests.test_protocols import identity_features, tiny_index
+
+    index = tiny_index(seed=2, persons=5)
+    recorder = OutcomeRecorder()
+    out = evaluate_atustc(identity_features(index), index, chunk_size=5, recorder=recorder,
+                          rerank={"k1": 4, "k2": 2, "lambda": 0.3})
+    outcomes = recorder.table("atustc", ATUSTC_CELLS)
+    assert outcomes.rankings == ["plain", "rerank"]
+    metrics = {"summary": {}, "chance_summary": {}}
+    for name in ("Any-Time", *SCENARIOS):
+        for metric in ("R1", "mAP"):
+            metrics["summary"][f"{name}_{metric}"] = out[name][metric]
+            metrics["summary"][f"{name}_{metric}@rr"] = out[name]["rerank"][metric]
+            metrics["chance_summary"][f"{name}_{metric}"] = out[name]["chance"][metric]
+    assert check_summary(metrics, outcomes) == []
+    recomputed = summary_from_outcomes(outcomes)
+    assert set(recomputed) == set(metrics["summary"])

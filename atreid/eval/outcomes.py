@@ -37,6 +37,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from atreid.constants import SCENARIOS
 from atreid.errors import AtreidError
 
 OUTCOMES_SUFFIX = ".outcomes.npz"
@@ -46,6 +47,9 @@ OUTCOMES_KEY = "outcomes"
 PLAIN, RERANK = "plain", "rerank"
 RERANK_KEY_SUFFIX = "@rr"  # atreid.eval.rerank.RERANK_SUFFIX (not imported: that module needs torch)
 METRICS = ("R1", "mAP")
+# AT-USTC's cells: Any-Time (the plain mean of the six scenarios) and each scenario alone;
+# summary keys ``<cell>R1`` etc. (``Any-Time_R1``, ``DT-ST_mAP``).
+ATUSTC_CELLS: dict[str, list[str]] = {"Any-Time_": list(SCENARIOS), **{f"{name}_": [name] for name in SCENARIOS}}
 _COLUMNS = {"unit": np.int32, "query": np.int64, "person": np.int64, "first_rank": np.int64, "ap": np.float64,
             "inp": np.float64, "chance_r1": np.float64, "chance_ap": np.float64}
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date: no wall-clock time in the file

@@ -18,7 +18,7 @@ from atreid.constants import SCENARIOS
 from atreid.errors import AtreidError
 from atreid.eval.cross_dataset import cross_dataset_evaluators
 from atreid.eval.features import cached_features, resolve_device
-from atreid.eval.outcomes import OUTCOMES_KEY, OutcomeRecorder
+from atreid.eval.outcomes import ATUSTC_CELLS, OUTCOMES_KEY, OutcomeRecorder
 from atreid.provenance import evaluation_provenance
 
 if TYPE_CHECKING:
@@ -69,9 +69,8 @@ def _evaluate_atustc(model: torch.nn.Module, model_path: Path, data_dir: Path, s
                 summary[f"{name}_{metric}{RERANK_SUFFIX}"] = results[name]["rerank"][metric]
                 chance[f"{name}_{metric}{RERANK_SUFFIX}"] = results[name]["rerank"]["chance"][metric]
     synthetic = (data_dir / "atustc" / "images" / "synthetic_counts.json").is_file()
-    cells = {"Any-Time_": list(SCENARIOS), **{f"{name}_": [name] for name in SCENARIOS}}
     return {"protocols": results, "summary": summary, "chance_summary": chance, "synthetic": synthetic,
-            "num_images": len(test), OUTCOMES_KEY: recorder.table("atustc", cells)}
+            "num_images": len(test), OUTCOMES_KEY: recorder.table("atustc", ATUSTC_CELLS)}
 
 
 EVALUATORS: dict[str, Evaluator] = {"atustc": _evaluate_atustc}
