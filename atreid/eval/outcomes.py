@@ -87,7 +87,9 @@ class OutcomeRecorder:
         """The recorded outcomes; ``cells``: summary key prefix -> its protocols (see module doc)."""
         arrays = {name: (np.concatenate(parts) if parts else np.zeros(0)).astype(_COLUMNS[name], copy=False)
                   for name, parts in self.columns.items()}
-        meta = {"benchmark": benchmark, "units": self.units, "cells": {k: list(v) for k, v in cells.items()}}
+        # Cells as [prefix, protocols] pairs: a list keeps their order through the JSON
+        # (written with sorted keys), so reports list Any-Time first, then DT-ST ... AD-LT.
+        meta = {"benchmark": benchmark, "units": self.units, "cells": [[k, list(v)] for k, v in cells.items()]}
         meta["queries_sha256"] = queries_fingerprint(meta["units"], arrays)
         return Outcomes(meta, arrays)
 
@@ -114,6 +116,11 @@ class Outcomes:
         return self.meta["benchmark"]
 
     @property
+    def cells(self) -> dict[str, list[str]]:
+        """Summary key prefix -> its protocols, in the order the evaluator gave them."""
+        return {prefix: list(protocols) for prefix, protocols in self.meta["cells"]}
+
+    @property
     def rankings(self) -> list[str]:
         return list(dict.fromkeys(u["ranking"] for u in self.meta["units"]))
 
@@ -129,7 +136,7 @@ class Outcomes:
 
     def cell_units(self, cell: str, ranking: str = PLAIN) -> list[tuple[int, float]]:
         """``(unit, weight)`` of a cell: each protocol weighs ``1 / #protocols``, split evenly over its trials."""
-        protocols = self.meta["cells"][cell]
+        protocols = self.cells[cell]
         out = []
         for protocol in protocols:
             units = [i for i, u in enumerate(self.meta["units"]) if u["protocol"] == protocol and u["ranking"] == ranking]
@@ -161,7 +168,7 @@ def summary_from_outcomes(outcomes: Outcomes, *, chance: bool = False) -> dict[s
     """The metrics file's ``summary`` (or ``chance_summary``) recomputed from the outcomes, in percent."""
     out: dict[str, float | None] = {}
     for ranking in outcomes.rankings:
-        for cell in outcomes.meta["cells"]:
+        for cell in outcomes.cells:
             for metric in METRICS:
                 out[summary_key(cell, metric, ranking)] = _cell_value(
                     outcomes, cell, f"chance:{metric}" if chance else metric, ranking)

@@ -1,8 +1,9 @@
 """Attention figures: one row per image, the image then one map per CLS token beside it.
 
 The maps come from :func:`atreid.model.attention.token_maps` (attention rollout by default).
-Each map is scaled to its own maximum so the figure compares WHERE tokens look; the number
-under each map is the share of the token that comes from the image patches at all.
+Each map is stretched between its own minimum and maximum so the figure compares WHERE
+tokens look; the number above each map is the share of the token that comes from the image
+patches at all.
 :func:`pick_person_images` chooses, from the AT-USTC test images, one person seen in RGB and
 IR in two outfits (the question the six tokens answer: what stays when light or clothes
 change).
@@ -88,12 +89,18 @@ def plot_token_maps(shown: Sequence[np.ndarray], maps: torch.Tensor, labels: Seq
             share = float(maps[row, token].sum())
             ax = axes[row, token + 1]
             ax.imshow(shown[row])
-            ax.imshow(heat / max(heat.max(), 1e-12), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            # Stretched between the map's own minimum and maximum: a nearly uniform map (an
+            # untrained token) still shows where its little structure is; "image share" and
+            # the title say how much there is to see.
+            spread = heat.max() - heat.min()
+            ax.imshow((heat - heat.min()) / spread if spread > 0 else heat * 0, cmap="jet", alpha=0.45, vmin=0,
+                      vmax=1)
             ax.set_title(f"{names[token]}\nimage share {share:.2f}", fontsize=7)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     what = "attention rollout" if method == "rollout" else "last block's CLS attention"
-    fig.suptitle(f"{title}\n{what} of each CLS token (each map scaled to its maximum)", fontsize=8)
+    fig.suptitle(f"{title}\n{what} of each CLS token (each map stretched from its minimum, blue, to its "
+                 "maximum, red)", fontsize=8)
     fig.tight_layout()
     save_figure(fig, out)

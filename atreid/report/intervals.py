@@ -64,7 +64,7 @@ def cell_replicates(outcomes: Outcomes, persons: np.ndarray, counts: np.ndarray
     num_persons = len(persons)
     # Only the units some cell uses (SYSU-MM01 records 6 protocols x 10 trials, its cell uses 10).
     cells = {(cell, ranking): outcomes.cell_units(cell, ranking)
-             for ranking in outcomes.rankings for cell in outcomes.meta["cells"]}
+             for ranking in outcomes.rankings for cell in outcomes.cells}
     used = sorted({unit for units in cells.values() for unit, _ in units})
     column = np.full(len(outcomes.meta["units"]), -1)
     column[used] = np.arange(len(used))
