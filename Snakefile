@@ -47,6 +47,9 @@ rule all:
         "results/plots/cmc_atustc.png",
         "results/plots/comparison.png",
         "results/search/index.html",
+        # paired bootstrap comparisons of the variants, attention maps per scenario token
+        ["results/comparison.md"] if len(VARIANTS) > 1 else [],
+        expand("results/attention/{variant}.png", variant=VARIANTS),
         expand("results/plots/training_{variant}.png", variant=TRAINED_VARIANTS),
         expand("results/plots/cmc_{variant}.csv", variant=VARIANTS),
         expand(

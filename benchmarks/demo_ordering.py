@@ -82,6 +82,7 @@ def run_one(params: dict, variant: str, seed: int, out: Path, data_dir: Path, th
     from atreid.config import deep_merge, resolve_variant
     from atreid.io import settings_sha256
     from atreid.engine.trainer import train_variant
+    from atreid.eval.outcomes import OUTCOMES_KEY
     from atreid.eval.runner import evaluate_benchmark
 
     settings = resolve_variant(params, variant, seed)
@@ -104,6 +105,7 @@ def run_one(params: dict, variant: str, seed: int, out: Path, data_dir: Path, th
             eval_settings.pop(key, None)
         metrics = evaluate_benchmark("atustc", model_path=run_dir / "model.pt", data_dir=data_dir,
                                      settings=eval_settings)
+        metrics.pop(OUTCOMES_KEY, None)  # the per-query outcomes: only the numbers are kept here
         metrics["train_s"] = train_s
         metrics_path.write_text(json.dumps(metrics, default=str))
         (run_dir / "model.pt").unlink()  # only the numbers are kept

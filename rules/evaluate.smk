@@ -9,6 +9,8 @@ rule evaluate_run:
         model="models/{variant}/{run}/model.pt",
     output:
         expand("results/metrics/{{variant}}/{{run}}/{benchmark}.json", benchmark=BENCHMARKS),
+        # the per-query outcomes each metrics file's numbers average (atreid/eval/outcomes.py)
+        expand("results/metrics/{{variant}}/{{run}}/{benchmark}.outcomes.npz", benchmark=BENCHMARKS),
     params:
         settings=lambda wc: eval_settings_file(),
         data_dir=DATA_DIR,
@@ -31,7 +33,9 @@ rule evaluate_run:
 
 rule make_table:
     input:
-        all_metrics(),
+        metrics=all_metrics(),
+        # the per-query outcomes beside each metrics file: the cells' bootstrap intervals
+        outcomes=[path[: -len(".json")] + ".outcomes.npz" for path in all_metrics()],
     output:
         csv=report("results/table.csv", caption="../report/table.rst", category="Results"),
         markdown="results/table.md",
@@ -44,5 +48,5 @@ rule make_table:
     log:
         "logs/table.log",
     shell:
-        "atreid table {input:q} --out {output.csv:q} --markdown {output.markdown:q}"
+        "atreid table {input.metrics:q} --intervals --out {output.csv:q} --markdown {output.markdown:q}"
         " --summary {output.summary:q} {params.paper:q} 2> {log:q}"

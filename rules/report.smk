@@ -135,3 +135,58 @@ rule search_page:
     shell:
         "atreid search --model {input.model:q} --query-from atustc --queries 4 --benchmark atustc"
         " --data-dir {params.data_dir:q} --top-k 10 --out {params.out:q} 2> {log:q}"
+
+
+# Paired comparisons (atreid/report/compare.py): every variant against `baseline` (or the
+# first variant), per AT-USTC scenario, Any-Time and each benchmark's main protocol, with a
+# paired person-cluster bootstrap interval over the same queries (and the seeds, when a
+# variant has several runs: each side is the comma-joined list of its run folders).
+COMPARE_REFERENCE = "baseline" if "baseline" in VARIANTS else VARIANTS[0]
+
+
+def comparison_sides():
+    order = [COMPARE_REFERENCE] + [v for v in VARIANTS if v != COMPARE_REFERENCE]
+    return [",".join(f"results/metrics/{v}/{run}" for run in runs_of(v)) for v in order]
+
+
+rule compare_variants:
+    input:
+        metrics=all_metrics(),
+        outcomes=[path[: -len(".json")] + ".outcomes.npz" for path in all_metrics()],
+    output:
+        "results/comparison.md",
+    params:
+        sides=comparison_sides(),
+        **code_params("compare"),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/report/comparison.log",
+    shell:
+        "atreid compare {params.sides:q} --out {output:q} 2> {log:q}"
+
+
+# What each CLS (scenario) token looks at: attention rollout over one AT-USTC test person
+# in RGB and IR, two outfits, by each variant's first run.
+rule plot_attention:
+    input:
+        unpack(atustc_eval_inputs),
+        model=lambda wc: model_of_run(wc.variant, first_run(wc.variant)),
+    output:
+        report(
+            "results/attention/{variant}.png",
+            caption="../report/attention.rst",
+            category="Attention maps",
+            subcategory="{variant}",
+        ),
+    params:
+        data_dir=DATA_DIR,
+        **code_params("explain"),
+    threads: 1
+    conda:
+        CONDA_ENV
+    log:
+        "logs/report/attention_{variant}.log",
+    shell:
+        "atreid explain --model {input.model:q} --atustc {params.data_dir:q} --out {output:q}"
+        " --threads {threads:q} 2> {log:q}"

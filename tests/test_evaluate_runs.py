@@ -62,7 +62,8 @@ def test_one_process_writes_what_single_benchmark_calls_write(project, caplog):
     caplog.set_level("INFO")
     args = [a for name in BENCHMARKS for a in ("--benchmark", name)]
     assert evaluate(project, *args, "--cache-dir", project / "cache", "--out-dir", run_dir) == 0
-    assert sorted(p.name for p in run_dir.iterdir()) == ["ltcc.json", "market1501.json", "notes.txt"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["ltcc.json", "ltcc.outcomes.npz", "market1501.json",
+                                                         "market1501.outcomes.npz", "notes.txt"]
     for name in BENCHMARKS:
         together = json.loads((run_dir / f"{name}.json").read_text())
         alone = json.loads((single / f"{name}.json").read_text())
@@ -106,3 +107,105 @@ def test_bad_output_lists_are_one_line_and_write_nothing(project, tmp_path, monk
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1], err
     assert list(tmp_path.iterdir()) == []
+
+
+def _second_run(project: Path) -> Path:
+    """Evaluate both models: full/seed0 (the fixture's) and a differently initialised baseline/seed0."""
+    from atreid.engine.checkpoint import model_from_settings, save_trained_model
+
+    metrics = project / "compare" / "metrics"
+    if metrics.is_dir():
+        return metrics
+    settings = resolve_variant(load_params(REPO / "params.yaml"), "baseline", 0)
+    settings["model"].update({"image_size": [64, 32], "pretrained": "none"})
+    labels = {"persons": [1, 2, 3], "outfits": [[1, 1], [2, 1], [3, 1]], "outfit_to_person": [0, 1, 2]}
+    torch.manual_seed(1)
+    save_trained_model(project / "models" / "baseline" / "seed0" / "model.pt",
+                       model=model_from_settings(settings, 3, 3), settings=settings, labels=labels, epoch=1)
+    for variant in ("full", "baseline"):
+        assert cli("evaluate", "--model", project / "models" / variant / "seed0" / "model.pt",
+                   *[a for name in BENCHMARKS for a in ("--benchmark", name)], "--data-dir", project / "data",
+                   "--settings", json.dumps(SETTINGS), "--cache-dir", project / "cache",  # full: shared with the test above
+                   "--out-dir", metrics / variant / "seed0") == 0
+    return metrics
+
+
+def test_every_table_number_is_recomputed_from_the_outcomes(project):
+    import pandas as pd
+
+    from atreid.eval.outcomes import check_summary, outcomes_path, read_outcomes, summary_from_outcomes
+    from atreid.report.table import build_table
+
+    metrics_dir = _second_run(project)
+    files = sorted(metrics_dir.glob("*/seed0/*.json"))
+    assert len(files) == 2 * len(BENCHMARKS)
+    recomputed_dir = project / "compare" / "recomputed"
+    for path in files:
+        metrics = json.loads(path.read_text())
+        outcomes = read_outcomes(outcomes_path(path))
+        assert check_summary(metrics, outcomes) == [], path
+        metrics["summary"] = summary_from_outcomes(outcomes)
+        metrics["chance_summary"] = summary_from_outcomes(outcomes, chance=True)
+        copy = recomputed_dir / path.relative_to(metrics_dir)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(json.dumps(metrics))
+    pd.testing.assert_frame_equal(build_table(files), build_table(sorted(recomputed_dir.glob("*/seed0/*.json"))))
+
+
+def test_table_intervals_and_markdown(project, tmp_path):
+    metrics_dir = _second_run(project)
+    files = sorted(metrics_dir.glob("*/seed0/*.json"))
+    out = tmp_path / "table.csv"
+    assert cli("table", *files, "--intervals", "--resamples", "200", "--out", out, "--markdown",
+               tmp_path / "table.md") == 0
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    for column in ("market1501:R1", "market1501:mAP", "ltcc:R1", "ltcc:mAP"):
+        for _, row in table[table["variant"] != "chance"].iterrows():
+            assert row[f"{column}:lo"] <= row[f"{column}:hi"], (column, row["variant"])
+            assert 0 <= row[f"{column}:lo"] and row[f"{column}:hi"] <= 100
+        # the columns sit beside their mean and std
+        columns = list(table.columns)
+        assert columns[columns.index(column) + 1:columns.index(column) + 4] == [f"{column}:std", f"{column}:lo",
+                                                                                f"{column}:hi"]
+    again = tmp_path / "again.csv"
+    assert cli("table", *files, "--intervals", "--resamples", "200", "--out", again, "--markdown",
+               tmp_path / "again.md") == 0
+    assert again.read_bytes() == out.read_bytes()  # seeded: the same intervals every time
+    markdown = (tmp_path / "table.md").read_text()
+    row = table[table["variant"] == "full"].iloc[0]
+    assert f"{row['ltcc:R1']:.2f} [{row['ltcc:R1:lo']:.2f}, {row['ltcc:R1:hi']:.2f}] ± 0.00" in markdown
+
+
+def test_compare_pairs_runs_and_refuses_other_queries(project, tmp_path, capsys):
+    import shutil
+
+
+    from atreid.eval.outcomes import read_outcomes, write_outcomes, Outcomes, queries_fingerprint
+
+    metrics_dir = _second_run(project)
+    base, full = metrics_dir / "baseline" / "seed0", metrics_dir / "full" / "seed0"
+    assert cli("compare", base, full, "--resamples", "200", "--out", tmp_path / "comparison.md") == 0
+    text = (tmp_path / "comparison.md").read_text()
+    assert "## full (seed0) vs baseline (seed0)" in text
+    assert "| market1501 | market1501 |" in text and "| ltcc | ltcc |" in text
+    # A run scored on other queries (one query fewer) cannot be paired.
+    other = tmp_path / "other" / "seed0"
+    shutil.copytree(full, other)
+    outcomes = read_outcomes(other / "ltcc.outcomes.npz")
+    arrays = {name: values[1:] for name, values in outcomes.arrays.items()}
+    meta = dict(outcomes.meta, queries_sha256=queries_fingerprint(outcomes.meta["units"], arrays))
+    write_outcomes(other / "ltcc.outcomes.npz", Outcomes(meta, arrays))
+    capsys.readouterr()
+    assert cli("compare", base, other) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot pair" in err[0] and "different queries" in err[0], err
+    # ... nor one whose metrics name another data source.
+    shutil.copy(full / "ltcc.outcomes.npz", other / "ltcc.outcomes.npz")
+    metrics = json.loads((other / "ltcc.json").read_text())
+    metrics["provenance"]["data"] = {"source": "LTCC.zip", "sha256": "0" * 64}
+    (other / "ltcc.json").write_text(json.dumps(metrics))
+    assert cli("compare", base, other) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different data sources" in err[0], err

@@ -56,7 +56,7 @@ def test_the_whole_chain_built_table_figures_and_search_page(tiny_pipeline):
     assert len(pd.read_csv(workdir / "models" / "pretrained" / "history.csv")) == 1
     for variant in ("full", "baseline"):  # one evaluation process per run wrote every benchmark's file
         assert sorted(p.name for p in (workdir / "results" / "metrics" / variant / "seed0").iterdir()) == [
-            "atustc.json", "market1501.json"]
+            "atustc.json", "atustc.outcomes.npz", "market1501.json", "market1501.outcomes.npz"]
         assert (workdir / "models" / variant / "seed0" / "model.pt").is_file()
         train_log = (workdir / "logs" / "train" / variant / "seed0.log").read_text()
         assert "pretrained weights models/pretrained/backbone.pth" in train_log, train_log
@@ -96,7 +96,8 @@ def test_report_then_only_the_changed_variant_is_out_of_date(workdir):
     dry = run(["snakemake", "-n"], workdir)
     assert jobs_of_dry_run(dry.stdout) == {
         "train_model": 1, "evaluate_run": 1, "make_table": 1, "plot_training": 1, "cmc_table": 1,
-        "plot_galleries": 1, "plot_cmc": 1, "plot_comparison": 1, "search_page": 1, "all": 1}
+        "plot_galleries": 1, "plot_cmc": 1, "plot_comparison": 1, "search_page": 1, "compare_variants": 1,
+        "plot_attention": 1, "all": 1}
     assert "models/full/seed0/model.pt" in dry.stdout and "models/baseline/seed0/model.pt" not in dry.stdout
 
     status = run(["dvc", "status", "dvc.yaml"], workdir)
@@ -143,7 +144,7 @@ def test_adding_a_seed_runs_only_the_new_seeds_jobs(workdir):
 
     dry = run(["snakemake", "-n", "-p"], workdir)
     assert jobs_of_dry_run(dry.stdout) == {"train_model": 2, "evaluate_run": 2, "make_table": 1,
-                                           "plot_comparison": 1, "all": 1}, dry.stdout
+                                           "plot_comparison": 1, "compare_variants": 1, "all": 1}, dry.stdout
     outputs = " ".join(line for line in dry.stdout.splitlines() if line.strip().startswith("output:"))
     for variant in ("full", "baseline"):
         assert f"models/{variant}/seed1/model.pt" in outputs and f"results/metrics/{variant}/seed1/" in outputs
@@ -177,7 +178,7 @@ def test_a_pretraining_change_reruns_it_and_everything_after(workdir):
     assert jobs_of_dry_run(dry.stdout) == {
         "pretrain_backbone": 1, "train_model": 4, "evaluate_run": 4, "make_table": 1, "plot_training": 2,
         "cmc_table": 2, "plot_galleries": 2, "plot_cmc": 1, "plot_comparison": 1, "search_page": 1,
-        "all": 1}, dry.stdout
+        "compare_variants": 1, "plot_attention": 2, "all": 1}, dry.stdout
     status = run(["dvc", "status", "dvc.yaml"], workdir)
     # DVC sees the pretraining's params; its dependants follow once its output changes.
     assert stale_dvc_stages(status.stdout) == {"pretrain"}, status.stdout

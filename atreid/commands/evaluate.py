@@ -33,6 +33,7 @@ def evaluation_outputs(benchmarks: list[str], outs: list[str] | None, out_dir: s
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
+    from atreid.eval.outcomes import OUTCOMES_KEY, outcomes_path, write_outcomes
     from atreid.eval.runner import evaluate_benchmarks
 
     outputs = evaluation_outputs(args.benchmark, args.out, args.out_dir)
@@ -41,12 +42,15 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
         torch.set_num_threads(args.threads)
     for out in outputs.values():
-        remove_stale_temporaries(out, suffixes=(".tmp",))  # what a killed earlier run of this step left
+        remove_stale_temporaries(out, suffixes=(".tmp",))
+        remove_stale_temporaries(outcomes_path(out), suffixes=(".tmp",))  # what a killed earlier run of this step left
     start = time.perf_counter()
     results = evaluate_benchmarks(list(outputs), model_path=Path(args.model), data_dir=Path(args.data_dir),
                                   settings=read_settings(args.settings), cache_dir=Path(args.cache_dir) if args.cache_dir else None)
     for done, (name, metrics) in enumerate(results, start=1):
-        # Each file is written (atomically) as soon as its benchmark is scored.
+        # Each file is written (atomically) as soon as its benchmark is scored; the
+        # per-query outcomes go to their own file beside it (atreid.eval.outcomes).
+        write_outcomes(outcomes_path(outputs[name]), metrics.pop(OUTCOMES_KEY))
         atomic_write_json(outputs[name], metrics)
         summary = metrics.get("summary", {})
         log.info("[%d/%d] %s on %s (%.1f s so far) -> %s: %s", done, len(outputs), args.model, name,
@@ -59,7 +63,8 @@ def run_table(args: argparse.Namespace) -> None:
     for out in (args.out, args.markdown, args.summary):
         if out:
             remove_stale_temporaries(out, suffixes=(".tmp",))
-    table = build_table([Path(p) for p in args.metrics], paper=args.paper)
+    table = build_table([Path(p) for p in args.metrics], paper=args.paper, intervals=args.intervals,
+                        resamples=args.resamples, seed=args.bootstrap_seed)
     atomic_write_csv(args.out, table)
     atomic_write_text(args.markdown, table_markdown(table))
     if args.summary:
@@ -88,4 +93,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--markdown", required=True)
     p.add_argument("--summary", default=None, help="results/summary.json (DVC metrics)")
     p.add_argument("--paper", action="store_true", help="show the published numbers beside ours")
+    p.add_argument("--intervals", action="store_true",
+                   help="add <column>:lo/:hi, 95%% person-cluster bootstrap intervals, from the .outcomes.npz"
+                        " file beside each metrics file")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (with --intervals)")
+    p.add_argument("--bootstrap-seed", type=int, default=0, help="bootstrap seed (with --intervals)")
     p.set_defaults(func=run_table)

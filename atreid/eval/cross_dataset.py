@@ -48,6 +48,7 @@ import pandas as pd
 
 from atreid.errors import AtreidError
 from atreid.eval.metrics import RemovalRule
+from atreid.eval.outcomes import OUTCOMES_KEY, OutcomeRecorder
 from atreid.eval.rerank import RERANK_SUFFIX, rerank_options
 
 log = logging.getLogger("atreid.eval.cross")
@@ -456,7 +457,7 @@ def _mean(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def score_protocols(features: Any, rows: pd.DataFrame, spec: BenchmarkProtocols, *, chunk_size: int = 1024,
                     device: Any = None, protocols: Sequence[str] | None = None,
-                    rerank: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    rerank: Mapping[str, Any] | None = None, recorder: Any = None) -> dict[str, Any]:
     """Run every protocol and trial of ``spec`` on precomputed features.
 
     Args:
@@ -467,6 +468,8 @@ def score_protocols(features: Any, rows: pd.DataFrame, spec: BenchmarkProtocols,
         rerank: None or ``{"k1", "k2", "lambda"}``: every trial (and so every mean) also
             gets ``"rerank"``, the same metrics for the k-reciprocal re-ranked distances
             of that trial's query and gallery lists, with the same removal rule.
+        recorder: an :class:`atreid.eval.outcomes.OutcomeRecorder` that keeps every
+            trial's per-query outcomes, or None.
 
     Returns:
         ``{protocol: {"head", "description", "rule", "trials": [...], "mean": {...}}}``
@@ -499,10 +502,14 @@ def score_protocols(features: Any, rows: pd.DataFrame, spec: BenchmarkProtocols,
             g_labels = labels_of(gallery, protocol.clothes_column)
             result = evaluate_retrieval(q_feat, g_feat, q_labels, g_labels, rule, chunk_size=chunk_size, device=device)
             entry = {**info, **result_to_dict(result), "num_gallery": int(len(gallery))}
+            if recorder is not None:
+                recorder.add(protocol.name, result, trial=trial)
             if rerank is not None:
-                entry["rerank"] = result_to_dict(evaluate_reranked(
-                    q_feat, g_feat, q_labels, g_labels, rule, k1=rerank["k1"], k2=rerank["k2"],
-                    lambda_value=rerank["lambda"], chunk_size=chunk_size, device=device))
+                reranked = evaluate_reranked(q_feat, g_feat, q_labels, g_labels, rule, k1=rerank["k1"], k2=rerank["k2"],
+                                             lambda_value=rerank["lambda"], chunk_size=chunk_size, device=device)
+                entry["rerank"] = result_to_dict(reranked)
+                if recorder is not None:
+                    recorder.add(protocol.name, reranked, trial=trial, ranking="rerank")
             if entry["num_valid"] == 0:
                 log.warning("%s %s trial %d: no query has a positive left", spec.benchmark, protocol.name, trial)
             trials.append(entry)
@@ -555,11 +562,14 @@ def evaluate_cross_dataset(benchmark: str, model: Any, model_path: Path, data_di
     features = cached_features(model, model_path, root, rows["path"].tolist(), cache_dir=cache_dir,
                                image_size=image_size, batch_size=settings["batch_size"], flip=settings["flip"],
                                device=device, compile=settings.get("compile", False))
+    recorder = OutcomeRecorder()
     results = score_protocols(features, rows, spec, chunk_size=settings["chunk_size"], device=device,
-                              rerank=rerank_options(settings.get("rerank")))
+                              rerank=rerank_options(settings.get("rerank")), recorder=recorder)
+    main = list(spec.combined.get(spec.main, (spec.main,)))
     return {"protocols": results, "summary": summary_of(results, spec),
             "chance_summary": summary_of(results, spec, chance=True), "main_protocol": spec.main,
-            "synthetic": (images / SYNTHETIC_COUNTS).is_file(), "num_images": len(rows)}
+            "synthetic": (images / SYNTHETIC_COUNTS).is_file(), "num_images": len(rows),
+            OUTCOMES_KEY: recorder.table(benchmark, {"": main})}
 
 
 def cross_dataset_evaluators() -> dict[str, Callable[..., dict[str, Any]]]:

@@ -56,8 +56,10 @@ ModalityRule = Literal["any", "same", "cross"]
 ClothesRule = Literal["any", "same", "changed"]
 # (query positions, allowed gallery positions or None) -> distances of that block.
 _Block = Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
-# (hits per first-positive rank, AP sum, INP sum, valid count, chance R1 sum, chance AP sum)
-_ChunkSums = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+# (hits per first-positive rank, AP sum, INP sum, valid count, chance R1 sum, chance AP sum,
+#  per-query vectors of the chunk's valid queries: see QueryOutcomes)
+_ChunkSums = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                   dict[str, torch.Tensor]]
 
 _MODALITY_RULES = ("any", "same", "cross")
 _CLOTHES_RULES = ("any", "same", "changed")
@@ -171,6 +173,25 @@ class RemovalRule:
 
 
 @dataclass(frozen=True)
+class QueryOutcomes:
+    """What each valid query contributes to the means of a :class:`RetrievalResult`.
+
+    One entry per valid query, in query order. ``first_rank`` is the 1-based rank of the
+    query's first positive, so its CMC@k hit is ``first_rank <= k``; ``ap``/``inp`` its
+    AP/INP and ``chance_r1``/``chance_ap`` what a random ranking scores for it (fractions).
+    Averaging any of them over the entries gives the result's number.
+    """
+
+    query: np.ndarray  # position in the query list (int64)
+    person: np.ndarray  # the query's person id (int64)
+    first_rank: np.ndarray  # int64
+    ap: np.ndarray  # float64
+    inp: np.ndarray  # float64
+    chance_r1: np.ndarray  # float64
+    chance_ap: np.ndarray  # float64
+
+
+@dataclass(frozen=True)
 class RetrievalResult:
     """Metrics as fractions in [0, 1]. With no valid query they are NaN.
 
@@ -182,6 +203,8 @@ class RetrievalResult:
         num_queries: all queries evaluated.
         chance_R1, chance_mAP: what a uniformly random ranking scores in expectation
             over the same valid queries (NaN where not computed).
+        outcomes: the per-query vectors these means average (None where the result was
+            pooled from others, as :func:`atreid.eval.protocols.weighted_average` does).
     """
 
     cmc: np.ndarray
@@ -191,6 +214,7 @@ class RetrievalResult:
     num_queries: int
     chance_R1: float = math.nan
     chance_mAP: float = math.nan
+    outcomes: QueryOutcomes | None = field(default=None, repr=False, compare=False)
 
 
 def chance_levels(num_positives: torch.Tensor, num_candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -418,6 +442,7 @@ def _evaluate(block: _Block, q: Labels, g: Labels, rule: RemovalRule, *, max_ran
     num_valid = torch.zeros((), dtype=torch.int64, device=device)
     chance_r1_sum = torch.zeros((), dtype=torch.float64, device=device)
     chance_ap_sum = torch.zeros((), dtype=torch.float64, device=device)
+    per_query: list[dict[str, torch.Tensor]] = []
     threads = torch.get_num_threads()
     pool = ThreadPoolExecutor(threads) if device.type == "cpu" and threads > 1 else None
     try:
@@ -447,24 +472,37 @@ def _evaluate(block: _Block, q: Labels, g: Labels, rule: RemovalRule, *, max_ran
                 dist = block(q_idx, cols_t)
                 stats = _chunk_metrics(dist, q_idx, q_code, q_lab, group, rule, max_rank, pool, threads)
                 if stats is not None:
-                    chunk_hits, chunk_ap, chunk_inp, chunk_valid, chunk_r1, chunk_chance_ap = stats
+                    chunk_hits, chunk_ap, chunk_inp, chunk_valid, chunk_r1, chunk_chance_ap, chunk_queries = stats
                     hits += chunk_hits
                     ap_sum += chunk_ap
                     inp_sum += chunk_inp
                     num_valid += chunk_valid
                     chance_r1_sum += chunk_r1
                     chance_ap_sum += chunk_chance_ap
+                    per_query.append(chunk_queries)
     finally:
         if pool is not None:
             pool.shutdown()
 
     valid = int(num_valid.item())
+    outcomes = _query_outcomes(per_query, q)
     if valid == 0:
         nan = math.nan
-        return RetrievalResult(np.full(max_rank, nan), nan, nan, 0, len(q))
+        return RetrievalResult(np.full(max_rank, nan), nan, nan, 0, len(q), outcomes=outcomes)
     cmc = np.cumsum(hits[:max_rank].cpu().numpy()) / valid
     return RetrievalResult(cmc, float(ap_sum.item()) / valid, float(inp_sum.item()) / valid, valid, len(q),
-                           float(chance_r1_sum.item()) / valid, float(chance_ap_sum.item()) / valid)
+                           float(chance_r1_sum.item()) / valid, float(chance_ap_sum.item()) / valid, outcomes)
+
+
+def _query_outcomes(chunks: list[dict[str, torch.Tensor]], q: Labels) -> QueryOutcomes:
+    """The chunks' per-query vectors joined and put in query order (groups may interleave)."""
+    names = ("query", "first_rank", "ap", "inp", "chance_r1", "chance_ap")
+    dtypes = (np.int64, np.int64, np.float64, np.float64, np.float64, np.float64)
+    joined = {name: np.concatenate([c[name].cpu().numpy() for c in chunks]).astype(dtype, copy=False)
+              if chunks else np.zeros(0, dtype=dtype) for name, dtype in zip(names, dtypes)}
+    order = np.argsort(joined["query"], kind="stable")
+    joined = {name: values[order] for name, values in joined.items()}
+    return QueryOutcomes(person=q.person[joined["query"]], **joined)
 
 
 @dataclass
@@ -554,7 +592,9 @@ def _chunk_metrics(dist: torch.Tensor, q_idx: torch.Tensor, q_code: torch.Tensor
     inp = npos / last.to(torch.float64)
     first = ranks[:, 0].clamp(max=max_rank + 1) - 1  # index max_rank = "beyond the curve"
     chunk_hits = (first[:, None] == torch.arange(max_rank + 1, device=device)).sum(0).to(torch.float64)
-    return chunk_hits, ap.sum(), inp.sum(), valid.sum(), chance_r1.sum(), chance_ap.sum()
+    queries = {"query": q_idx[valid], "first_rank": ranks[:, 0], "ap": ap, "inp": inp, "chance_r1": chance_r1,
+               "chance_ap": chance_ap}
+    return chunk_hits, ap.sum(), inp.sum(), valid.sum(), chance_r1.sum(), chance_ap.sum(), queries
 
 
 def _count_lower_index_ties(dist: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,

@@ -225,7 +225,7 @@ def evaluate_atustc(features: torch.Tensor, index: pd.DataFrame, *, chunk_size: 
                     device: torch.device | str | None = None, max_rank: int = 20,
                     scenarios: Sequence[Protocol] = ATUSTC_SCENARIOS, mixed_cases: Sequence[Protocol] = MIXED_CASES,
                     mixed_groups: Mapping[str, Sequence[str]] = MIXED_GROUPS,
-                    rerank: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    rerank: Mapping[str, Any] | None = None, recorder: Any = None) -> dict[str, Any]:
     """The six AT-USTC scenarios, Any-Time and the mixed test, as a JSON-able dict.
 
     Args:
@@ -238,6 +238,8 @@ def evaluate_atustc(features: torch.Tensor, index: pd.DataFrame, *, chunk_size: 
         rerank: None (plain ranking only) or ``{"k1", "k2", "lambda"}``: every scenario,
             mixed case and group, and Any-Time, also gets ``"rerank"``, the same dict for
             the k-reciprocal re-ranked distances (the plain numbers are unchanged).
+        recorder: an :class:`atreid.eval.outcomes.OutcomeRecorder` that keeps the six
+            scenarios' per-query outcomes (plain and re-ranked), or None.
 
     Returns:
         ``{scenario: {cmc, R1, R5, R10, mAP, mINP, num_valid, num_queries}, ...,
@@ -262,7 +264,10 @@ def evaluate_atustc(features: torch.Tensor, index: pd.DataFrame, *, chunk_size: 
 
     out: dict[str, Any] = {}
     for protocol in scenarios:
-        out[protocol.name] = result_to_dict(run(protocol))
+        result = run(protocol)
+        out[protocol.name] = result_to_dict(result)
+        if recorder is not None:
+            recorder.add(protocol.name, result)
     out["Any-Time"] = any_time(out)
     cases = {protocol.name: run(protocol) for protocol in mixed_cases}
     out["mixed"] = {
@@ -272,7 +277,10 @@ def evaluate_atustc(features: torch.Tensor, index: pd.DataFrame, *, chunk_size: 
     }
     if rerank is not None:
         for protocol in scenarios:
-            out[protocol.name]["rerank"] = result_to_dict(run(protocol, rerank))
+            result = run(protocol, rerank)
+            out[protocol.name]["rerank"] = result_to_dict(result)
+            if recorder is not None:
+                recorder.add(protocol.name, result, ranking="rerank")
         out["Any-Time"]["rerank"] = any_time({p.name: out[p.name]["rerank"] for p in scenarios})
         reranked = {protocol.name: run(protocol, rerank) for protocol in mixed_cases}
         for name, result in reranked.items():

@@ -19,6 +19,7 @@ from atreid.errors import AtreidError
 from atreid.eval.cross_dataset import cross_dataset_evaluators
 from atreid.engine.device import resolve_device
 from atreid.eval.features import cached_features
+from atreid.eval.outcomes import ATUSTC_CELLS, OUTCOMES_KEY, OutcomeRecorder
 from atreid.provenance import evaluation_provenance
 
 if TYPE_CHECKING:
@@ -55,7 +56,9 @@ def _evaluate_atustc(model: torch.nn.Module, model_path: Path, data_dir: Path, s
 
     features, test, _ = atustc_test_features(model, model_path, data_dir, settings, image_size, device, cache_dir)
     rerank = rerank_options(settings.get("rerank"))
-    results = evaluate_atustc(features, test, chunk_size=settings["chunk_size"], device=device, rerank=rerank)
+    recorder = OutcomeRecorder()
+    results = evaluate_atustc(features, test, chunk_size=settings["chunk_size"], device=device, rerank=rerank,
+                              recorder=recorder)
     summary, chance = {}, {}
     for name in ("Any-Time", *SCENARIOS):
         for metric in ("R1", "mAP"):
@@ -68,7 +71,7 @@ def _evaluate_atustc(model: torch.nn.Module, model_path: Path, data_dir: Path, s
                 chance[f"{name}_{metric}{RERANK_SUFFIX}"] = results[name]["rerank"]["chance"][metric]
     synthetic = (data_dir / "atustc" / "images" / "synthetic_counts.json").is_file()
     return {"protocols": results, "summary": summary, "chance_summary": chance, "synthetic": synthetic,
-            "num_images": len(test)}
+            "num_images": len(test), OUTCOMES_KEY: recorder.table("atustc", ATUSTC_CELLS)}
 
 
 EVALUATORS: dict[str, Evaluator] = {"atustc": _evaluate_atustc}

@@ -176,9 +176,15 @@ def aggregate_runs(runs: list[dict[str, float]]) -> dict[str, Any]:
     return out
 
 
-def build_table(metric_files: list[Path], *, paper: bool = False) -> pd.DataFrame:
+def build_table(metric_files: list[Path], *, paper: bool = False, intervals: bool = False,
+                resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Gather ``results/metrics/{variant}/{run}/{benchmark}.json`` files into one row per
-    variant: the mean ± std over its runs (a run = one evaluated model file)."""
+    variant: the mean ± std over its runs (a run = one evaluated model file).
+
+    With ``intervals``, every metric column also gets ``<column>:lo`` / ``<column>:hi``, the
+    95 % person-cluster bootstrap interval of the mean (``resamples`` resamples, ``seed``)
+    from the outcomes file beside each metrics file (:mod:`atreid.report.intervals`)."""
+    entries = []
     runs: dict[str, dict[str, dict[str, Any]]] = {}  # variant -> run -> column -> value
     synthetic: dict[str, bool] = {}
     trained_on: dict[str, set[str]] = {}
@@ -189,6 +195,7 @@ def build_table(metric_files: list[Path], *, paper: bool = False) -> pd.DataFram
     for path in metric_files:
         metrics = load_metrics(path)
         variant = metrics["variant"]
+        entries.append((path, metrics, run_key(path, metrics)))
         for key, value in metrics.get("chance_summary", {}).items():
             chance[_column(metrics["benchmark"], key)] = _number(value)
         chance["synthetic"] = bool(chance["synthetic"] or metrics.get("synthetic", False))
@@ -203,6 +210,11 @@ def build_table(metric_files: list[Path], *, paper: bool = False) -> pd.DataFram
         if paper:
             published[variant] = _paper_lookup(metrics["settings"])
     show_trained_on = any(names != {DEFAULT_TRAINED_ON} for names in trained_on.values())
+    replicates = {}
+    if intervals:
+        from atreid.report.intervals import variant_replicates
+
+        replicates = variant_replicates(entries, resamples=resamples, seed=seed)
     table = []
     for variant, by_run in runs.items():
         for run in by_run.values():
@@ -215,6 +227,8 @@ def build_table(metric_files: list[Path], *, paper: bool = False) -> pd.DataFram
                 if column in published[variant]:
                     row[f"paper:{column}"] = published[variant][column]
                     row[f"diff:{column}"] = round(row[column] - published[variant][column], 2)
+        if intervals:
+            row = _with_intervals(row, replicates.get(variant, {}))
         row[DATA_SOURCE_COLUMN] = _joined(sources[variant])
         row.update({column: _joined(values) for column, values in provenance[variant].items()})
         table.append(row)
@@ -229,9 +243,32 @@ def build_table(metric_files: list[Path], *, paper: bool = False) -> pd.DataFram
     return pd.DataFrame(table)
 
 
+LO_SUFFIX, HI_SUFFIX = ":lo", ":hi"
+
+
+def _with_intervals(row: dict[str, Any], replicates: dict[tuple[str, str], Any]) -> dict[str, Any]:
+    """``row`` with ``<column>:lo`` / ``<column>:hi`` after each metric's ``:std`` (avg5: the
+    mean of its benchmarks' replicates, as its value is their mean)."""
+    from atreid.eval.bootstrap import percentile_interval
+
+    by_column = {_column(benchmark, key): reps for (benchmark, key), reps in replicates.items()}
+    for metric in ("R1", "mAP", "R1@rr", "mAP@rr"):
+        parts = [by_column.get(_column(b, metric)) for b in PAPER_FIVE]
+        if all(p is not None for p in parts):
+            by_column[_column(AVERAGE, metric)] = sum(parts) / len(parts)
+    out: dict[str, Any] = {}
+    for column, value in row.items():
+        out[column] = value
+        if column.endswith(STD_SUFFIX) and column[:-len(STD_SUFFIX)] in by_column:
+            lo, hi = percentile_interval(by_column[column[:-len(STD_SUFFIX)]])
+            out[column[:-len(STD_SUFFIX)] + LO_SUFFIX] = round(lo, 2)
+            out[column[:-len(STD_SUFFIX)] + HI_SUFFIX] = round(hi, 2)
+    return out
+
+
 def metric_columns(table: pd.DataFrame) -> list[str]:
     """The mean columns of ``table`` (neither labels, ``:std``, ``paper:`` nor ``diff:``)."""
-    return [c for c in table.columns if c not in _NOT_METRICS and not c.endswith(STD_SUFFIX)
+    return [c for c in table.columns if c not in _NOT_METRICS and not c.endswith((STD_SUFFIX, LO_SUFFIX, HI_SUFFIX))
             and not c.startswith(("paper:", "diff:"))]
 
 
@@ -245,7 +282,8 @@ def table_markdown(table: pd.DataFrame) -> str:
     if table.empty:
         return "No results.\n"
     means = set(metric_columns(table))
-    columns = [c for c in table.columns if not (c.endswith(STD_SUFFIX) and c[:-len(STD_SUFFIX)] in means)
+    columns = [c for c in table.columns if not (c.endswith((STD_SUFFIX, LO_SUFFIX, HI_SUFFIX))
+                                                and c.rsplit(":", 1)[0] in means)
                and c not in PROVENANCE_COLUMNS[1:]]
     header = "| " + " | ".join(columns) + " |"
     rule = "|" + "|".join("---" for _ in columns) + "|"
@@ -254,12 +292,18 @@ def table_markdown(table: pd.DataFrame) -> str:
         cells = []
         for column in columns:
             value, std = row[column], row.get(column + STD_SUFFIX)
+            lo, hi = row.get(column + LO_SUFFIX), row.get(column + HI_SUFFIX)
             if column in means and row["variant"] != CHANCE_ROW and not pd.isna(value) and not pd.isna(std):
-                cells.append(f"{value:.2f} ± {std:.2f}")
+                interval = "" if lo is None or pd.isna(lo) else f" [{lo:.2f}, {hi:.2f}]"
+                cells.append(f"{value:.2f}{interval} ± {std:.2f}")
             else:
                 cells.append(_cell(value))
         lines.append("| " + " | ".join(cells) + " |")
     runs = "\n> Each cell: mean ± sample std (ddof=1) over the variant's `n` runs (one per seed; 0.00 when n = 1).\n"
+    if any(c.endswith(LO_SUFFIX) for c in table.columns):
+        runs = ("\n> Each cell: mean [lo, hi] ± std. The mean is over the variant's `n` runs (one per seed); "
+                "[lo, hi] its 95 % person-cluster bootstrap interval (test persons resampled, all their queries kept; "
+                "the runs as they are); ± std the sample std (ddof=1) over the runs (0.00 when n = 1).\n")
     return "\n".join(lines) + "\n" + runs + synthetic_note(table) + provenance_lines(table)
 
 
