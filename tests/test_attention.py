@@ -132,7 +132,7 @@ def test_explain_draws_from_an_evaluation_model_file(tmp_path):
 
 def test_explain_reads_an_imported_reference_checkpoint(tmp_path):
     """The authors' checkpoint, imported as the pipeline imports it, is explained as is."""
-    import json
+    from tests.conftest import settings_file
 
     from atreid.cli import main
     from atreid.model.reference import atreid_to_reference
@@ -144,7 +144,7 @@ def test_explain_reads_an_imported_reference_checkpoint(tmp_path):
                                atreid_to_reference(reference_sized_model(ncls=6, moae=True, said=True)))
     model_path = tmp_path / "models" / "full" / "imported" / "model.pt"
     assert main(["import-checkpoint", str(reference), "--variant", "full", "--out", str(model_path),
-                 "--settings-json", json.dumps({**TINY_SETTINGS, "said": True})]) == 0
+                 "--settings", str(settings_file(tmp_path / "settings.json", {**TINY_SETTINGS, "said": True}))]) == 0
     image = tmp_path / "person.jpg"
     write_jpeg(image, value=90, size=TINY_SIZE)
     out = tmp_path / "imported.png"

@@ -125,7 +125,7 @@ def _second_run(project: Path) -> Path:
     for variant in ("full", "baseline"):
         assert cli("evaluate", "--model", project / "models" / variant / "seed0" / "model.pt",
                    *[a for name in BENCHMARKS for a in ("--benchmark", name)], "--data-dir", project / "data",
-                   "--settings", json.dumps(SETTINGS), "--cache-dir", project / "cache",  # full: shared with the test above
+                   "--settings", settings_file(project / "eval.json", SETTINGS), "--cache-dir", project / "cache",  # full: shared with the test above
                    "--out-dir", metrics / variant / "seed0") == 0
     return metrics
 
