@@ -24,7 +24,7 @@ def cli(*args: object) -> int:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A tiny random model (models/full/seed0/model.pt) and two benchmark miniatures."""
-    from atreid.data.adapters import get_adapter
+    from atreid.data.benchmarks import get_benchmark
     from atreid.data.synthetic.miniatures import generate_miniature
     from atreid.engine.checkpoint import model_from_settings, save_trained_model
     from atreid.io import atomic_write_csv
@@ -32,8 +32,8 @@ def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("evaluate")
     for name in BENCHMARKS:
         images = root / "data" / name / "images"
-        generate_miniature(name, images, seed=0, image_height=64, image_width=32)
-        index, _, _ = get_adapter(name).build_index(images)
+        generate_miniature(get_benchmark(name), images, seed=0, image_height=64, image_width=32)
+        index, _, _ = get_benchmark(name).build_index(images)
         atomic_write_csv(root / "data" / name / "index.csv", index)
     settings = resolve_variant(load_params(REPO / "params.yaml"), "full", 0)
     settings["model"].update({"image_size": [64, 32], "pretrained": "none"})

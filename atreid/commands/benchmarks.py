@@ -16,15 +16,15 @@ log = logging.getLogger("atreid.benchmarks")
 
 def run_prepare(args: argparse.Namespace) -> None:
     """Generate the synthetic miniature of ``--benchmark`` or import the user's copy into ``--out``."""
-    from atreid.data.adapters import get_adapter
+    from atreid.data.benchmarks import get_benchmark  # imported here for start-up time (pandas)
 
-    adapter = get_adapter(args.benchmark)  # unknown names list the valid ones
+    adapter = get_benchmark(args.benchmark)  # unknown names list the valid ones
     source = args.source.get("source", "synthetic")
     out = begin_staging(args, f"data.benchmarks.{args.benchmark}.source")
     if source == "synthetic":
-        from atreid.data.synthetic.miniatures import generate_miniature
+        from atreid.data.synthetic.miniatures import generate_miniature  # start-up time (numpy, PIL)
 
-        counts = generate_miniature(args.benchmark, out, **args.synthetic)
+        counts = generate_miniature(adapter, out, **args.synthetic)
         log.info("generated the synthetic %s miniature in %s: %d images", adapter.title, out,
                  counts["statistics"]["all"]["images"])
         record = {"source": "synthetic", "images": counts["statistics"]["all"]["images"]}
@@ -41,9 +41,9 @@ def run_prepare(args: argparse.Namespace) -> None:
 
 def run_index(args: argparse.Namespace) -> None:
     """Parse and verify a benchmark copy; write its index and verification report."""
-    from atreid.data.adapters import get_adapter
+    from atreid.data.benchmarks import get_benchmark  # imported here for start-up time (pandas)
 
-    adapter = get_adapter(args.benchmark)
+    adapter = get_benchmark(args.benchmark)
     if args.protocol is not None:  # a dataset that chooses its protocol family (custom)
         if not hasattr(adapter, "protocol"):
             raise AtreidError(f"--protocol: {args.benchmark} has its own protocols; only custom chooses one")
