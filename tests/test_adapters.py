@@ -8,6 +8,8 @@ camera shifts, clothes labels) and the errors for missing or malformed files.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -49,6 +51,30 @@ def row(index: pd.DataFrame, path: str) -> dict:
 
 
 # ---- registry -------------------------------------------------------------------------------
+def test_a_benchmark_registers_only_with_its_own_protocols():
+    from atreid.data.benchmarks import Benchmark, register_benchmark
+    from atreid.data.protocols import standard
+
+    class NoProtocols(Benchmark):
+        name = "toy"
+
+    class OthersProtocols(Benchmark):
+        name = "toy"
+        protocols = standard("market1501", "Market-1501")
+
+    for cls in (NoProtocols, OthersProtocols):
+        with pytest.raises(ValueError, match="declares no protocols of its own"):
+            register_benchmark(cls)
+    assert "toy" not in benchmark_names()
+
+
+def test_protocols_and_benchmarks_import_without_torch_or_the_evaluation():
+    code = ("import sys, atreid.data.protocols, atreid.data.benchmarks; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('atreid.eval')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_registry_lists_every_benchmark_and_rejects_unknown_names():
     assert benchmark_names() == ALL
     with pytest.raises(AtreidError, match="unknown benchmark 'market'; valid: atustc, cuhk03, cuhk03_labeled"):

@@ -26,6 +26,10 @@ def register_benchmark(cls: B) -> B:
     """Class decorator: register a benchmark under its ``name``."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
+    protocols = getattr(cls, "protocols", None)
+    if protocols is None or protocols.benchmark != cls.name:
+        raise ValueError(f"{cls.__name__} declares no protocols of its own (protocols = BenchmarkProtocols("
+                         f"{cls.name!r}, ...), see atreid.data.protocols)")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"benchmark {cls.name!r} registered twice ({_REGISTRY[cls.name].__name__}, {cls.__name__})")
     _REGISTRY[cls.name] = cls
