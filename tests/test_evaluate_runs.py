@@ -77,16 +77,16 @@ def test_one_process_writes_what_single_benchmark_calls_write(project, caplog):
 
 
 def test_the_model_is_loaded_once(project, monkeypatch, tmp_path):
-    import atreid.engine.checkpoint as checkpoint
+    import atreid.eval.runner as runner
 
     loads = []
-    original = checkpoint.load_trained_model
+    original = runner.load_trained_model
 
     def counting(*args, **kwargs):
         loads.append(args[0])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(checkpoint, "load_trained_model", counting)
+    monkeypatch.setattr(runner, "load_trained_model", counting)
     outs = [a for name in BENCHMARKS for a in ("--benchmark", name, "--out", tmp_path / f"{name}.json")]
     assert evaluate(project, *outs) == 0
     assert len(loads) == 1 and all((tmp_path / f"{name}.json").is_file() for name in BENCHMARKS)
