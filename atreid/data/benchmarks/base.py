@@ -11,7 +11,7 @@ never a reorganised copy) into the common index, one row per image:
 ``clothes``   int clothes id per person, ``-1`` when the benchmark has no clothes labels
 ``split``     ``"train"``, ``"val"``, ``"query"``, ``"gallery"``, ``"test"``, ...
 
-plus adapter-specific columns a protocol needs (``extra_columns``). AT-USTC keeps its
+plus benchmark-specific columns a protocol needs (``extra_columns``). AT-USTC keeps its
 own columns (``columns``: flags instead of ``split``, see ``benchmarks/atustc.py``). The
 base class offers what every benchmark shares, so a benchmark's parsing stays a regex and a row mapping:
 
@@ -20,9 +20,9 @@ base class offers what every benchmark shares, so a benchmark's parsing stays a 
 * :meth:`Benchmark.walk` - the folder walk (split folders -> regex -> rows);
 * :meth:`Benchmark.build_index` - parse, validate and sort the index;
 * :meth:`Benchmark.verify` - the one verification of every dataset: decoding of
-  every image (:func:`find_corrupt_images`), the adapter's hard checks
+  every image (:func:`find_corrupt_images`), the benchmark's hard checks
   (:meth:`check_index`), counts per report group (``stat_fields`` x :meth:`groups`)
-  against the published statistics (soft: differences beyond the adapter's tolerance are
+  against the published statistics (soft: differences beyond the benchmark's tolerance are
   reported, never fatal) or, for synthetic copies, against the generator's own counts;
 * :meth:`Benchmark.format_report` - the summary table.
 
@@ -98,7 +98,7 @@ class Benchmark:
         required: entries that must exist below the root (a trailing ``/`` = folder).
         layout: one line describing the expected layout, quoted in error messages.
         columns: the common index columns (AT-USTC has its own).
-        extra_columns: adapter-specific index columns.
+        extra_columns: benchmark-specific index columns.
         splits: split values in report order.
         stat_groups: extra report rows: name -> values of ``group_column`` they pool.
         group_column: the index column report groups select on.
@@ -287,7 +287,7 @@ class Benchmark:
         return found
 
     def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
-        """The index of ``rows``: the adapter's columns, integer ids, sorted by path."""
+        """The index of ``rows``: the benchmark's columns, integer ids, sorted by path."""
         index = pd.DataFrame(rows, columns=[*self.columns, *self.extra_columns])
         for column in ("person", "camera", "clothes"):
             index[column] = index[column].astype("int64")
@@ -305,7 +305,7 @@ class Benchmark:
             raise AtreidError(f"{root / duplicated.iloc[0]}: listed twice by {self.title}'s split files; "
                               "the list files are inconsistent, re-extract the dataset")
         bad_modality = set(index["modality"]) - {"rgb", "ir"}
-        if bad_modality:  # pragma: no cover - adapter bug guard
+        if bad_modality:  # pragma: no cover - benchmark bug guard
             raise AssertionError(f"{self.name}: invalid modalities {bad_modality}")
         return index, root, warnings
 

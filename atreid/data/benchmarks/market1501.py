@@ -30,16 +30,16 @@ JUNK_ID = -1
 DISTRACTOR_ID = 0
 
 
-def parse_market_style(adapter: Benchmark, root: Path, folders: dict[str, str], regex: re.Pattern[str],
+def parse_market_style(benchmark: Benchmark, root: Path, folders: dict[str, str], regex: re.Pattern[str],
                        pattern: str) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of a Market-style release (flat split folders, person/camera in the file name).
 
-    Junk boxes (person -1) are dropped and counted in ``adapter.dropped``.
+    Junk boxes (person -1) are dropped and counted in ``benchmark.dropped``.
     """
-    rows, ignored = adapter.walk(root, folders, regex, pattern, market_row, flat=True)
+    rows, ignored = benchmark.walk(root, folders, regex, pattern, market_row, flat=True)
     kept = [row for row in rows if row["person"] != JUNK_ID]
     if len(kept) < len(rows):
-        adapter.dropped["junk boxes, person id -1"] = len(rows) - len(kept)
+        benchmark.dropped["junk boxes, person id -1"] = len(rows) - len(kept)
     warnings = [f"{len(ignored)} other files ignored, e.g. {ignored[0]}"] if ignored else []
     return kept, warnings
 

@@ -15,7 +15,7 @@ the synthetic AT-USTC meets new identities of the same kind, learnable in the sa
 Clothes follow each benchmark's story: one outfit per person where the benchmark has no
 clothes change (Market-1501, CUHK03, MSMT17, SYSU-MM01, RegDB, LLCM), PRCC's camera C
 in other clothes, LTCC's clothes-changing persons, DeepChange's outfit per capture
-date (its ``clothes`` / ``clothes_with_year`` columns are the adapter's timestamp
+date (its ``clothes`` / ``clothes_with_year`` columns are the benchmark's timestamp
 proxies), VC-Clothes' outfits per camera.
 
 Deterministic per seed: every identity, outfit, camera and plan decision comes from a
@@ -24,7 +24,7 @@ CRC32 of its name, so benchmarks never share persons with each other or with AT-
 and image ``i`` of the plan from ``(seed, benchmark code, FRAME, i)``.
 
 ``synthetic_counts.json`` = ``{"benchmark", "seed", "statistics"}`` where
-``statistics`` is computed by the adapter's own statistics function from the index rows
+``statistics`` is computed by the benchmark's own statistics function from the index rows
 the generator *intended* (not from parsing), so the verification step compares what was
 written with what was parsed, exactly.
 """
@@ -72,7 +72,7 @@ class Shot:
         outfit: outfit key within ``who``.
         camera: rendering camera key (one :class:`Camera` model per key).
         infrared: render the infrared view.
-        row: the index row the adapter must produce for ``path`` (None: the adapter
+        row: the index row the benchmark must produce for ``path`` (None: the benchmark
             leaves the file out by convention, e.g. Market-1501's junk id -1).
         copies: further paths that receive the same bytes (LLCM's test aliases).
     """
