@@ -180,6 +180,7 @@ def test_official_count_differences_stop_the_index_step(synthetic_atustc, tmp_pa
 
 
 def test_official_count_differences_stop_a_benchmark_index(tmp_path, capsys):
+    from atreid.data.benchmarks import get_benchmark
     from atreid.data.synthetic.miniatures import generate_miniature
 
     images = tmp_path / "market1501" / "images"

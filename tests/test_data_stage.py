@@ -146,6 +146,7 @@ def test_refused_import_under_snakemake_keeps_the_good_copy(tmp_path, atustc_cop
 
 @pytest.mark.slow
 def test_refused_benchmark_import_under_snakemake_keeps_the_good_copy(tmp_path):
+    from atreid.data.benchmarks import get_benchmark
     from atreid.data.synthetic.miniatures import generate_miniature
 
     work = copy_tracked_files(tmp_path / "repo")
