@@ -5,7 +5,7 @@ Builds an AT-USTC-sized test set in memory (135 identities, 16 cameras: 1-8 RGB,
 features clustered by person / outfit / modality / camera so rankings are not
 trivial), then scores the six scenarios with
 
-* ours: :func:`atreid.eval.protocols.evaluate_protocol` (chunked, vectorised; CUDA is
+* ours: :func:`atreid.eval.scoring.evaluate_protocol` (chunked, vectorised; CUDA is
   used automatically when available), and
 * the oracle: :func:`atreid.eval.oracle.oracle_evaluate` on CPU, fed the full distance
   matrix (:func:`atreid.eval.metrics.cosine_distance` on CPU, timed as part of it),
@@ -41,7 +41,8 @@ from atreid.eval.metrics import (
     evaluate_retrieval,
 )
 from atreid.eval.oracle import oracle_evaluate
-from atreid.eval.protocols import ATUSTC_SCENARIOS, evaluate_protocol, index_labels, protocol_rows
+from atreid.data.benchmarks.atustc import SCENARIO_PROTOCOLS
+from atreid.eval.scoring import evaluate_protocol, labels_of
 
 NUM_PERSONS = 135
 CLOTHES_PER_PERSON = 3
@@ -117,14 +118,14 @@ def speed(args: argparse.Namespace, device: torch.device) -> dict:
     """Run the comparison, print it, and return the numbers (``scenarios``: one dict per
     scenario; ``total_*`` in seconds; ``max_diff``: the largest |difference| to the oracle)."""
     features, index = synthetic_atustc(args.scale, args.dim, args.seed)
-    labels = index_labels(index)
+    labels = labels_of(index)
     print(f"synthetic AT-USTC: {len(index)} images, {NUM_PERSONS} ids, dim {args.dim}, scale {args.scale}")
     dev_features = features.to(device)  # as after feature extraction
     rng = np.random.default_rng(args.seed)
     rows = []
     worst = 0.0
-    for name, protocol in zip(SCENARIOS, ATUSTC_SCENARIOS):
-        q_rows, g_rows = protocol_rows(index, protocol)
+    for name, protocol in zip(SCENARIOS, SCENARIO_PROTOCOLS):
+        q_rows, g_rows = protocol.rows(index)
         q_lab, g_lab = labels.take(q_rows), labels.take(g_rows)
         # Ours from features (distances included) and from the distance matrix (metrics only).
         ours, t_ours = timed(lambda: evaluate_protocol(dev_features, index, protocol, labels=labels,

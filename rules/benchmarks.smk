@@ -1,34 +1,31 @@
 # Cross-dataset benchmarks (Market-1501, CUHK03-NP, MSMT17, SYSU-MM01, RegDB, LLCM, PRCC,
 # LTCC, DeepChange, VC-Clothes): generate-or-import -> verify/index. Evaluation jobs
 # (rules/evaluate.smk) read data/{benchmark}/index.csv and data/{benchmark}/images.
-# AT-USTC has its own rules (rules/data.smk); the constraint below keeps these rules to
-# the registered cross-dataset names, so data/atustc/* is never ambiguous. As there,
+# AT-USTC declares its own rules (rules/data.smk, ``own_rules`` of its module); the
+# constraint below keeps these rules to the other registered benchmarks, so
+# data/atustc/* is never ambiguous. Names were checked with params.yaml
+# (atreid.config, the registry's one check). As there,
 # prepare_benchmark stages the copy and writes data/{benchmark}/prepared.json, and
 # install_benchmark swaps it in: a refused import keeps the previous copy and its index.
 import re
 import sys
 
-from atreid.data.adapters import benchmark_names
+from atreid.data.benchmarks import benchmark_names, get_benchmark
 
-CROSS_BENCHMARKS = benchmark_names()
-CROSS_BENCHMARK_PATTERN = "|".join(re.escape(name) for name in CROSS_BENCHMARKS)
-
-# Unknown names stop the workflow with the valid ones (not a "no rule to produce" later).
-for key, names in (("eval.benchmarks", BENCHMARKS), ("data.benchmarks", config["data"]["benchmarks"])):
-    unknown = sorted(set(names) - set(CROSS_BENCHMARKS) - {"atustc"})
-    if unknown:
-        sys.exit(f"error: {key}: unknown benchmark {unknown[0]!r}; valid: atustc, {', '.join(CROSS_BENCHMARKS)}")
+# The benchmarks these rules prepare and index (every one without rules of its own).
+SHARED_RULE_BENCHMARKS = [name for name in benchmark_names() if not get_benchmark(name).own_rules]
+SHARED_RULE_PATTERN = "|".join(re.escape(name) for name in SHARED_RULE_BENCHMARKS)
 
 # Your own dataset (custom) has no synthetic miniature: evaluating it needs its source.
 if "custom" in BENCHMARKS and "custom" not in config["data"]["benchmarks"]:
     sys.exit("error: eval.benchmarks lists custom, but data.benchmarks.custom is not set; set its source to "
              "your folder or archive holding atreid.csv (docs/datasets.md: Bring your own dataset)")
 # index_benchmark indexes the releases; index_custom also passes the chosen protocol family.
-RELEASE_BENCHMARK_PATTERN = one_of([name for name in CROSS_BENCHMARKS if name != "custom"])
+RELEASE_BENCHMARK_PATTERN = one_of([name for name in SHARED_RULE_BENCHMARKS if name != "custom"])
 
 
 # data.benchmarks.<name> with the schema's defaults (an absent entry: the miniature).
-BENCHMARK_SOURCES = plan.benchmark_sources(config, CROSS_BENCHMARKS)
+BENCHMARK_SOURCES = plan.benchmark_sources(config, SHARED_RULE_BENCHMARKS)
 
 
 # The user's copy of a benchmark (an input of prepare_benchmark and install_benchmark).
@@ -43,7 +40,7 @@ rule prepare_benchmark:
     output:
         f"{DATA_DIR}/{{benchmark}}/prepared.json",
     wildcard_constraints:
-        benchmark=CROSS_BENCHMARK_PATTERN,
+        benchmark=SHARED_RULE_PATTERN,
     params:
         # What the job depends on: the source, plus the renderer settings for a miniature.
         source=lambda wc: as_json(plan.benchmark_prepare_settings(config, BENCHMARK_SOURCES[wc.benchmark])[0]),
@@ -73,7 +70,7 @@ rule install_benchmark:
     params:
         **code_params("install-images"),
     wildcard_constraints:
-        benchmark=CROSS_BENCHMARK_PATTERN,
+        benchmark=SHARED_RULE_PATTERN,
     localrule: True
     conda:
         CONDA_ENV

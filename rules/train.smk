@@ -24,8 +24,8 @@ rule label_training_split:
     params:
         **code_params("label-training-split"),
     wildcard_constraints:
-        # The registered benchmarks (AT-USTC's training set comes from sample_frames).
-        benchmark=one_of([name for name in CROSS_BENCHMARKS if name != "atustc"]),
+        # The benchmarks of the shared rules (AT-USTC's training set comes from sample_frames).
+        benchmark=one_of(SHARED_RULE_BENCHMARKS),
     conda:
         CONDA_ENV
     log:

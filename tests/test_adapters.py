@@ -8,17 +8,19 @@ camera shifts, clothes labels) and the errors for missing or malformed files.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from atreid.data.adapters import benchmark_names, get_adapter
-from atreid.data.adapters.base import INDEX_COLUMNS
+from atreid.data.benchmarks import benchmark_names, get_benchmark
+from atreid.data.benchmarks.base import INDEX_COLUMNS
 from atreid.errors import AtreidError
 from tests.conftest import write_jpeg
 
-ALL = ["cuhk03", "cuhk03_labeled", "custom", "deepchange", "llcm", "ltcc", "market1501", "msmt17", "prcc", "regdb",
+ALL = ["atustc", "cuhk03", "cuhk03_labeled", "custom", "deepchange", "llcm", "ltcc", "market1501", "msmt17", "prcc", "regdb",
        "sysu_mm01", "vc_clothes"]
 
 
@@ -36,7 +38,7 @@ def write(root: Path, rel: str, text: str) -> None:
 
 
 def index_of(name: str, images: Path) -> pd.DataFrame:
-    index, _, _ = get_adapter(name).build_index(images)
+    index, _, _ = get_benchmark(name).build_index(images)
     assert list(index.columns[:len(INDEX_COLUMNS)]) == list(INDEX_COLUMNS)
     assert index["path"].tolist() == sorted(index["path"])
     return index
@@ -49,10 +51,34 @@ def row(index: pd.DataFrame, path: str) -> dict:
 
 
 # ---- registry -------------------------------------------------------------------------------
+def test_a_benchmark_registers_only_with_its_own_protocols():
+    from atreid.data.benchmarks import Benchmark, register_benchmark
+    from atreid.data.protocols import standard
+
+    class NoProtocols(Benchmark):
+        name = "toy"
+
+    class OthersProtocols(Benchmark):
+        name = "toy"
+        protocols = standard("market1501", "Market-1501")
+
+    for cls in (NoProtocols, OthersProtocols):
+        with pytest.raises(ValueError, match="declares no protocols of its own"):
+            register_benchmark(cls)
+    assert "toy" not in benchmark_names()
+
+
+def test_protocols_and_benchmarks_import_without_torch_or_the_evaluation():
+    code = ("import sys, atreid.data.protocols, atreid.data.benchmarks; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('atreid.eval')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_registry_lists_every_benchmark_and_rejects_unknown_names():
     assert benchmark_names() == ALL
-    with pytest.raises(AtreidError, match="unknown benchmark 'market'; valid: cuhk03, cuhk03_labeled"):
-        get_adapter("market")
+    with pytest.raises(AtreidError, match="unknown benchmark 'market'; valid: atustc, cuhk03, cuhk03_labeled"):
+        get_benchmark("market")
 
 
 # ---- Market-1501 -----------------------------------------------------------------------------
@@ -68,7 +94,7 @@ def market(images: Path, top: str = "Market-1501-v15.09.15") -> Path:
 
 def test_market_drops_junk_keeps_distractors_in_gallery(tmp_path):
     market(tmp_path)
-    adapter = get_adapter("market1501")
+    adapter = get_benchmark("market1501")
     index, root, warnings = adapter.build_index(tmp_path)
     assert root == tmp_path / "Market-1501-v15.09.15"
     assert -1 not in set(index["person"])
@@ -91,18 +117,18 @@ def test_market_malformed_name_and_missing_folder_are_hard_errors(tmp_path):
     root = market(tmp_path)
     touch(root, "query/0002_c3_bad.jpg")
     with pytest.raises(AtreidError, match=r"query/0002_c3_bad\.jpg: file name does not match Market-1501"):
-        get_adapter("market1501").build_index(tmp_path)
+        get_benchmark("market1501").build_index(tmp_path)
     (root / "query/0002_c3_bad.jpg").unlink()
     (root / "query/0002_c3s1_000601_00.jpg").unlink()
     (root / "query").rmdir()
     with pytest.raises(AtreidError, match=r"Market-1501-v15\.09\.15/query: required Market-1501 folder missing.*"
                                           r"expected layout"):
-        get_adapter("market1501").build_index(tmp_path)
+        get_benchmark("market1501").build_index(tmp_path)
 
 
 def test_missing_images_folder_names_the_prepare_step(tmp_path):
     with pytest.raises(AtreidError, match="folder not found; run the prepare step for ltcc"):
-        get_adapter("ltcc").find_root(tmp_path / "nothing")
+        get_benchmark("ltcc").find_root(tmp_path / "nothing")
 
 
 # ---- CUHK03-NP ---------------------------------------------------------------------------------
@@ -148,7 +174,7 @@ def test_msmt17_listed_but_missing_file_is_an_error(tmp_path):
     root = msmt(tmp_path)
     (root / "test/0001/0001_000_03_0113noon_0300_1.jpg").unlink()
     with pytest.raises(AtreidError, match=r"0001_000_03_0113noon_0300_1\.jpg: listed in list_gallery\.txt but missing"):
-        get_adapter("msmt17").build_index(tmp_path)
+        get_benchmark("msmt17").build_index(tmp_path)
 
 
 # ---- SYSU-MM01 -----------------------------------------------------------------------------------
@@ -166,7 +192,7 @@ def sysu(images: Path) -> Path:
 
 def test_sysu_splits_and_modalities_from_raw_layout(tmp_path):
     sysu(tmp_path)
-    adapter = get_adapter("sysu_mm01")
+    adapter = get_benchmark("sysu_mm01")
     index, _, warnings = adapter.build_index(tmp_path)
     test = index[index["person"].isin([4, 5])]
     assert set(test.loc[test["modality"] == "ir", "split"]) == {"query"}
@@ -183,14 +209,14 @@ def test_sysu_overlapping_id_files_and_bad_paths_are_errors(tmp_path):
     root = sysu(tmp_path)
     touch(root, "cam2/0004/x1.jpg")
     with pytest.raises(AtreidError, match=r"cam2/0004/x1\.jpg: file name does not match SYSU-MM01"):
-        get_adapter("sysu_mm01").build_index(tmp_path)
+        get_benchmark("sysu_mm01").build_index(tmp_path)
     (root / "cam2/0004/x1.jpg").unlink()
     write(root, "exp/val_id.txt", "3,4")
     with pytest.raises(AtreidError, match="person 4 also in val_id.txt"):
-        get_adapter("sysu_mm01").build_index(tmp_path)
+        get_benchmark("sysu_mm01").build_index(tmp_path)
     write(root, "exp/val_id.txt", "3,x")
     with pytest.raises(AtreidError, match="'x' is not an integer id"):
-        get_adapter("sysu_mm01").build_index(tmp_path)
+        get_benchmark("sysu_mm01").build_index(tmp_path)
 
 
 # ---- RegDB ------------------------------------------------------------------------------------------
@@ -227,7 +253,7 @@ def test_regdb_missing_trial_file_is_an_error(tmp_path):
     root = regdb(tmp_path)
     (root / "idx/test_thermal_10.txt").unlink()
     with pytest.raises(AtreidError, match=r"idx/test_thermal_10\.txt: required RegDB file missing"):
-        get_adapter("regdb").build_index(tmp_path)
+        get_benchmark("regdb").build_index(tmp_path)
 
 
 # ---- LLCM ---------------------------------------------------------------------------------------------
@@ -298,7 +324,7 @@ def test_ltcc_clothes_and_changing_ids(tmp_path):
     assert row(index, "train/001_1_c1_000001.png")["clothes_changing"] == 1
     write(root, "info/cloth-unchange_id_test.txt", "11\n10\n")
     with pytest.raises(AtreidError, match="person 10 is also in cloth-unchange_id_test.txt"):
-        get_adapter("ltcc").build_index(tmp_path)
+        get_benchmark("ltcc").build_index(tmp_path)
 
 
 # ---- DeepChange / VC-Clothes ------------------------------------------------------------------------------
@@ -337,7 +363,7 @@ def test_vc_clothes_outfit(tmp_path):
 # ---- verification -------------------------------------------------------------------------------------------
 def test_verification_compares_published_counts_softly(tmp_path):
     market(tmp_path)
-    adapter = get_adapter("market1501")
+    adapter = get_benchmark("market1501")
     index, report = adapter.verify(tmp_path, expected="official")
     assert report["ok"] and report["statistics"]["gallery"]["ids"] == 2
     assert report["statistics"]["gallery"]["distractor_images"] == 1
@@ -350,7 +376,7 @@ def test_verification_compares_published_counts_softly(tmp_path):
 
 def test_verification_against_synthetic_counts_is_exact(tmp_path):
     market(tmp_path)
-    adapter = get_adapter("market1501")
+    adapter = get_benchmark("market1501")
     with pytest.raises(AtreidError, match="synthetic_counts.json: missing"):
         adapter.verify(tmp_path, expected="synthetic")
     index, _, _ = adapter.build_index(tmp_path)
@@ -369,20 +395,20 @@ def test_verification_decodes_images_when_asked(tmp_path):
     write_jpeg(root / "train/0001-01-01-01.jpg")
     write_jpeg(root / "query/0002-02-01-01.jpg")
     touch(root, "gallery/0002-03-02-01.jpg")  # empty: corrupt
-    adapter = get_adapter("vc_clothes")
+    adapter = get_benchmark("vc_clothes")
     adapter.verify(tmp_path, expected="none")  # parsing alone does not decode
     with pytest.raises(AtreidError, match=r"gallery/0002-03-02-01\.jpg: unreadable or corrupt image"):
         adapter.verify(tmp_path, expected="none", decode_workers=1)
-    _, report = get_adapter("vc_clothes").verify(tmp_path, expected="official")
+    _, report = get_benchmark("vc_clothes").verify(tmp_path, expected="official")
     assert any("no published statistics" in w for w in report["warnings"])
 
 
 def test_a_release_wrapped_in_other_folders_is_found(tmp_path):
     market(tmp_path / "wrapper" / "Market-1501-v15.09.15", top="Market-1501")
-    index, root, _ = get_adapter("market1501").build_index(tmp_path)
+    index, root, _ = get_benchmark("market1501").build_index(tmp_path)
     assert root == tmp_path / "wrapper" / "Market-1501-v15.09.15" / "Market-1501" and len(index) == 5
     for kind in ("labeled", "detected"):
         touch(tmp_path / "x" / "cuhk03-np" / kind, "bounding_box_train/0001_c1_1.png", "query/0003_c1_2.png",
               "bounding_box_test/0003_c2_1.png")
-    assert get_adapter("cuhk03").find_root(tmp_path / "x").name == "detected"
-    assert get_adapter("cuhk03_labeled").find_root(tmp_path / "x").name == "labeled"
+    assert get_benchmark("cuhk03").find_root(tmp_path / "x").name == "detected"
+    assert get_benchmark("cuhk03_labeled").find_root(tmp_path / "x").name == "labeled"

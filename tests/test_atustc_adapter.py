@@ -1,4 +1,4 @@
-"""AT-USTC through the adapter registry (issue 16): the same report as before.
+"""AT-USTC through the benchmark registry (issue 16): the same report as before.
 
 The expected values below were recorded from the pre-adapter code
 (``atreid.data.atustc.verify_dataset`` / ``format_report`` at 3c5f976) on the tiny
@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from atreid.cli import main
-from atreid.data.adapters import benchmark_names, dataset_names, get_adapter
-from atreid.data.atustc import compute_statistics, find_dataset_root, scan_layout
+from atreid.data.benchmarks import benchmark_names, get_benchmark
 from atreid.errors import AtreidError
 from tests.conftest import write_jpeg
 
@@ -94,7 +93,7 @@ def stray_atustc(tiny_atustc: Path) -> Path:
 
 
 def test_registry_verification_gives_the_recorded_report(stray_atustc):
-    adapter = get_adapter("atustc")
+    adapter = get_benchmark("atustc")
     index, report = adapter.verify(stray_atustc, expected=EXPECTED, decode_workers=1)
     report = json.loads(json.dumps(report).replace(str(stray_atustc), "<images>"))
     assert report == RECORDED_REPORT
@@ -117,26 +116,28 @@ def test_cli_writes_the_recorded_report(stray_atustc, tmp_path):
     assert report["statistics"] == RECORDED_STATISTICS
 
 
-def test_atustc_is_a_dataset_not_a_cross_dataset_benchmark():
-    assert "atustc" not in benchmark_names()
-    assert dataset_names()[-1] == "atustc" and set(benchmark_names()) < set(dataset_names())
+def test_atustc_is_a_registered_benchmark_with_its_own_rules():
+    assert "atustc" in benchmark_names()
+    assert [name for name in benchmark_names() if get_benchmark(name).own_rules] == ["atustc"]
+    assert get_benchmark("atustc").protocols.scoring == "scenarios"
     with pytest.raises(AtreidError, match=r"unknown benchmark 'at-ustc'; valid: .*atustc"):
-        get_adapter("at-ustc")
+        get_benchmark("at-ustc")
 
 
-def test_entry_points_of_the_module_use_the_adapter(stray_atustc):
-    root = find_dataset_root(stray_atustc)
-    assert root == stray_atustc / "AT-USTC" and find_dataset_root(root) == root
+def test_root_index_and_statistics_of_the_benchmark(stray_atustc):
+    adapter = get_benchmark("atustc")
+    root = adapter.find_root(stray_atustc)
+    assert root == stray_atustc / "AT-USTC" and adapter.find_root(root) == root
+    index, found, _ = adapter.build_index(stray_atustc)
+    assert found == root and adapter.ignored == ["notes.md"]
+    assert adapter.statistics(index) == RECORDED_STATISTICS
     write_jpeg(root / "p001-d01-c01" / "camera1.jpg")
-    index, malformed, ignored = scan_layout(root)
-    assert malformed == ["p001-d01-c01/camera1.jpg"] and ignored == ["notes.md"]
-    assert compute_statistics(index) == RECORDED_STATISTICS
     with pytest.raises(AtreidError, match=r"camera1\.jpg: file name does not match AT-USTC's"):
-        get_adapter("atustc").verify(stray_atustc, expected="none")
+        get_benchmark("atustc").verify(stray_atustc, expected="none")
 
 
 def test_hard_checks_of_the_adapter(tiny_atustc):
-    adapter = get_adapter("atustc")
+    adapter = get_benchmark("atustc")
     moved = tiny_atustc / "AT-USTC" / "p001-d01-c01" / "cam01-f2-0000.jpg"
     write_jpeg(moved)  # person 1 trains and is now also a query
     with pytest.raises(AtreidError, match=r"persons \[1\] appear in both training and test splits"):
@@ -151,9 +152,9 @@ def test_hard_checks_of_the_adapter(tiny_atustc):
 def test_walk_names_the_first_malformed_file_and_counts_the_others(tmp_path):
     from atreid.data.synthetic.miniatures import generate_miniature
 
-    generate_miniature("vc_clothes", tmp_path, image_height=32, image_width=16)
+    generate_miniature(get_benchmark("vc_clothes"), tmp_path, image_height=32, image_width=16)
     query = tmp_path / "VC-Clothes" / "query"
     write_jpeg(query / "bad-a.jpg")
     write_jpeg(query / "bad-b.jpg")
     with pytest.raises(AtreidError, match=r"query/bad-a\.jpg \(and 1 more\): file name does not match"):
-        get_adapter("vc_clothes").build_index(tmp_path)
+        get_benchmark("vc_clothes").build_index(tmp_path)

@@ -9,12 +9,9 @@ import sys
 import pandas as pd
 import pytest
 
-from atreid.data.adapters.atustc import verify_dataset
-from atreid.data.atustc import (
-    parse_relative_path,
-    sample_frames,
-    training_labels,
-)
+from atreid.data.benchmarks import get_benchmark
+from atreid.data.benchmarks.atustc import parse_relative_path, sample_frames
+from atreid.data.labels import training_labels
 from atreid.errors import AtreidError
 from tests.conftest import write_jpeg
 
@@ -45,7 +42,7 @@ def test_parse_malformed_names(bad):
 
 
 def test_verify_builds_index_and_statistics(tiny_atustc):
-    index, report = verify_dataset(tiny_atustc, expected=None)
+    index, report = get_benchmark("atustc").verify(tiny_atustc, expected="none")
     assert list(index.columns) == ["path", "person", "date", "clothes", "camera", "modality", "flag", "frame", "clip"]
     assert index["path"].is_monotonic_increasing
     stats = report["statistics"]
@@ -58,31 +55,31 @@ def test_verify_builds_index_and_statistics(tiny_atustc):
 def test_verify_rejects_malformed_name(tiny_atustc):
     write_jpeg(tiny_atustc / "AT-USTC" / "p001-d01-c01" / "camera1.jpg")
     with pytest.raises(AtreidError, match=r"camera1\.jpg.*does not match.*rename or remove"):
-        verify_dataset(tiny_atustc, expected=None)
+        get_benchmark("atustc").verify(tiny_atustc, expected="none")
 
 
 def test_verify_reports_corrupt_jpeg_by_name(tiny_atustc):
     bad = tiny_atustc / "AT-USTC" / "p003-d01-c01" / "cam01-f2-0001.jpg"
     bad.write_bytes(bad.read_bytes()[:40])  # truncated JPEG
     with pytest.raises(AtreidError, match=r"cam01-f2-0001\.jpg.*corrupt"):
-        verify_dataset(tiny_atustc, expected=None, decode_workers=2)
+        get_benchmark("atustc").verify(tiny_atustc, expected="none", decode_workers=2)
 
 
 def test_verify_rejects_missing_split(tiny_atustc):
     for path in (tiny_atustc / "AT-USTC").glob("*/cam10-f9-*.jpg"):
         path.unlink()
     with pytest.raises(AtreidError, match=r"flag 9"):
-        verify_dataset(tiny_atustc, expected=None)
+        get_benchmark("atustc").verify(tiny_atustc, expected="none")
 
 
 def test_verify_missing_top_folder(tmp_path):
     with pytest.raises(AtreidError, match="no AT-USTC/ folder"):
-        verify_dataset(tmp_path, expected=None)
+        get_benchmark("atustc").verify(tmp_path, expected="none")
 
 
 def test_count_differences_are_soft(tiny_atustc):
     expected = {"train": {"ids": 2, "images": 1000}}
-    _, report = verify_dataset(tiny_atustc, expected=expected)
+    _, report = get_benchmark("atustc").verify(tiny_atustc, expected=expected)
     assert report["count_differences"] == [
         {"split": "train", "field": "images", "expected": 1000, "actual": 40, "relative_difference": 0.96}]
     assert any("train images" in w for w in report["warnings"])
@@ -90,7 +87,7 @@ def test_count_differences_are_soft(tiny_atustc):
 
 def test_stray_files_are_reported_not_fatal(tiny_atustc):
     (tiny_atustc / "AT-USTC" / "README.txt").write_text("hello")
-    _, report = verify_dataset(tiny_atustc, expected=None)
+    _, report = get_benchmark("atustc").verify(tiny_atustc, expected="none")
     assert any("non-image" in w for w in report["warnings"])
 
 

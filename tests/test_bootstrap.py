@@ -184,15 +184,16 @@ def test_seed_replicates_and_undefined_resamples():
 
 def test_atustc_outcomes_give_every_summary_number_plain_and_reranked():
     from atreid.constants import SCENARIOS
-    from atreid.eval.outcomes import ATUSTC_CELLS
-    from atreid.eval.protocols import evaluate_atustc
+    from atreid.data.benchmarks.atustc import PROTOCOLS
+    from atreid.eval.outcomes import scenario_cells
+    from atreid.eval.scoring import evaluate_scenarios
     from tests.test_protocols import identity_features, tiny_index
 
     index = tiny_index(seed=2, persons=5)
     recorder = OutcomeRecorder()
-    out = evaluate_atustc(identity_features(index), index, chunk_size=5, recorder=recorder,
+    out = evaluate_scenarios(identity_features(index), index, PROTOCOLS, chunk_size=5, recorder=recorder,
                           rerank={"k1": 4, "k2": 2, "lambda": 0.3})
-    outcomes = recorder.table("atustc", ATUSTC_CELLS)
+    outcomes = recorder.table("atustc", scenario_cells(SCENARIOS))
     assert outcomes.rankings == ["plain", "rerank"]
     metrics = {"summary": {}, "chance_summary": {}}
     for name in ("Any-Time", *SCENARIOS):

@@ -11,17 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from atreid.data.adapters import benchmark_names
-from atreid.eval.cross_dataset import (
-    PROTOCOLS,
-    candidate_rows,
-    draw_per_person_camera,
-    get_protocols,
-    score_protocols,
-    select,
-    summary_of,
-    trial_sets,
-)
+from atreid.data.benchmarks import benchmark_names, get_benchmark
+from atreid.data.protocols import select
+from atreid.eval.scoring import score_protocols, summary_of
+from atreid.eval.trials import candidate_rows, draw_per_person_camera, trial_sets
 from atreid.errors import AtreidError
 
 DIM = 8
@@ -54,14 +47,18 @@ def e(i: int, plus: dict[int, float] | None = None) -> np.ndarray:
 
 
 def run(benchmark, index, vectors, protocols=None, **kw):
-    spec = get_protocols(benchmark)
+    spec = get_benchmark(benchmark).protocols
     rows = candidate_rows(index, spec).reset_index(drop=True)
     return score_protocols(features_for(rows, vectors, **kw), rows, spec, protocols=protocols)
 
 
 # ---- the table of protocols.md --------------------------------------------------------------
-def test_every_adapter_has_protocols_with_the_published_heads():
-    assert sorted(PROTOCOLS) == benchmark_names()
+# Every registered benchmark's protocols, as its module declares them.
+PROTOCOLS = {name: get_benchmark(name).protocols for name in benchmark_names()}
+
+
+def test_every_benchmark_declares_its_protocols_with_the_published_heads():
+    assert all(spec.benchmark == name for name, spec in PROTOCOLS.items())
     heads = {(b, p.name): p.head for b, spec in PROTOCOLS.items() for p in spec.protocols}
     for b in ("market1501", "cuhk03", "cuhk03_labeled", "msmt17"):
         assert heads[(b, "standard")] == 0
@@ -82,15 +79,15 @@ def test_every_adapter_has_protocols_with_the_published_heads():
     assert trials[("sysu_mm01", "all-search-single-shot")] == trials[("regdb", "IR->RGB")] == 10
     assert trials[("llcm", "RGB->IR")] == 10 and trials[("market1501", "standard")] == 1
     with pytest.raises(AtreidError, match="unknown protocol 'v2i' for regdb; valid: IR->RGB, RGB->IR, both-directions"):
-        get_protocols("regdb").get("v2i")
+        get_benchmark("regdb").protocols.get("v2i")
 
 
 def test_only_single_shot_all_search_drops_camera_2_for_camera_3():
-    rules = {p.name: p.rule for p in get_protocols("sysu_mm01").protocols}
+    rules = {p.name: p.rule for p in get_benchmark("sysu_mm01").protocols.protocols}
     assert rules["all-search-single-shot"].excluded_camera_pairs == ((3, 2),)
     assert all(r.excluded_camera_pairs == () for n, r in rules.items() if n != "all-search-single-shot")
     assert all(r.modality == "cross" and r.same_camera for r in rules.values())
-    assert get_protocols("deepchange").get("cc").rule.same_camera is False
+    assert get_benchmark("deepchange").protocols.get("cc").rule.same_camera is False
 
 
 # ---- SYSU-MM01 ---------------------------------------------------------------------------------
@@ -121,7 +118,7 @@ def test_sysu_camera_rule_in_single_shot_all_search_only():
     indoor = res["indoor-single-shot"]["trials"][0]
     assert indoor["num_valid"] == 3 and indoor["R1"] == pytest.approx(100 / 3)
     assert len(res["all-search-single-shot"]["trials"]) == 10
-    assert summary_of(res, get_protocols("sysu_mm01")) == {"R1": res["all-search-single-shot"]["mean"]["R1"],
+    assert summary_of(res, get_benchmark("sysu_mm01").protocols) == {"R1": res["all-search-single-shot"]["mean"]["R1"],
                                                            "mAP": res["all-search-single-shot"]["mean"]["mAP"]}
 
 
@@ -170,7 +167,7 @@ def test_sysu_multi_shot_both_definitions():
         assert res[name]["mean"]["R1"] == 0.0 and res[name]["mean"]["R5"] == 100.0
         assert res[name]["mean"]["mAP"] == pytest.approx(ap(10, 3))
     # Different trials draw different subsets of person 1's camera-1 images.
-    spec = get_protocols("sysu_mm01")
+    spec = get_benchmark("sysu_mm01").protocols
     draws = {tuple(trial_sets(index, spec.get("all-search-multi-shot-10x10"), t)[1]["path"]) for t in range(10)}
     assert len(draws) > 1
     # The reference's multi-shot: every gallery image of the cameras, one evaluation.
@@ -214,7 +211,7 @@ def test_trial_t_is_seeded_with_t_in_every_sampled_protocol():
     pool = gallery_pool()
     query = index_frame([("cam3/0001/q.jpg", 1, 3, "ir", -1, "query")])
     index = pd.concat([pool, query], ignore_index=True)
-    spec = get_protocols("sysu_mm01")
+    spec = get_benchmark("sysu_mm01").protocols
     for name in ("all-search-single-shot", "all-search-multi-shot-10x10", "indoor-single-shot",
                  "indoor-multi-shot-10x10"):
         protocol = spec.get(name)
@@ -244,7 +241,7 @@ def regdb_case():
 
 def test_regdb_directions_and_split_files():
     index, vectors = regdb_case()
-    spec = get_protocols("regdb")
+    spec = get_benchmark("regdb").protocols
     q, g, info = trial_sets(index, spec.get("IR->RGB"), 0)
     assert info["split_files"] == 1
     assert set(q["modality"]) == {"ir"} and set(g["modality"]) == {"rgb"}
@@ -267,7 +264,7 @@ def test_llcm_directions_draw_one_gallery_image_per_person_camera():
                 rows.append((f"test_vis/cam{cam}/{person:04d}/{k}_vis.jpg", person, cam, "rgb", -1, "test"))
                 rows.append((f"test_nir/cam{cam}/{person:04d}/{k}_nir.jpg", person, cam + 9, "ir", -1, "test"))
     index = index_frame(rows)
-    spec = get_protocols("llcm")
+    spec = get_benchmark("llcm").protocols
     q, g, info = trial_sets(index, spec.get("IR->RGB"), 2)
     assert set(q["modality"]) == {"ir"} and len(q) == 12
     assert set(g["modality"]) == {"rgb"} and len(g) == 4 and info["seed"] == 2
@@ -287,7 +284,7 @@ def test_prcc_changed_and_same_clothes():
         ("rgb/test/B/001/b.jpg", 1, 2, "rgb", 1, "query"),
         ("rgb/test/C/001/c.jpg", 1, 3, "rgb", 2, "query"),
     ])
-    spec = get_protocols("prcc")
+    spec = get_benchmark("prcc").protocols
     assert trial_sets(index, spec.get("cc"), 0)[0]["path"].tolist() == ["rgb/test/C/001/c.jpg"]
     assert trial_sets(index, spec.get("sc"), 0)[0]["path"].tolist() == ["rgb/test/B/001/b.jpg"]
     head1 = {"rgb/test/A/001/a.jpg": e(1), "rgb/test/A/002/a.jpg": e(2), "rgb/test/B/001/b.jpg": e(2),
@@ -318,7 +315,7 @@ def ltcc_case():
 
 def test_ltcc_general_and_both_clothes_changing_settings():
     index, vectors = ltcc_case()
-    spec = get_protocols("ltcc")
+    spec = get_benchmark("ltcc").protocols
     q, g, _ = trial_sets(index, spec.get("cc"), 0)
     assert set(q["person"]) == {1} and set(g["person"]) == {1}
     q, g, _ = trial_sets(index, spec.get("cc-query-only"), 0)
@@ -377,7 +374,7 @@ def test_deepchange_clothes_proxy_ignores_the_year_by_default():
     assert (year_aware["mean"]["R1"], year_aware["mean"]["mAP"]) == (100.0, pytest.approx((1 + 2 / 3) / 2 * 100))
     # cc-date: another date too.
     assert res["cc-date"]["mean"]["mAP"] == pytest.approx(year_aware["mean"]["mAP"])
-    assert summary_of(res, get_protocols("deepchange")) == {"R1": 0.0, "mAP": pytest.approx(50.0)}
+    assert summary_of(res, get_benchmark("deepchange").protocols) == {"R1": 0.0, "mAP": pytest.approx(50.0)}
 
 
 def test_market_distractors_are_gallery_negatives_and_same_camera_is_removed():
@@ -390,7 +387,7 @@ def test_market_distractors_are_gallery_negatives_and_same_camera_is_removed():
     ])
     vectors = {p: e(0, {1: 0.1 * i}) for i, p in enumerate(index["path"])}
     vectors["bounding_box_test/0002_c1s1_000002_01.jpg"] = e(0)  # same camera: removed
-    spec = get_protocols("market1501")
+    spec = get_benchmark("market1501").protocols
     assert "bounding_box_train/0005_c3s1_000003_01.jpg" not in set(candidate_rows(index, spec)["path"])
     res = run("market1501", index, vectors)["standard"]["trials"][0]
     # Ranking: same-camera positive (removed), distractor 0, then the positive -> R1 0, AP 1/2.
@@ -409,21 +406,18 @@ class ColourModel(torch.nn.Module):
 def test_evaluator_runs_every_protocol_from_the_index_and_images(tmp_path):
     import json
 
-    from atreid.data.adapters import get_adapter
     from atreid.data.synthetic.miniatures import generate_miniature
-    from atreid.eval.cross_dataset import evaluate_cross_dataset
-    from atreid.eval.runner import EVALUATORS
+    from atreid.eval.runner import evaluate_loaded
     from atreid.io import atomic_write_csv
 
     data = tmp_path / "data"
-    generate_miniature("regdb", data / "regdb" / "images", seed=0, image_height=64, image_width=32)
-    index, _, _ = get_adapter("regdb").build_index(data / "regdb" / "images")
+    generate_miniature(get_benchmark("regdb"), data / "regdb" / "images", seed=0, image_height=64, image_width=32)
+    index, _, _ = get_benchmark("regdb").build_index(data / "regdb" / "images")
     atomic_write_csv(data / "regdb" / "index.csv", index)
     model_file = tmp_path / "model.pt"
     model_file.write_bytes(b"weights")
     settings = {"batch_size": 32, "flip": False, "chunk_size": 64}
-    out = evaluate_cross_dataset("regdb", ColourModel(), model_file, data, settings, [64, 32], "cpu",
-                                 tmp_path / "cache")
+    out = evaluate_loaded("regdb", ColourModel(), model_file, data, settings, [64, 32], "cpu", tmp_path / "cache")
     assert set(out) >= {"protocols", "summary", "synthetic", "num_images", "main_protocol"}
     assert out["synthetic"] is True and out["main_protocol"] == "both-directions"
     assert out["summary"] == {"R1": out["protocols"]["both-directions"]["mean"]["R1"],
@@ -436,7 +430,7 @@ def test_evaluator_runs_every_protocol_from_the_index_and_images(tmp_path):
     # The per-query outcomes (written to their own file) give the same summary; the rest is JSON-able.
     assert check_summary(out, out[OUTCOMES_KEY]) == []
     json.dumps({key: value for key, value in out.items() if key != OUTCOMES_KEY})
-    assert "regdb" in EVALUATORS and "market1501" in EVALUATORS
+    assert {spec.scoring for spec in PROTOCOLS.values()} == {"trials", "scenarios"}  # one evaluator for all
 
 
 def test_a_trial_without_valid_query_reports_none_not_zero():

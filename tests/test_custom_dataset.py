@@ -15,10 +15,10 @@ import yaml
 
 from atreid.cli import main
 from atreid.config import load_params, resolve_variant, validate_params
-from atreid.data.adapters import benchmark_names, get_adapter
-from atreid.data.adapters.base import INDEX_COLUMNS
+from atreid.data.benchmarks import benchmark_names, get_benchmark
+from atreid.data.benchmarks.base import INDEX_COLUMNS
 from atreid.errors import AtreidError
-from atreid.eval.cross_dataset import PROTOCOL_FAMILIES, get_protocols
+from atreid.data.protocols import PROTOCOL_FAMILIES, protocol_family
 from tests.conftest import REPO, settings_file
 from tests.test_miniatures import perfect_scores
 
@@ -84,13 +84,13 @@ def test_custom_is_registered_with_the_schema_s_protocol_families():
     schema = yaml.safe_load((REPO / "atreid" / "schema" / "params.schema.yaml").read_text())
     assert tuple(schema["$defs"]["custom_source"]["properties"]["protocol"]["enum"]) == FAMILIES
     # The families are the release benchmarks' own builders, named.
-    assert get_protocols("custom", "cross_modality").protocols[0].rule == get_protocols("llcm").protocols[0].rule
-    assert [p.rule for p in get_protocols("custom", "clothes_changing").protocols] == \
-        [p.rule for p in get_protocols("vc_clothes").protocols]
-    assert get_protocols("custom", "standard").protocols[0].rule == get_protocols("market1501").protocols[0].rule
+    assert protocol_family("cross_modality", "custom").protocols[0].rule == get_benchmark("llcm").protocols.protocols[0].rule
+    assert [p.rule for p in protocol_family("clothes_changing", "custom").protocols] == \
+        [p.rule for p in get_benchmark("vc_clothes").protocols.protocols]
+    assert protocol_family("standard", "custom").protocols[0].rule == get_benchmark("market1501").protocols.protocols[0].rule
     with pytest.raises(AtreidError, match="unknown protocol 'v2i' for custom; valid: standard, cross_modality, "
                                           "clothes_changing"):
-        get_protocols("custom", "v2i")
+        protocol_family("v2i", "custom")
 
 
 @pytest.mark.parametrize(("entry", "message"), [
@@ -152,26 +152,26 @@ def test_index_and_verification_of_the_good_table(dataset, tmp_path):
 
 def test_the_dataset_s_own_counts_are_compared(tmp_path):
     folder = write_dataset(tmp_path / "images" / "mine")
-    adapter = get_adapter("custom")
+    adapter = get_benchmark("custom")
     with pytest.raises(AtreidError, match=r"atreid_counts.json: missing; data.benchmarks.custom.expected_counts "
                                           r"is 'official' .* write that file or set expected_counts: none"):
         adapter.verify(tmp_path / "images", expected="official")
     (folder / "atreid_counts.json").write_text(json.dumps({"train": {"ids": 2, "images": 8}, "query": {"images": 7}}))
-    _, report = get_adapter("custom").verify(tmp_path / "images", expected="official")
+    _, report = get_benchmark("custom").verify(tmp_path / "images", expected="official")
     assert [(d["group"], d["field"], d["actual"]) for d in report["count_differences"]] == [("query", "images", 6)]
     assert report["warnings"] == ["query images: 6 (expected 7, tolerance 2%)"]
     (folder / "atreid_counts.json").write_text(json.dumps({"tset": {"ids": 3}}))
     with pytest.raises(AtreidError, match=r"atreid_counts.json: unknown group 'tset'; valid: train, query, gallery"):
-        get_adapter("custom").verify(tmp_path / "images", expected="official")
+        get_benchmark("custom").verify(tmp_path / "images", expected="official")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_protocol_of_each_family_scores_perfect_features(dataset, family):
     """With one direction per person every valid query ranks a positive first."""
-    adapter = get_adapter("custom")
+    adapter = get_benchmark("custom")
     adapter.protocol = family
     index, _ = adapter.verify(dataset / "data" / "custom" / "images")
-    spec = get_protocols("custom", family)
+    spec = protocol_family(family, "custom")
     results = perfect_scores(index, spec)
     assert spec.main == MAIN[family] and MAIN[family] in results
     for protocol in spec.protocols:
@@ -203,8 +203,8 @@ def test_evaluate_scores_the_recorded_family(dataset, model_path, tmp_path, fami
                "--settings", settings_file(tmp_path / "eval.json", SETTINGS), "--cache-dir", tmp_path / "cache", "--out", out) == 0
     metrics = json.loads(out.read_text())
     assert metrics["main_protocol"] == MAIN[family]
-    assert set(metrics["protocols"]) == {p.name for p in get_protocols("custom", family).protocols} | \
-        set(get_protocols("custom", family).combined)
+    assert set(metrics["protocols"]) == {p.name for p in protocol_family(family, "custom").protocols} | \
+        set(protocol_family(family, "custom").combined)
     assert metrics["summary"]["R1"] is not None and 0 <= metrics["summary"]["mAP"] <= 100
 
 
@@ -223,7 +223,7 @@ def set_field(position: int, **values: object):
 
 def bad_verify(tmp_path: Path, rows: list[dict[str, object]], *, protocol: str = "standard", **kw) -> str:
     folder = write_dataset(tmp_path / "images" / "mine", rows, **kw)
-    adapter = get_adapter("custom")
+    adapter = get_benchmark("custom")
     adapter.protocol = protocol
     with pytest.raises(AtreidError) as caught:
         adapter.verify(tmp_path / "images")
@@ -320,7 +320,7 @@ def test_clothes_changing_needs_the_clothes_of_queries_and_gallery(tmp_path):
                             "or choose protocol standard (data.benchmarks.custom.protocol)")
     # The standard protocol does not need them.
     folder = tmp_path / "images"
-    adapter = get_adapter("custom")
+    adapter = get_benchmark("custom")
     index, _ = adapter.verify(folder)
     assert index.loc[index["path"] == "query/003_c1.jpg", "clothes"].item() == -1
 

@@ -180,10 +180,11 @@ def test_official_count_differences_stop_the_index_step(synthetic_atustc, tmp_pa
 
 
 def test_official_count_differences_stop_a_benchmark_index(tmp_path, capsys):
+    from atreid.data.benchmarks import get_benchmark
     from atreid.data.synthetic.miniatures import generate_miniature
 
     images = tmp_path / "market1501" / "images"
-    generate_miniature("market1501", images, image_height=32, image_width=16)
+    generate_miniature(get_benchmark("market1501"), images, image_height=32, image_width=16)
     out = tmp_path / "out"
     args = index_args(images, out, "--benchmark", "market1501", command="index-benchmark")
     assert main(args) == 2  # --expected official is index-benchmark's default

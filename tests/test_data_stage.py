@@ -146,11 +146,12 @@ def test_refused_import_under_snakemake_keeps_the_good_copy(tmp_path, atustc_cop
 
 @pytest.mark.slow
 def test_refused_benchmark_import_under_snakemake_keeps_the_good_copy(tmp_path):
+    from atreid.data.benchmarks import get_benchmark
     from atreid.data.synthetic.miniatures import generate_miniature
 
     work = copy_tracked_files(tmp_path / "repo")
     copy = tmp_path / "copy"
-    generate_miniature("market1501", copy, image_height=32, image_width=16)
+    generate_miniature(get_benchmark("market1501"), copy, image_height=32, image_width=16)
     (copy / "synthetic_counts.json").unlink(missing_ok=True)
     archive = zip_folder(copy, tmp_path / "Market-1501.zip")
     params = yaml.safe_load((work / "params.yaml").read_text())

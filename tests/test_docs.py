@@ -327,7 +327,7 @@ def test_the_site_builds_strictly(tmp_path):
                            cwd=REPO, capture_output=True, text=True)
     assert built.returncode == 0, built.stderr[-4000:]
     assert (tmp_path / "site" / "params" / "index.html").is_file()
-    assert "BenchmarkAdapter" in (tmp_path / "site" / "api" / "index.html").read_text()
+    assert "register_benchmark" in (tmp_path / "site" / "api" / "index.html").read_text()
     assert "--benchmark" in (tmp_path / "site" / "cli" / "index.html").read_text()
     print(f"mkdocs build --strict: {time.monotonic() - started:.1f} s")
 

@@ -24,7 +24,7 @@ def cli(*args: object) -> int:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A tiny random model (models/full/seed0/model.pt) and two benchmark miniatures."""
-    from atreid.data.adapters import get_adapter
+    from atreid.data.benchmarks import get_benchmark
     from atreid.data.synthetic.miniatures import generate_miniature
     from atreid.engine.checkpoint import model_from_settings, save_trained_model
     from atreid.io import atomic_write_csv
@@ -32,8 +32,8 @@ def project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("evaluate")
     for name in BENCHMARKS:
         images = root / "data" / name / "images"
-        generate_miniature(name, images, seed=0, image_height=64, image_width=32)
-        index, _, _ = get_adapter(name).build_index(images)
+        generate_miniature(get_benchmark(name), images, seed=0, image_height=64, image_width=32)
+        index, _, _ = get_benchmark(name).build_index(images)
         atomic_write_csv(root / "data" / name / "index.csv", index)
     settings = resolve_variant(load_params(REPO / "params.yaml"), "full", 0)
     settings["model"].update({"image_size": [64, 32], "pretrained": "none"})
@@ -78,16 +78,16 @@ def test_one_process_writes_what_single_benchmark_calls_write(project, caplog):
 
 
 def test_the_model_is_loaded_once(project, monkeypatch, tmp_path):
-    import atreid.engine.checkpoint as checkpoint
+    import atreid.eval.runner as runner
 
     loads = []
-    original = checkpoint.load_trained_model
+    original = runner.load_trained_model
 
     def counting(*args, **kwargs):
         loads.append(args[0])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(checkpoint, "load_trained_model", counting)
+    monkeypatch.setattr(runner, "load_trained_model", counting)
     outs = [a for name in BENCHMARKS for a in ("--benchmark", name, "--out", tmp_path / f"{name}.json")]
     assert evaluate(project, *outs) == 0
     assert len(loads) == 1 and all((tmp_path / f"{name}.json").is_file() for name in BENCHMARKS)

@@ -103,7 +103,7 @@ def head_matrix(frame: pd.DataFrame, head: str) -> np.ndarray:
 # ---- atreid extract ------------------------------------------------------------------
 @pytest.mark.parametrize("flip", [False, True])
 def test_extract_folder_equals_the_evaluation_features(model_file, folder, tmp_path, capsys, flip):
-    from atreid.data.adapters.base import list_files
+    from atreid.data.benchmarks.files import list_files
 
     out = tmp_path / "out" / "features.parquet"
     assert cli("extract", "--model", model_file, "--folder", folder, "--out", out, "--device", "cpu",
@@ -145,12 +145,12 @@ def test_extract_heads_and_metadata(model_file, folder, tmp_path, capsys):
 
 
 def test_extract_atustc_split_has_the_index_labels(model_file, tmp_path, capsys):
-    from atreid.data.atustc import scan_layout
+    from atreid.data.benchmarks import get_benchmark
     from atreid.io import atomic_write_csv
 
     data = tmp_path / "data"
     root = build_tiny_atustc(data / "atustc" / "images") / "AT-USTC"
-    index, _, _ = scan_layout(root)
+    index, _, _ = get_benchmark("atustc").build_index(root)
     atomic_write_csv(data / "atustc" / "index.csv", index)
     out = tmp_path / "gallery.parquet"
     assert cli("extract", "--model", model_file, "--benchmark", "atustc", "--split", "gallery", "--data-dir", data,
@@ -370,13 +370,13 @@ def test_search_page_in_headless_chromium(model_file, gallery, tmp_path, capsys)
 
 
 def test_search_queries_from_a_benchmark_one_per_person_rgb_and_ir(model_file, tmp_path, capsys):
-    from atreid.data.atustc import scan_layout
+    from atreid.data.benchmarks import get_benchmark
     from atreid.io import atomic_write_csv
     from atreid.report.search import benchmark_queries
 
     data = tmp_path / "data"
     root = build_tiny_atustc(data / "atustc" / "images") / "AT-USTC"
-    index, _, _ = scan_layout(root)
+    index, _, _ = get_benchmark("atustc").build_index(root)
     atomic_write_csv(data / "atustc" / "index.csv", index)
     queries = index[index["flag"].between(2, 5)]
     picked = benchmark_queries("atustc", 2, data)

@@ -18,14 +18,18 @@ import torch
 from PIL import Image
 
 from atreid.cli import main
-from atreid.data.adapters import benchmark_names, get_adapter
-from atreid.data.adapters.base import read_benchmark_index
-from atreid.data.synthetic.miniatures import PLANS, generate_miniature, plan_miniature
-from atreid.eval.cross_dataset import BenchmarkProtocols, candidate_rows, get_protocols, score_protocols
+from atreid.data.benchmarks import benchmark_names, get_benchmark
+from atreid.data.benchmarks.files import read_benchmark_index
+from atreid.data.protocols import BenchmarkProtocols
+from atreid.data.synthetic.miniatures import generate_miniature, plan_miniature
+from atreid.errors import AtreidError
+from atreid.eval.scoring import score_protocols
+from atreid.eval.trials import candidate_rows
 
 SIZE = {"image_height": 64, "image_width": 32}
-# Every benchmark with a release has a miniature; custom (your own data) has none.
-RELEASES = [name for name in benchmark_names() if name != "custom"]
+# Every benchmark with a release has a miniature; custom (your own data) has none, and
+# AT-USTC has its own generator (atreid.data.synthetic.atustc, its own rules).
+RELEASES = [name for name in benchmark_names() if name != "custom" and not get_benchmark(name).own_rules]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +37,7 @@ def miniatures(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("miniatures")
     out = {}
     for name in RELEASES:
-        generate_miniature(name, base / name / "images", seed=0, **SIZE)
+        generate_miniature(get_benchmark(name), base / name / "images", seed=0, **SIZE)
         out[name] = base / name / "images"
     return out
 
@@ -44,14 +48,16 @@ def manifest(folder: Path) -> dict[str, str]:
 
 
 def test_every_benchmark_has_a_miniature():
-    assert sorted(PLANS) == RELEASES
+    assert [name for name in benchmark_names() if get_benchmark(name).miniature is not None] == RELEASES
+    with pytest.raises(AtreidError, match="no synthetic miniature for 'custom'"):
+        plan_miniature(get_benchmark("custom"), 0)
 
 
 @pytest.mark.parametrize("name", RELEASES)
 def test_miniature_parses_into_exactly_the_intended_index(miniatures, name):
-    adapter = get_adapter(name)
+    adapter = get_benchmark(name)
     index, report = adapter.verify(miniatures[name], expected="synthetic", decode_workers=1)
-    _, intended = plan_miniature(name, 0)
+    _, intended = plan_miniature(get_benchmark(name), 0)
     pd.testing.assert_frame_equal(index.reset_index(drop=True), intended, check_dtype=False)
     assert report["count_differences"] == [] and report["warnings"] == []
     counts = json.loads((miniatures[name] / "synthetic_counts.json").read_text())
@@ -73,8 +79,8 @@ def perfect_scores(index: pd.DataFrame, spec: BenchmarkProtocols) -> dict:
 @pytest.mark.parametrize("name", RELEASES)
 def test_every_protocol_of_the_miniature_has_valid_queries(miniatures, name):
     """With 'perfect' features (one direction per person) every valid query ranks first."""
-    index, _, _ = get_adapter(name).build_index(miniatures[name])
-    spec = get_protocols(name)
+    index, _, _ = get_benchmark(name).build_index(miniatures[name])
+    spec = get_benchmark(name).protocols
     results = perfect_scores(index, spec)
     for protocol in spec.protocols:
         for trial in results[protocol.name]["trials"]:
@@ -83,7 +89,7 @@ def test_every_protocol_of_the_miniature_has_valid_queries(miniatures, name):
 
 
 def test_conventions_of_the_real_releases(miniatures):
-    market = get_adapter("market1501")
+    market = get_benchmark("market1501")
     index, _, _ = market.build_index(miniatures["market1501"])
     assert market.dropped["junk boxes, person id -1"] == 6
     assert (index.loc[index["person"] == 0, "split"] == "gallery").all() and (index["person"] == 0).sum() == 8
@@ -98,23 +104,23 @@ def test_conventions_of_the_real_releases(miniatures):
     ltcc = miniatures["ltcc"] / "LTCC_ReID" / "info"
     assert sorted(p.name for p in ltcc.iterdir()) == ["cloth-change_id_test.txt", "cloth-change_id_train.txt",
                                                       "cloth-unchange_id_test.txt", "cloth-unchange_id_train.txt"]
-    sysu = get_adapter("sysu_mm01").build_index(miniatures["sysu_mm01"])[0]
+    sysu = get_benchmark("sysu_mm01").build_index(miniatures["sysu_mm01"])[0]
     ir = sysu[sysu["modality"] == "ir"]
     assert set(ir["camera"]) <= {3, 6}
     image = np.asarray(Image.open(miniatures["sysu_mm01"] / "SYSU-MM01" / ir["path"].iloc[0]))
     assert (image[..., 0] == image[..., 1]).all()  # infrared cameras render grey images
     cuhk = miniatures["cuhk03"] / "cuhk03-np"
     assert (cuhk / "detected").is_dir() and (cuhk / "labeled").is_dir()
-    deepchange = get_adapter("deepchange").build_index(miniatures["deepchange"])[0]
+    deepchange = get_benchmark("deepchange").build_index(miniatures["deepchange"])[0]
     # Clothes proxies: the reference's year-less MMDDhhmmss and the full timestamp.
     assert (deepchange["clothes_with_year"] == deepchange["date"] * 1_000_000 + deepchange["time"]).all()
     assert (deepchange["clothes"] == deepchange["clothes_with_year"] % 10**10).all()
 
 
 def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
-    generate_miniature("prcc", tmp_path / "a", seed=3, **SIZE)
-    generate_miniature("prcc", tmp_path / "b", seed=3, **SIZE)
-    generate_miniature("prcc", tmp_path / "c", seed=4, **SIZE)
+    generate_miniature(get_benchmark("prcc"), tmp_path / "a", seed=3, **SIZE)
+    generate_miniature(get_benchmark("prcc"), tmp_path / "b", seed=3, **SIZE)
+    generate_miniature(get_benchmark("prcc"), tmp_path / "c", seed=4, **SIZE)
     assert manifest(tmp_path / "a") == manifest(tmp_path / "b")
     assert manifest(tmp_path / "a") != manifest(tmp_path / "c")
 
@@ -153,8 +159,8 @@ def test_cli_imports_a_user_copy_with_checksum(tmp_path, miniatures):
     assert main(["prepare-benchmark", "--benchmark", "prcc", "--source", source, "--out", str(images),
                  "--record", str(record)]) == 0
     assert json.loads(record.read_text())["sha256"] == hashlib.sha256(Path(archive).read_bytes()).hexdigest()
-    index, _, _ = get_adapter("prcc").build_index(images)
-    assert len(index) == len(plan_miniature("prcc", 0)[1])
+    index, _, _ = get_benchmark("prcc").build_index(images)
+    assert len(index) == len(plan_miniature(get_benchmark("prcc"), 0)[1])
     wrong = json.dumps({"source": archive, "sha256": "0" * 64})
     assert main(["prepare-benchmark", "--benchmark", "prcc", "--source", wrong, "--out", str(images),
                  "--record", str(record)]) == 2

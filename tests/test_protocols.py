@@ -12,19 +12,11 @@ import torch
 
 from atreid.constants import IR, RGB, SCENARIOS
 from atreid.errors import AtreidError
-from atreid.eval.metrics import Labels, RemovalRule, RetrievalResult, evaluate_retrieval
+from atreid.data.benchmarks.atustc import MIXED_CASES, MIXED_GROUPS, PROTOCOLS, SCENARIO_PROTOCOLS
+from atreid.data.protocols import Protocol, RemovalRule
+from atreid.eval.metrics import Labels, RetrievalResult, evaluate_retrieval
 from atreid.eval.oracle import oracle_distance, oracle_evaluate, removal_mask
-from atreid.eval.protocols import (
-    ATUSTC_SCENARIOS,
-    MIXED_CASES,
-    MIXED_GROUPS,
-    Protocol,
-    evaluate_atustc,
-    index_labels,
-    protocol_rows,
-    result_to_dict,
-    weighted_average,
-)
+from atreid.eval.scoring import evaluate_scenarios, labels_of, result_to_dict, weighted_average
 
 
 def tiny_index(seed: int = 0, persons: int = 4, images: int = 3) -> pd.DataFrame:
@@ -50,22 +42,23 @@ def identity_features(index: pd.DataFrame, seed: int = 0, noise: float = 0.6) ->
 
 
 def test_scenarios_are_in_head_order_with_their_rules() -> None:
-    assert [p.name for p in ATUSTC_SCENARIOS] == list(SCENARIOS)
-    assert [p.head for p in ATUSTC_SCENARIOS] == [0, 1, 2, 3, 4, 5]
-    by_name = {p.name: p for p in ATUSTC_SCENARIOS}
+    assert [p.name for p in SCENARIO_PROTOCOLS] == list(SCENARIOS)
+    assert [p.head for p in SCENARIO_PROTOCOLS] == [0, 1, 2, 3, 4, 5]
+    by_name = {p.name: p for p in SCENARIO_PROTOCOLS}
     for name, p in by_name.items():
         term, = {"ST": [((2, 4), (6, 8), "same")], "LT": [((3, 5), (7, 9), "changed")]}[name[3:]]
-        assert (p.query_flags, p.gallery_flags, p.rule.clothes) == term
+        assert (p.query["flag"], p.gallery["flag"], p.rule.clothes) == term
         assert p.rule.same_camera and p.rule.same_person_modality == "any" and not p.rule.excluded_camera_pairs
-        expected = {"DT": ("rgb", "rgb", "any"), "NT": ("ir", "ir", "any"), "AD": (None, None, "cross")}[name[:2]]
-        assert (p.query_modality, p.gallery_modality, p.rule.modality) == expected
+        expected = {"DT": (("rgb",), ("rgb",), "any"), "NT": (("ir",), ("ir",), "any"),
+                    "AD": (None, None, "cross")}[name[:2]]
+        assert (p.query.get("modality"), p.gallery.get("modality"), p.rule.modality) == expected
 
 
 def test_scenario_membership() -> None:
     index = tiny_index()
     flag, modality = index["flag"].to_numpy(), index["modality"].to_numpy()
-    for p in ATUSTC_SCENARIOS:
-        q_rows, g_rows = protocol_rows(index, p)
+    for p in SCENARIO_PROTOCOLS:
+        q_rows, g_rows = p.rows(index)
         lists = (2, 4) if p.name.endswith("ST") else (3, 5)
         expect_q = np.isin(flag, lists)
         expect_g = np.isin(flag, (6, 8) if p.name.endswith("ST") else (7, 9))
@@ -85,8 +78,8 @@ def test_mixed_cases_are_head_5_with_same_person_rules() -> None:
              "AD-ST": ((2, 4), (6, 8)), "AD-LT": ((3, 5), (7, 9))}
     for case in MIXED_CASES:
         assert case.head == 5
-        assert (case.query_flags, case.gallery_flags) == lists[case.name]
-        assert case.query_modality is None and case.gallery_modality is None
+        assert (case.query["flag"], case.gallery["flag"]) == lists[case.name]
+        assert "modality" not in case.query and "modality" not in case.gallery
         clothes = "same" if case.name.endswith("ST") else "changed"
         if case.name.startswith("AD"):  # the person's images of the query's own modality
             expected = RemovalRule(same_camera=True, modality="any", same_person_modality="cross", clothes=clothes)
@@ -102,15 +95,15 @@ def test_mixed_cases_are_head_5_with_same_person_rules() -> None:
 def test_evaluate_atustc_matches_oracle_in_percent() -> None:
     index = tiny_index(seed=1, persons=5)
     features = identity_features(index, seed=1)
-    out = evaluate_atustc(features, index, chunk_size=7)
+    out = evaluate_scenarios(features, index, PROTOCOLS, chunk_size=7)
     json.dumps(out, allow_nan=False)  # JSON-able as is
-    labels = index_labels(index)
-    for p in list(ATUSTC_SCENARIOS) + list(MIXED_CASES):
-        q_rows, g_rows = protocol_rows(index, p)
+    labels = labels_of(index)
+    for p in list(SCENARIO_PROTOCOLS) + list(MIXED_CASES):
+        q_rows, g_rows = p.rows(index)
         head = features[:, p.head].numpy()
         ref = oracle_evaluate(oracle_distance(head[q_rows], head[g_rows]), labels.take(q_rows), labels.take(g_rows),
                               p.rule)
-        got = out[p.name] if p in ATUSTC_SCENARIOS else out["mixed"]["cases"][p.name]
+        got = out[p.name] if p in SCENARIO_PROTOCOLS else out["mixed"]["cases"][p.name]
         assert (got["num_valid"], got["num_queries"]) == (ref.num_valid, ref.num_queries)
         assert got["num_valid"] > 0
         np.testing.assert_allclose(got["cmc"], 100 * ref.cmc, atol=1e-4)
@@ -135,12 +128,12 @@ def test_evaluate_atustc_matches_oracle_in_percent() -> None:
 def test_each_scenario_uses_its_own_head() -> None:
     index = tiny_index(seed=2, persons=6)
     features = identity_features(index, seed=2, noise=0.3)
-    clean = evaluate_atustc(features, index)
+    clean = evaluate_scenarios(features, index, PROTOCOLS)
     for head in range(6):
         broken = features.clone()
         # Shuffle this head's features across images: its rankings become arbitrary.
         broken[:, head] = broken[torch.randperm(len(index), generator=torch.Generator().manual_seed(head)), head]
-        out = evaluate_atustc(broken, index)
+        out = evaluate_scenarios(broken, index, PROTOCOLS)
         changed = {s for s in SCENARIOS if out[s]["mAP"] != clean[s]["mAP"]}
         assert changed == {SCENARIOS[head]}
         mixed_changed = any(out["mixed"]["cases"][s]["mAP"] != clean["mixed"]["cases"][s]["mAP"] for s in SCENARIOS)
@@ -155,7 +148,7 @@ def test_mixed_test_keeps_other_persons_of_any_modality() -> None:
     query, match, own_ir, other_ir = np.eye(4)[[0, 1, 2, 3]] * 1.0
     head5 = np.stack([query, query * 0.5 + match, query + own_ir * 0.1, query + other_ir * 0.01])
     features = torch.from_numpy(np.repeat(head5[:, None], 6, axis=1))
-    out = evaluate_atustc(features, index)
+    out = evaluate_scenarios(features, index, PROTOCOLS)
     # Scenario DT-ST: RGB gallery only -> the match is first.
     assert out["DT-ST"]["R1"] == 100.0 and out["DT-ST"]["mAP"] == 100.0
     # Mixed DT-ST: own IR image removed, person 2's IR image stays and ranks first.
@@ -202,7 +195,7 @@ def mixed_flag_features() -> torch.Tensor:
 
 def test_mixed_dt_nt_remove_a_fixed_modality_whatever_the_query_modality() -> None:
     index, features = mixed_flag_index(), mixed_flag_features()
-    out = evaluate_atustc(features, index)
+    out = evaluate_scenarios(features, index, PROTOCOLS)
     cases = out["mixed"]["cases"]
     # DT-ST: the IR query (person 1) loses the person's IR image (row 2), keeps its RGB image
     # (row 1) as the only positive, ranked 2nd behind person 2 (row 3): R1 0, AP 1/2.
@@ -221,10 +214,10 @@ def test_mixed_dt_nt_remove_a_fixed_modality_whatever_the_query_modality() -> No
     assert out["mixed"]["groups"]["Short-term"]["num_valid"] == 4
     # The oracle applies the same rule; the old rule ("remove the person's images of the
     # modality other than the query's") would keep the nearest same-modality image: R1 100.
-    labels = index_labels(index)
+    labels = labels_of(index)
     for name in ("DT-ST", "NT-ST"):
         case, = [c for c in MIXED_CASES if c.name == name]
-        q_rows, g_rows = protocol_rows(index, case)
+        q_rows, g_rows = case.rows(index)
         head = features[:, case.head].numpy()
         dist = oracle_distance(head[q_rows], head[g_rows])
         ref = oracle_evaluate(dist, labels.take(q_rows), labels.take(g_rows), case.rule)
@@ -241,11 +234,11 @@ def test_mixed_cases_match_oracle_with_queries_of_either_modality() -> None:
     index["modality"] = np.where(ir, "ir", "rgb")
     index["camera"] = np.where(ir, rng.integers(9, 17, len(index)), rng.integers(1, 9, len(index)))
     features = identity_features(index, seed=5)
-    out = evaluate_atustc(features, index, chunk_size=5)
-    labels = index_labels(index)
+    out = evaluate_scenarios(features, index, PROTOCOLS, chunk_size=5)
+    labels = labels_of(index)
     differs = 0
     for case in MIXED_CASES:
-        q_rows, g_rows = protocol_rows(index, case)
+        q_rows, g_rows = case.rows(index)
         head = features[:, case.head].numpy()
         dist = oracle_distance(head[q_rows], head[g_rows])
         ref = oracle_evaluate(dist, labels.take(q_rows), labels.take(g_rows), case.rule)
@@ -313,14 +306,14 @@ def test_weighted_average_by_valid_count() -> None:
 
 
 def test_protocol_and_index_validation() -> None:
-    with pytest.raises(ValueError, match="query_modality"):
-        Protocol("x", (2,), (6,), query_modality="visible")
+    with pytest.raises(ValueError, match="query modality"):
+        Protocol("x", 0, {"flag": (2,), "modality": ("visible",)}, {"flag": (6,)})
     with pytest.raises(ValueError, match="head"):
-        Protocol("x", (2,), (6,), head=6)
+        Protocol("x", 6, {"flag": (2,)}, {"flag": (6,)})
     index = tiny_index()
     with pytest.raises(AtreidError, match="clothes"):
-        evaluate_atustc(identity_features(index), index.drop(columns=["clothes"]))
+        evaluate_scenarios(identity_features(index), index.drop(columns=["clothes"]), PROTOCOLS)
     bad = index.copy()
     bad.loc[0, "modality"] = "thermal"
     with pytest.raises(AtreidError, match="thermal"):
-        evaluate_atustc(identity_features(index), bad)
+        evaluate_scenarios(identity_features(index), bad, PROTOCOLS)

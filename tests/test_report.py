@@ -14,7 +14,8 @@ import torch
 
 from atreid.constants import SCENARIOS
 from atreid.eval.oracle import removal_mask
-from atreid.eval.protocols import ATUSTC_SCENARIOS, index_labels, protocol_rows
+from atreid.data.benchmarks.atustc import SCENARIO_PROTOCOLS
+from atreid.eval.scoring import labels_of
 from atreid.report.gallery import plot_gallery, ranked_queries
 from atreid.report.plots import plot_cmc, plot_comparison, plot_training, write_cmc_csv
 from atreid.report.table import build_table, table_markdown
@@ -43,13 +44,13 @@ def synthetic_test_index(seed: int = 0) -> tuple[pd.DataFrame, torch.Tensor]:
     return index, features
 
 
-@pytest.mark.parametrize("protocol", ATUSTC_SCENARIOS, ids=lambda p: p.name)
+@pytest.mark.parametrize("protocol", SCENARIO_PROTOCOLS, ids=lambda p: p.name)
 def test_gallery_green_frames_are_the_protocols_positives(protocol):
     index, features = synthetic_test_index()
     ranked = ranked_queries(features, index, protocol, num_queries=3, top_k=10, seed=1)
     assert ranked, "every scenario of the test index has valid queries"
-    labels = index_labels(index)
-    q_rows, g_rows = protocol_rows(index, protocol)
+    labels = labels_of(index)
+    q_rows, g_rows = protocol.rows(index)
     q, g = labels.take(q_rows), labels.take(g_rows)
     for query in ranked:
         i = int(np.flatnonzero(q_rows == query.query_row)[0])
@@ -68,8 +69,8 @@ def test_gallery_green_frames_are_the_protocols_positives(protocol):
 
 def test_gallery_selection_is_seeded():
     index, features = synthetic_test_index()
-    a = ranked_queries(features, index, ATUSTC_SCENARIOS[0], num_queries=3, seed=5)
-    b = ranked_queries(features, index, ATUSTC_SCENARIOS[0], num_queries=3, seed=5)
+    a = ranked_queries(features, index, SCENARIO_PROTOCOLS[0], num_queries=3, seed=5)
+    b = ranked_queries(features, index, SCENARIO_PROTOCOLS[0], num_queries=3, seed=5)
     assert a == b
 
 
@@ -77,7 +78,7 @@ def test_gallery_png_is_written(tmp_path):
     index, features = synthetic_test_index()
     for path in index["path"]:
         write_jpeg(tmp_path / "imgs" / path, size=(32, 16))
-    ranked = ranked_queries(features, index, ATUSTC_SCENARIOS[4], num_queries=2, seed=0)
+    ranked = ranked_queries(features, index, SCENARIO_PROTOCOLS[4], num_queries=2, seed=0)
     out = tmp_path / "gallery.png"
     plot_gallery(ranked, index, tmp_path / "imgs", "AD-ST", out)
     assert out.read_bytes().startswith(PNG)

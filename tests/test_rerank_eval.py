@@ -18,11 +18,14 @@ import torch
 from atreid.config import read_yaml, validate_params
 from atreid.constants import SCENARIOS
 from atreid.errors import AtreidError
-from atreid.eval.cross_dataset import candidate_rows, get_protocols, score_protocols, summary_of
-from atreid.eval.metrics import Labels, RemovalRule, evaluate_reranked, evaluate_retrieval
+from atreid.data.benchmarks import get_benchmark
+from atreid.data.benchmarks.atustc import PROTOCOLS as ATUSTC_PROTOCOLS
+from atreid.data.protocols import RemovalRule
+from atreid.eval.metrics import Labels, evaluate_reranked, evaluate_retrieval
 from atreid.eval.oracle import oracle_evaluate
-from atreid.eval.protocols import evaluate_atustc
 from atreid.eval.rerank import k_reciprocal_distances, rerank_options
+from atreid.eval.scoring import evaluate_scenarios, score_protocols, summary_of
+from atreid.eval.trials import candidate_rows
 from atreid.report.table import build_table, table_markdown
 from tests.test_cross_protocols import features_for, gallery_pool, index_frame
 from tests.test_protocols import identity_features, tiny_index
@@ -110,8 +113,8 @@ def test_lambda_one_reranking_equals_the_plain_ranking():
 def test_atustc_rerank_adds_numbers_and_keeps_the_plain_ones():
     index = tiny_index(seed=1, persons=5)
     features = identity_features(index, noise=1.0).float()
-    plain = evaluate_atustc(features, index, chunk_size=16)
-    out = evaluate_atustc(features, index, chunk_size=16, rerank=SMALL)
+    plain = evaluate_scenarios(features, index, ATUSTC_PROTOCOLS, chunk_size=16)
+    out = evaluate_scenarios(features, index, ATUSTC_PROTOCOLS, chunk_size=16, rerank=SMALL)
     assert strip_rerank(out) == plain  # plain numbers bit for bit
     for name in (*SCENARIOS, "Any-Time"):
         assert set(out[name]["rerank"]) >= {"R1", "mAP", "chance"}
@@ -120,7 +123,7 @@ def test_atustc_rerank_adds_numbers_and_keeps_the_plain_ones():
         assert all("rerank" in entry for entry in out["mixed"][part].values())
     assert any(out[name]["rerank"]["mAP"] != out[name]["mAP"] for name in SCENARIOS)  # it did re-rank
     json.dumps(out)
-    identity = evaluate_atustc(features, index, chunk_size=16, rerank=IDENTITY)
+    identity = evaluate_scenarios(features, index, ATUSTC_PROTOCOLS, chunk_size=16, rerank=IDENTITY)
     for name in (*SCENARIOS, "Any-Time"):
         assert_same_numbers(strip_rerank(identity[name]["rerank"]), strip_rerank(identity[name]))
     for name in identity["mixed"]["cases"]:
@@ -133,7 +136,7 @@ def test_cross_dataset_rerank_per_trial_mean_and_summary():
     query["path"] = "query/" + query["path"]
     query["split"] = "query"
     index = index_frame(list(index.itertuples(index=False)) + list(query.itertuples(index=False)))
-    spec = get_protocols("market1501")
+    spec = get_benchmark("market1501").protocols
     rows = candidate_rows(index, spec).reset_index(drop=True)
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(rows["person"].max() + 1, 8))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from atreid.data.atustc import compute_statistics, scan_layout
+from atreid.data.benchmarks import get_benchmark
 from atreid.data.synthetic import atustc as synthetic_atustc
 from atreid.data.synthetic.atustc import COUNTS_FILE, generate_atustc, plan_atustc
 from atreid.data.synthetic.render import Camera, Identity, Outfit, render_image
@@ -28,8 +28,9 @@ TINY = dict(SMALL, train_persons=2, test_persons=2, train_frames_per_clip=2)
 def small(tmp_path_factory) -> tuple[Path, dict, object]:
     out = tmp_path_factory.mktemp("synthetic") / "images"
     counts = generate_atustc(out, **SMALL)
-    index, malformed, ignored = scan_layout(out / "AT-USTC")
-    assert malformed == [] and ignored == []
+    atustc = get_benchmark("atustc")
+    index, _, _ = atustc.build_index(out)  # a malformed name would raise
+    assert atustc.ignored == []
     return out, counts, index
 
 
@@ -149,7 +150,7 @@ def test_validation_share(small):
 
 def test_counts_match_files(small):
     out, counts, index = small
-    assert counts == compute_statistics(index)
+    assert counts == get_benchmark("atustc").statistics(index)
     assert json.loads((out / COUNTS_FILE).read_text()) == counts
 
 

@@ -89,14 +89,14 @@ def test_said_on_one_modality_trains_and_reports_the_empty_heads():
 @pytest.fixture(scope="module")
 def miniatures(tmp_path_factory) -> dict[str, Path]:
     """Synthetic miniatures in their release layout, with their index.csv beside images/."""
-    from atreid.data.adapters import get_adapter
+    from atreid.data.benchmarks import get_benchmark
     from atreid.data.synthetic.miniatures import generate_miniature
 
     out = {}
     for name in ("market1501", "ltcc", "regdb"):
         folder = tmp_path_factory.mktemp(name)
-        generate_miniature(name, folder / "images", seed=0, **SIZE)
-        index, _, _ = get_adapter(name).build_index(folder / "images")
+        generate_miniature(get_benchmark(name), folder / "images", seed=0, **SIZE)
+        index, _, _ = get_benchmark(name).build_index(folder / "images")
         index.to_csv(folder / "index.csv", index=False)
         out[name] = folder
     return out

@@ -50,7 +50,7 @@ def make_training_data(root: Path, *, persons: int = 6, outfits: int = 2, frames
                     rows.append({"path": rel, "person": person, "date": clothes, "clothes": clothes,
                                  "camera": camera, "modality": modality, "flag": 0, "frame": frame,
                                  "clip": f"p{person:03d}-d{clothes:02d}-c{clothes:02d}-cam{camera:02d}"})
-    from atreid.data.atustc import training_labels
+    from atreid.data.labels import training_labels
 
     index, labels = training_labels(pd.DataFrame(rows))
     index_csv, labels_json = root / "train_sampled.csv", root / "labels.json"
@@ -347,13 +347,15 @@ def test_cli_arguments_round_trip():
 # ---- the real model and criterion -----------------------------------------------------------
 def generated_data(root: Path, train_persons: int = 8) -> dict[str, Path]:
     """A small synthetic AT-USTC from the project's generator, indexed and labelled."""
-    from atreid.data.atustc import sample_frames, scan_layout, training_labels
+    from atreid.data.benchmarks import get_benchmark
+    from atreid.data.benchmarks.atustc import sample_frames
+    from atreid.data.labels import training_labels
     from atreid.data.synthetic.atustc import generate_atustc
 
     generate_atustc(root, seed=0, train_persons=train_persons, test_persons=2, outfits=[2, 2], dates=2,
                     train_cameras_per_outfit=2, train_frames_per_clip=8, val_fraction=0.0, image_height=64,
                     image_width=32, jpeg_quality=90)
-    index, _, _ = scan_layout(root / "AT-USTC")
+    index, _, _ = get_benchmark("atustc").build_index(root)
     index, labels = training_labels(sample_frames(index[index["flag"] == 0], 8))
     index_csv, labels_json = root / "train_sampled.csv", root / "labels.json"
     index.to_csv(index_csv, index=False)

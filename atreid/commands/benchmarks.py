@@ -16,39 +16,39 @@ log = logging.getLogger("atreid.benchmarks")
 
 def run_prepare(args: argparse.Namespace) -> None:
     """Generate the synthetic miniature of ``--benchmark`` or import the user's copy into ``--out``."""
-    from atreid.data.adapters import get_adapter
+    from atreid.data.benchmarks import get_benchmark  # imported here for start-up time (pandas)
 
-    adapter = get_adapter(args.benchmark)  # unknown names list the valid ones
+    benchmark = get_benchmark(args.benchmark)  # unknown names list the valid ones
     source = args.source.get("source", "synthetic")
     out = begin_staging(args, f"data.benchmarks.{args.benchmark}.source")
     if source == "synthetic":
-        from atreid.data.synthetic.miniatures import generate_miniature
+        from atreid.data.synthetic.miniatures import generate_miniature  # start-up time (numpy, PIL)
 
-        counts = generate_miniature(args.benchmark, out, **args.synthetic)
-        log.info("generated the synthetic %s miniature in %s: %d images", adapter.title, out,
+        counts = generate_miniature(benchmark, out, **args.synthetic)
+        log.info("generated the synthetic %s miniature in %s: %d images", benchmark.title, out,
                  counts["statistics"]["all"]["images"])
         record = {"source": "synthetic", "images": counts["statistics"]["all"]["images"]}
     else:
         from atreid.data.archive import import_dataset
 
         summary = import_dataset(source, out, sha256=args.source.get("sha256"), record=Path(args.record),
-                                 expect_top=adapter.top_folders[0], name=f"benchmarks.{args.benchmark}",
+                                 expect_top=benchmark.top_folders[0], name=f"benchmarks.{args.benchmark}",
                                  **expansion_limits(args))
-        log.info("imported %s for %s (sha256 %s)", source, adapter.title, summary.get("sha256"))
+        log.info("imported %s for %s (sha256 %s)", source, benchmark.title, summary.get("sha256"))
         record = {key: summary[key] for key in ("source", "kind", "sha256", "files")}
     finish_staging(args, out, record)
 
 
 def run_index(args: argparse.Namespace) -> None:
     """Parse and verify a benchmark copy; write its index and verification report."""
-    from atreid.data.adapters import get_adapter
+    from atreid.data.benchmarks import get_benchmark  # imported here for start-up time (pandas)
 
-    adapter = get_adapter(args.benchmark)
+    benchmark = get_benchmark(args.benchmark)
     if args.protocol is not None:  # a dataset that chooses its protocol family (custom)
-        if not hasattr(adapter, "protocol"):
+        if not hasattr(benchmark, "protocol"):
             raise AtreidError(f"--protocol: {args.benchmark} has its own protocols; only custom chooses one")
-        adapter.protocol = args.protocol
-    write_index(adapter, args, log)
+        benchmark.protocol = args.protocol
+    write_index(benchmark, args, log)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -34,7 +34,7 @@ from atreid.io import (atomic_write_csv, atomic_write_json, atomic_write_text, i
                        remove_stale_temporaries, stale_temporaries)
 
 if TYPE_CHECKING:
-    from atreid.data.adapters.base import BenchmarkAdapter
+    from atreid.data.benchmarks.base import Benchmark
 
 log = logging.getLogger("atreid.data")
 
@@ -164,16 +164,16 @@ def add_count_arguments(p: argparse.ArgumentParser, expected_default: str) -> No
                         "written) or a warning of the report (a different release on purpose)")
 
 
-def refuse_count_differences(adapter: BenchmarkAdapter, args: argparse.Namespace, report: dict) -> None:
+def refuse_count_differences(benchmark: Benchmark, args: argparse.Namespace, report: dict) -> None:
     """With the official statistics and ``--count-differences error``, a copy whose counts
     differ is refused before anything is written: it is not the release the published
     figures describe (e.g. the demo's synthetic images under the paper preset)."""
     differences = report["count_differences"]
     if not differences or args.expected != "official" or args.count_differences != "error":
         return
-    first = adapter.difference_text.format(**differences[0])
+    first = benchmark.difference_text.format(**differences[0])
     more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
-    key = adapter.settings_key
+    key = benchmark.settings_key
     raise AtreidError(f"{args.images}: {first}{more}: not the release whose official counts "
                       f"{key}.expected_counts names; check {key}.source, or set {key}.count_differences: "
                       "warn to use this copy on purpose")
@@ -208,37 +208,40 @@ def reimport_fix(images: Path, key: str) -> str:
             f"{rerun} (with {key}.sha256 set, set it to the fixed copy's)")
 
 
-def write_index(adapter: BenchmarkAdapter, args: argparse.Namespace, log: logging.Logger = log) -> None:
-    """Verify ``args.images`` with ``adapter``; write the index and both reports (the one
+def write_index(benchmark: Benchmark, args: argparse.Namespace, log: logging.Logger = log) -> None:
+    """Verify ``args.images`` with ``benchmark``; write the index and both reports (the one
     verification path of index-atustc and index-benchmark)."""
-    from atreid.data.adapters.base import DamagedCopyError
+    from atreid.data.benchmarks.files import DamagedCopyError  # imported here for start-up time (pandas)
 
     try:
-        index, report = adapter.verify(args.images, expected=args.expected, decode_workers=args.workers)
+        index, report = benchmark.verify(args.images, expected=args.expected, decode_workers=args.workers)
     except DamagedCopyError as exc:
-        raise AtreidError(f"{exc.what}; {reimport_fix(Path(args.images), adapter.settings_key)}") from None
-    refuse_count_differences(adapter, args, report)
+        raise AtreidError(f"{exc.what}; {reimport_fix(Path(args.images), benchmark.settings_key)}") from None
+    refuse_count_differences(benchmark, args, report)
     atomic_write_csv(args.index, index)
     atomic_write_json(args.report, report)
-    atomic_write_text(args.report_txt, adapter.format_report(report))
+    atomic_write_text(args.report_txt, benchmark.format_report(report))
     for warning in report["warnings"]:
-        log.warning("%s: %s", adapter.name, warning)
-    log.info("indexed %d %s images", len(index), adapter.title)
+        log.warning("%s: %s", benchmark.name, warning)
+    log.info("indexed %d %s images", len(index), benchmark.title)
 
 
 def run_index(args: argparse.Namespace) -> None:
     """Parse and verify the AT-USTC copy; write the index and the verification report."""
-    from atreid.data.adapters import get_adapter
+    from atreid.data.benchmarks import get_benchmark  # imported here for start-up time (pandas)
 
-    write_index(get_adapter("atustc"), args)
+    write_index(get_benchmark("atustc"), args)
 
 
 def run_sample(args: argparse.Namespace) -> None:
     """Keep N frames per training clip and attach the training labels."""
-    from atreid.data.atustc import read_index, sample_frames, training_labels
+    # Imported here for start-up time (pandas).
+    from atreid.data.benchmarks.atustc import sample_frames
+    from atreid.data.benchmarks.files import read_benchmark_index
+    from atreid.data.labels import training_labels
 
     frames = args.frames_per_clip if args.frames_per_clip == "all" else int(args.frames_per_clip)
-    index = read_index(args.index)
+    index = read_benchmark_index(args.index)
     sampled = sample_frames(index, frames)
     if sampled.empty:
         raise AtreidError(f"{args.index}: no training images (flag 0) to sample; check the dataset")

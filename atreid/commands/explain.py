@@ -28,11 +28,12 @@ def run_explain(args: argparse.Namespace) -> None:
         paths = [Path(p) for p in args.images]
         labels = [p.name for p in paths]
     else:
-        from atreid.data.atustc import find_dataset_root, read_index
+        from atreid.data.benchmarks import get_benchmark
+        from atreid.data.benchmarks.files import read_benchmark_index
 
         data = Path(args.atustc) / "atustc"
-        rows = pick_person_images(read_index(data / "index.csv"), skip=args.person)
-        root = find_dataset_root(data / "images")
+        rows = pick_person_images(read_benchmark_index(data / "index.csv"), skip=args.person)
+        root = get_benchmark("atustc").find_root(data / "images")
         paths = [root / p for p in rows["path"]]
         labels = [f"person {r.person}, {r.modality.upper()}, outfit {r.clothes}" for r in rows.itertuples()]
     batch, shown = load_images(paths, image_size)

@@ -81,9 +81,9 @@ def run_galleries(args: argparse.Namespace) -> None:
 
     from atreid.engine.checkpoint import load_trained_model
     from atreid.commands import read_settings
+    from atreid.data.benchmarks import get_benchmark
     from atreid.engine.device import resolve_device
-    from atreid.eval.protocols import ATUSTC_SCENARIOS
-    from atreid.eval.runner import atustc_test_features
+    from atreid.eval.runner import test_features
     from atreid.report.gallery import plot_gallery, ranked_queries
 
     if args.threads:
@@ -92,11 +92,12 @@ def run_galleries(args: argparse.Namespace) -> None:
     device = resolve_device(eval_settings.get("device", "auto"), setting="eval.device")
     model, payload = load_trained_model(Path(args.model), device)
     settings = payload["settings"]
-    features, test, root = atustc_test_features(model, Path(args.model), Path(args.data_dir), eval_settings,
-                                                settings["model"]["image_size"], device,
-                                                Path(args.cache_dir) if args.cache_dir else None)
-    outputs = dict(zip([p.name for p in ATUSTC_SCENARIOS], args.out))
-    for protocol in ATUSTC_SCENARIOS:
+    features, test, root = test_features("atustc", model, Path(args.model), Path(args.data_dir), eval_settings,
+                                         settings["model"]["image_size"], device,
+                                         Path(args.cache_dir) if args.cache_dir else None)
+    scenarios = get_benchmark("atustc").protocols.protocols
+    outputs = dict(zip([p.name for p in scenarios], args.out))
+    for protocol in scenarios:
         ranked = ranked_queries(features, test, protocol, num_queries=args.queries, top_k=args.top_k, seed=args.seed)
         run = Path(args.model).parent.name  # seed0, imported: which run of the variant this is
         plot_gallery(ranked, test, root, f"{settings['name']} ({run}) - {protocol.name} (head {protocol.head})",

@@ -1,1 +1,1 @@
-"""Datasets: AT-USTC indexing and sampling, benchmark adapters and synthetic miniatures."""
+"""Datasets: the benchmarks (one module each), their protocols, training labels and synthetic miniatures."""

@@ -3,7 +3,7 @@
 ``data.train_on`` names the dataset training reads: ``atustc`` (the sampled frames of
 ``sample_frames``) or any registered benchmark, whose ``index.csv`` rows with split
 ``train`` become the training set (:func:`build_training_split`). Either way persons and
-(person, clothes) outfits are relabelled by :func:`atreid.data.atustc.training_labels`.
+(person, clothes) outfits are relabelled by :func:`training_labels`.
 
 Not every benchmark labels what every variant trains on (:func:`label_support`):
 
@@ -35,10 +35,11 @@ import pandas as pd
 
 from atreid.config import DEFAULT_TRAIN_ON
 from atreid.constants import MODALITY_NAMES, SCENARIOS
+from atreid.data.benchmarks import get_benchmark
 from atreid.errors import AtreidError
 
 __all__ = ["DEFAULT_TRAIN_ON", "LabelSupport", "build_training_split", "check_trainable", "empty_heads",
-           "label_support", "training_split"]
+           "label_support", "training_labels", "training_split"]
 TRAIN_SPLIT = "train"
 REQUIRED_COLUMNS: tuple[str, ...] = ("path", "person", "camera", "modality", "clothes", "split")
 # The modality each head's subset holds (None = every image), in SCENARIOS order.
@@ -62,6 +63,27 @@ class LabelSupport:
     clothes: bool
     unlabelled_clothes: int
     images: int
+
+
+def training_labels(train: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Relabel persons (over sorted ids) and outfits (over sorted (person, clothes) pairs).
+
+    Returns the index with ``person_label`` and ``outfit_label`` columns and the label
+    maps ``{"persons", "outfits", "outfit_to_person"}``.
+    """
+    persons = sorted(int(p) for p in train["person"].unique())
+    outfits = sorted({(int(p), int(c)) for p, c in zip(train["person"], train["clothes"])})
+    person_label = {p: i for i, p in enumerate(persons)}
+    outfit_label = {o: i for i, o in enumerate(outfits)}
+    labelled = train.copy()
+    labelled["person_label"] = [person_label[int(p)] for p in labelled["person"]]
+    labelled["outfit_label"] = [outfit_label[(int(p), int(c))] for p, c in zip(labelled["person"], labelled["clothes"])]
+    maps = {
+        "persons": persons,
+        "outfits": [list(o) for o in outfits],
+        "outfit_to_person": [person_label[p] for p, _ in outfits],
+    }
+    return labelled, maps
 
 
 def label_support(train: pd.DataFrame, dataset: str) -> LabelSupport:
@@ -142,18 +164,15 @@ def build_training_split(index_csv: str | Path, images_dir: str | Path, dataset:
     The index paths are relative to the release's root inside ``images_dir``; the
     returned ``path`` column is relative to ``images_dir`` itself (what ``atreid train
     --images`` is given). The label maps are those of
-    :func:`atreid.data.atustc.training_labels` plus ``dataset``, ``modalities`` and
+    :func:`training_labels` plus ``dataset``, ``modalities`` and
     ``clothes`` (what :func:`label_support` found).
     """
-    from atreid.data.adapters import get_adapter
-    from atreid.data.atustc import training_labels
-
     index_csv, images_dir = Path(index_csv), Path(images_dir)
     if not index_csv.is_file():
         raise AtreidError(f"{index_csv}: index not found; run `snakemake {index_csv}` to build it")
     index = pd.read_csv(index_csv, dtype={"path": str, "modality": str, "split": str})
     train = training_split(index, dataset, index_csv)
-    root = get_adapter(dataset).find_root(images_dir)
+    root = get_benchmark(dataset).find_root(images_dir)
     prefix = root.relative_to(images_dir).as_posix()
     if prefix != ".":
         train["path"] = prefix + "/" + train["path"]

@@ -1,4 +1,5 @@
-"""Evaluation: pure retrieval metrics (:mod:`.metrics`) and protocols as data (:mod:`.protocols`).
+"""Evaluation: pure retrieval metrics (:mod:`.metrics`), trials (:mod:`.trials`), scoring of a
+benchmark's protocols (:mod:`.scoring`, definitions in :mod:`atreid.data.protocols`) and the runner.
 
 The names below are loaded on first use, so that importing a torch-free submodule (such
 as :mod:`.rerank_options`, read by the workflow at parse time) does not import torch.

@@ -38,7 +38,9 @@ import torch
 
 from atreid import __version__
 from atreid.constants import SCENARIOS
-from atreid.data.adapters.base import IMAGE_SUFFIXES, is_image, list_files
+from atreid.data.benchmarks import get_benchmark
+from atreid.data.benchmarks.files import IMAGE_SUFFIXES, is_image, list_files, read_benchmark_index
+from atreid.engine.checkpoint import load_trained_model
 from atreid.errors import AtreidError
 from atreid.engine.device import resolve_device
 from atreid.eval.features import extract_features
@@ -52,7 +54,6 @@ INT_LABELS = frozenset({"person", "camera", "clothes"})
 METADATA_KEY = b"atreid"
 MODEL_HINT = "pass a trained model (models/<variant>/seed<seed>/model.pt, made by `make run` or `snakemake`)"
 SUFFIXES_TEXT = ", ".join(sorted(IMAGE_SUFFIXES))
-AT_USTC = "atustc"
 
 
 @dataclass
@@ -151,35 +152,16 @@ def list_images(list_file: str | Path) -> ImageSet:
     return ImageSet(Path("."), paths, empty_labels(len(paths)), f"list {list_file}")
 
 
-def benchmark_names_all() -> list[str]:
-    from atreid.data.adapters import benchmark_names
-
-    return sorted([AT_USTC, *benchmark_names()])
-
-
 def benchmark_images(name: str, split: str | None, data_dir: str | Path = "data") -> ImageSet:
     """The images of one split (None: all) of a prepared benchmark, with the index's labels."""
     data_dir = Path(data_dir)
-    if name not in benchmark_names_all():
-        raise AtreidError(f"unknown benchmark {name!r}; valid: {', '.join(benchmark_names_all())}")
+    benchmark = get_benchmark(name)  # unknown names list the valid ones
     index_path = data_dir / name / "index.csv"
-    if name == AT_USTC:
-        from atreid.data.atustc import SPLITS, find_dataset_root, read_index
-
-        root = find_dataset_root(data_dir / AT_USTC / "images")
-        index = read_index(index_path)
-        split_of_flag = {flag: s for s in ("train", "val", "query", "gallery") for flag in SPLITS[s]}
-        index = index.assign(split=index["flag"].map(split_of_flag))
-        valid = [s for s in SPLITS if s != "test"]
-        rows = index if split is None else index[index["split"] == split] if split in valid else index.iloc[:0]
-    else:
-        from atreid.data.adapters import get_adapter
-        from atreid.data.adapters.base import read_benchmark_index
-
-        root = get_adapter(name).find_root(data_dir / name / "images")
-        index = read_benchmark_index(index_path)
-        valid = sorted(set(index["split"]))
-        rows = index if split is None else index[index["split"] == split]
+    root = benchmark.find_root(data_dir / name / "images")
+    index = read_benchmark_index(index_path)
+    index = index.assign(split=benchmark.row_splits(index))
+    valid = benchmark.split_names(index)
+    rows = index if split is None else index[index["split"] == split] if split in valid else index.iloc[:0]
     if rows.empty:
         raise AtreidError(f"{index_path}: no images in split {split!r}; valid splits: {', '.join(valid)}")
     rows = rows.reset_index(drop=True)
@@ -228,8 +210,6 @@ def check_images(files: Sequence[Path], image_size: Sequence[int]) -> int:
 # ---- the model -----------------------------------------------------------------------
 def load_model(model_path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """A trained ``model.pt`` -> (eval-mode model, payload), with one-line errors."""
-    from atreid.engine.checkpoint import load_trained_model
-
     path = Path(model_path)
     if not path.is_file():
         what = "is a folder, not a model file" if path.is_dir() else "not found"

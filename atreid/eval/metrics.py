@@ -2,8 +2,8 @@
 
 Like torchreid's ``evaluate_rank``, nothing here knows about datasets or models: the
 caller passes query/gallery features (or a distance matrix), per-image label arrays
-(:class:`Labels`) and a :class:`RemovalRule` saying which gallery entries each query
-must not see. :mod:`atreid.eval.protocols` turns a benchmark's protocol into these
+(:class:`Labels`) and a :class:`~atreid.data.protocols.RemovalRule` saying which gallery entries each query
+must not see. :mod:`atreid.eval.scoring` turns a benchmark's protocol into these
 calls; :mod:`atreid.eval.oracle` is the slow per-query reference the tests and
 ``benchmarks/eval_speed.py`` compare against.
 
@@ -43,17 +43,16 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Literal, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from atreid.constants import MODALITY_NAMES
+from atreid.data.protocols import RemovalRule
+from atreid.eval.rerank import k_reciprocal_distances
 
 ArrayLike = Union[np.ndarray, torch.Tensor, list, tuple]
-ModalityRule = Literal["any", "same", "cross"]
-ClothesRule = Literal["any", "same", "changed"]
 # (query positions, allowed gallery positions or None) -> distances of that block.
 _Block = Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 # (hits per first-positive rank, AP sum, INP sum, valid count, chance R1 sum, chance AP sum,
@@ -61,8 +60,6 @@ _Block = Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 _ChunkSums = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                    dict[str, torch.Tensor]]
 
-_MODALITY_RULES = ("any", "same", "cross")
-_CLOTHES_RULES = ("any", "same", "changed")
 # Rows of (ties x gallery) compared at once when resolving exact ties; bounds memory.
 _TIE_BLOCK_ELEMENTS = 1 << 24
 _NO_CAMERA = np.iinfo(np.int64).min
@@ -121,58 +118,6 @@ class Labels:
 
 
 @dataclass(frozen=True)
-class RemovalRule:
-    """What each query must not see in its gallery. Entries no field removes stay.
-
-    Args:
-        same_camera: remove the query person's images from the query's camera.
-        modality: applies to every gallery entry, any person: ``"same"`` removes
-            other-modality entries (keep only same-modality pairs), ``"cross"`` removes
-            same-modality entries (cross-modality pairs only), ``"any"`` removes nothing.
-        same_person_modality: applies to the query person's entries only: ``"same"``
-            removes those of the other modality, ``"cross"`` those of the query's own
-            modality (the mixed AT-USTC test's AD cases).
-        same_person_removed_modality: a fixed modality code (``atreid.constants.RGB``
-            = 0 or ``IR`` = 1) or None: the query person's entries of THAT modality are
-            removed, whatever the query's own modality (the mixed AT-USTC test's DT
-            cases remove the person's IR images, NT cases its RGB images). Other
-            persons' entries stay.
-        clothes: ``"same"`` (same-clothes positives) removes the query person's entries
-            in other clothes; ``"changed"`` (changed-clothes positives) removes those in
-            the query's clothes; ``"any"`` removes nothing.
-        excluded_camera_pairs: ``(query camera, gallery camera)`` pairs; a query from
-            the first camera loses every gallery entry from the second, any person
-            (SYSU-MM01 single-shot all-search: ``((3, 2),)``).
-    """
-
-    same_camera: bool = True
-    modality: ModalityRule = "any"
-    same_person_modality: ModalityRule = "any"
-    clothes: ClothesRule = "any"
-    excluded_camera_pairs: tuple[tuple[int, int], ...] = field(default_factory=tuple)
-    same_person_removed_modality: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.modality not in _MODALITY_RULES:
-            raise ValueError(f"RemovalRule.modality={self.modality!r}; valid: {', '.join(_MODALITY_RULES)}")
-        if self.same_person_modality not in _MODALITY_RULES:
-            raise ValueError(f"RemovalRule.same_person_modality={self.same_person_modality!r}; "
-                             f"valid: {', '.join(_MODALITY_RULES)}")
-        if self.clothes not in _CLOTHES_RULES:
-            raise ValueError(f"RemovalRule.clothes={self.clothes!r}; valid: {', '.join(_CLOTHES_RULES)}")
-        removed = self.same_person_removed_modality
-        if removed is not None:
-            if isinstance(removed, bool) or not isinstance(removed, (int, np.integer)) \
-                    or not 0 <= int(removed) < len(MODALITY_NAMES):
-                codes = ", ".join(f"{code} ({name})" for code, name in enumerate(MODALITY_NAMES))
-                raise ValueError(f"RemovalRule.same_person_removed_modality={removed!r}; valid: {codes} or None")
-            object.__setattr__(self, "same_person_removed_modality", int(removed))
-        # Normalise to a hashable tuple of int pairs so equal rules compare equal.
-        pairs = tuple((int(a), int(b)) for a, b in self.excluded_camera_pairs)
-        object.__setattr__(self, "excluded_camera_pairs", pairs)
-
-
-@dataclass(frozen=True)
 class QueryOutcomes:
     """What each valid query contributes to the means of a :class:`RetrievalResult`.
 
@@ -204,7 +149,7 @@ class RetrievalResult:
         chance_R1, chance_mAP: what a uniformly random ranking scores in expectation
             over the same valid queries (NaN where not computed).
         outcomes: the per-query vectors these means average (None where the result was
-            pooled from others, as :func:`atreid.eval.protocols.weighted_average` does).
+            pooled from others, as :func:`atreid.eval.scoring.weighted_average` does).
     """
 
     cmc: np.ndarray
@@ -339,8 +284,6 @@ def evaluate_reranked(q_feat: torch.Tensor | np.ndarray, g_feat: torch.Tensor | 
     With ``lambda_value`` 1 the distance is the row-scaled original one, so the ranking
     (and every metric) is the plain one.
     """
-    from atreid.eval.rerank import k_reciprocal_distances
-
     q_feat, g_feat, device = _feature_pair(q_feat, g_feat, q, g, device)
     if len(q_feat) == 0 or len(g_feat) == 0:  # nothing to re-rank: score the empty case as the plain path does
         return evaluate_retrieval(q_feat, g_feat, q, g, rule, max_rank=max_rank, chunk_size=chunk_size, device=device)

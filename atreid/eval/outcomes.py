@@ -49,7 +49,10 @@ RERANK_KEY_SUFFIX = "@rr"  # atreid.eval.rerank.RERANK_SUFFIX (not imported: tha
 METRICS = ("R1", "mAP")
 # AT-USTC's cells: Any-Time (the plain mean of the six scenarios) and each scenario alone;
 # summary keys ``<cell>R1`` etc. (``Any-Time_R1``, ``DT-ST_mAP``).
-ATUSTC_CELLS: dict[str, list[str]] = {"Any-Time_": list(SCENARIOS), **{f"{name}_": [name] for name in SCENARIOS}}
+def scenario_cells(scenarios: Sequence[str]) -> dict[str, list[str]]:
+    """The cells of a benchmark scored by scenarios: Any-Time (their plain mean) and each alone."""
+    return {"Any-Time_": list(scenarios), **{f"{name}_": [name] for name in scenarios}}
+
 _COLUMNS = {"unit": np.int32, "query": np.int64, "person": np.int64, "first_rank": np.int64, "ap": np.float64,
             "inp": np.float64, "chance_r1": np.float64, "chance_ap": np.float64}
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date: no wall-clock time in the file

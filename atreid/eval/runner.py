@@ -1,89 +1,106 @@
 """Evaluate one trained model on benchmarks: model loaded once, features once per benchmark,
 every protocol, one dict per benchmark.
 
-Benchmarks are chosen by name from :data:`EVALUATORS`; each entry knows which images
-its protocols use and how to score them, so adding a benchmark adds an entry here (and
-its adapter/protocol data), never a branch elsewhere.
+A benchmark's module declares its protocols (``protocols`` of its class,
+:mod:`atreid.data.protocols`); this module reads its index and images, extracts the
+features of every image a protocol may use once (cached per model and image list), and
+scores them the way the protocols say (``scoring``: ``"scenarios"`` or ``"trials"``,
+:mod:`atreid.eval.scoring`). No benchmark has a branch of its own here.
 """
 
 from __future__ import annotations
 
-import logging
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
+import pandas as pd
 import torch
 
-from atreid.constants import SCENARIOS
+from atreid.data.benchmarks import Benchmark, check_benchmark_names, get_benchmark
+from atreid.data.benchmarks.files import SYNTHETIC_COUNTS, read_benchmark_index
+from atreid.data.protocols import BenchmarkProtocols, protocol_family
+from atreid.engine.checkpoint import load_trained_model
 from atreid.errors import AtreidError
-from atreid.eval.cross_dataset import cross_dataset_evaluators
 from atreid.engine.device import resolve_device
 from atreid.eval.features import cached_features
-from atreid.eval.outcomes import ATUSTC_CELLS, OUTCOMES_KEY, OutcomeRecorder
+from atreid.eval.outcomes import OUTCOMES_KEY, OutcomeRecorder, scenario_cells
+from atreid.eval.rerank import rerank_options
+from atreid.eval.scoring import evaluate_scenarios, scenario_summary, score_protocols, summary_of
+from atreid.eval.trials import candidate_rows
 from atreid.provenance import evaluation_provenance
 
-if TYPE_CHECKING:
-    import pandas as pd
 
-log = logging.getLogger("atreid.eval")
+def recorded_family(dataset_dir: Path) -> str | None:
+    """The protocol family the index step recorded in ``<dataset_dir>/verification.json``
+    (a dataset that chooses one, ``custom``), or None (the benchmark's own protocols)."""
+    report = Path(dataset_dir) / "verification.json"
+    if not report.is_file():
+        return None
+    try:
+        return json.loads(report.read_text()).get("protocol")
+    except (OSError, ValueError) as exc:
+        raise AtreidError(f"{report}: unreadable ({exc}); rebuild it (snakemake -R index_benchmark)") from None
 
-Evaluator = Callable[..., dict[str, Any]]
+
+def protocols_of(name: str, data_dir: Path) -> BenchmarkProtocols:
+    """The protocols benchmark ``name`` is scored with: its module's, or the family its
+    index step recorded (``custom``)."""
+    family = recorded_family(Path(data_dir) / name)
+    return get_benchmark(name).protocols if family is None else protocol_family(family, name)
 
 
-def atustc_test_features(model: torch.nn.Module, model_path: Path, data_dir: Path, settings: dict[str, Any],
-                         image_size: list[int], device: torch.device, cache_dir: Path | None
-                         ) -> tuple[torch.Tensor, "pd.DataFrame", Path]:
-    """Features of every AT-USTC test image (flags 2-9), the test index and the image root.
+def test_rows(benchmark: Benchmark, data_dir: Path, spec: BenchmarkProtocols) -> tuple[pd.DataFrame, Path]:
+    """Every index row any protocol of ``spec`` may use (sorted by path) and the image root."""
+    folder = Path(data_dir) / benchmark.name
+    root = benchmark.find_root(folder / "images")
+    index = read_benchmark_index(folder / "index.csv")
+    missing = spec.columns() - set(index.columns)
+    if missing:
+        raise AtreidError(f"{folder / 'index.csv'}: columns {sorted(missing)} missing; "
+                          f"rebuild it (snakemake -R index_benchmark)")
+    rows = candidate_rows(index, spec).reset_index(drop=True)
+    if rows.empty:
+        raise AtreidError(f"{folder / 'index.csv'}: no query or gallery images; "
+                          "check the dataset copy and its verification report")
+    return rows, root
 
-    Shared by the evaluation and the retrieval galleries, so both read the same cache entry.
-    """
-    from atreid.data.atustc import find_dataset_root, read_index
 
-    images = data_dir / "atustc" / "images"
-    root = find_dataset_root(images)
-    index = read_index(data_dir / "atustc" / "index.csv")
-    test = index[index["flag"] >= 2].reset_index(drop=True)
-    features = cached_features(model, model_path, root, test["path"].tolist(), cache_dir=cache_dir,
+def test_features(name: str, model: torch.nn.Module, model_path: Path, data_dir: Path, settings: Mapping[str, Any],
+                  image_size: list[int], device: torch.device, cache_dir: Path | None
+                  ) -> tuple[torch.Tensor, pd.DataFrame, Path]:
+    """Features of every image benchmark ``name``'s protocols may use, those index rows and
+    the image root. Shared by the evaluation and the retrieval galleries, so both read the
+    same cache entry."""
+    rows, root = test_rows(get_benchmark(name), data_dir, protocols_of(name, data_dir))
+    features = cached_features(model, model_path, root, rows["path"].tolist(), cache_dir=cache_dir,
                                image_size=image_size, batch_size=settings["batch_size"], flip=settings["flip"],
                                device=device, compile=settings.get("compile", False))
-    return features, test, root
+    return features, rows, root
 
 
-def _evaluate_atustc(model: torch.nn.Module, model_path: Path, data_dir: Path, settings: dict[str, Any],
-                     image_size: list[int], device: torch.device, cache_dir: Path | None) -> dict[str, Any]:
-    from atreid.eval.protocols import evaluate_atustc
-    from atreid.eval.rerank import RERANK_SUFFIX, rerank_options
-
-    features, test, _ = atustc_test_features(model, model_path, data_dir, settings, image_size, device, cache_dir)
+def evaluate_loaded(name: str, model: torch.nn.Module, model_path: Path, data_dir: Path, settings: Mapping[str, Any],
+                    image_size: list[int], device: torch.device, cache_dir: Path | None) -> dict[str, Any]:
+    """Score a loaded model on benchmark ``name``: ``{"protocols", "summary", "chance_summary",
+    "synthetic", "num_images", ...}``."""
+    spec = protocols_of(name, data_dir)
+    features, rows, _ = test_features(name, model, model_path, data_dir, settings, image_size, device, cache_dir)
     rerank = rerank_options(settings.get("rerank"))
-    recorder = OutcomeRecorder()
-    results = evaluate_atustc(features, test, chunk_size=settings["chunk_size"], device=device, rerank=rerank,
+    synthetic = (Path(data_dir) / name / "images" / SYNTHETIC_COUNTS).is_file()
+    recorder = OutcomeRecorder()  # every scored query's outcome, for the intervals (atreid.eval.outcomes)
+    if spec.scoring == "scenarios":
+        results = evaluate_scenarios(features, rows, spec, chunk_size=settings["chunk_size"], device=device,
+                                     rerank=rerank, recorder=recorder)
+        return {"protocols": results, "summary": scenario_summary(results, spec),
+                "chance_summary": scenario_summary(results, spec, chance=True), "synthetic": synthetic,
+                "num_images": len(rows),
+                OUTCOMES_KEY: recorder.table(name, scenario_cells([p.name for p in spec.protocols]))}
+    results = score_protocols(features, rows, spec, chunk_size=settings["chunk_size"], device=device, rerank=rerank,
                               recorder=recorder)
-    summary, chance = {}, {}
-    for name in ("Any-Time", *SCENARIOS):
-        for metric in ("R1", "mAP"):
-            summary[f"{name}_{metric}"] = results[name][metric]
-            chance[f"{name}_{metric}"] = results[name]["chance"][metric]
-    if rerank is not None:  # `<column>@rr` beside the plain columns (a random ranking's chance is the same)
-        for name in ("Any-Time", *SCENARIOS):
-            for metric in ("R1", "mAP"):
-                summary[f"{name}_{metric}{RERANK_SUFFIX}"] = results[name]["rerank"][metric]
-                chance[f"{name}_{metric}{RERANK_SUFFIX}"] = results[name]["rerank"]["chance"][metric]
-    synthetic = (data_dir / "atustc" / "images" / "synthetic_counts.json").is_file()
-    return {"protocols": results, "summary": summary, "chance_summary": chance, "synthetic": synthetic,
-            "num_images": len(test), OUTCOMES_KEY: recorder.table("atustc", ATUSTC_CELLS)}
-
-
-EVALUATORS: dict[str, Evaluator] = {"atustc": _evaluate_atustc}
-# The cross-dataset benchmarks: one generic evaluator per registered benchmark.
-EVALUATORS.update(cross_dataset_evaluators())
-
-
-def _check_names(names: Iterable[str]) -> None:
-    unknown = [name for name in names if name not in EVALUATORS]
-    if unknown:
-        raise AtreidError(f"unknown benchmark {unknown[0]!r} in eval.benchmarks;"
-                          f" valid: {', '.join(sorted(EVALUATORS))}")
+    main = list(spec.combined.get(spec.main, (spec.main,)))
+    return {"protocols": results, "summary": summary_of(results, spec),
+            "chance_summary": summary_of(results, spec, chance=True), "main_protocol": spec.main,
+            "synthetic": synthetic, "num_images": len(rows), OUTCOMES_KEY: recorder.table(name, {"": main})}
 
 
 def evaluate_benchmarks(names: Iterable[str], *, model_path: Path, data_dir: Path, settings: dict[str, Any],
@@ -95,16 +112,14 @@ def evaluate_benchmarks(names: Iterable[str], *, model_path: Path, data_dir: Pat
     model is loaded. The metrics dict of a benchmark is the same as
     :func:`evaluate_benchmark` returns for it alone.
     """
-    from atreid.engine.checkpoint import load_trained_model
-
     names = list(names)
-    _check_names(names)
-    device = resolve_device(settings.get("device", "auto"), setting="eval.device")
+    check_benchmark_names(names, "eval.benchmarks")
+    device = resolve_device(settings.get("device", "auto"))
     model, payload = load_trained_model(model_path, device)
     model_settings = payload["settings"]
     for name in names:
-        metrics = EVALUATORS[name](model, model_path, data_dir, settings, model_settings["model"]["image_size"],
-                                   device, cache_dir)
+        metrics = evaluate_loaded(name, model, model_path, data_dir, settings, model_settings["model"]["image_size"],
+                                  device, cache_dir)
         metrics.update({"benchmark": name, "variant": model_settings["name"], "model": str(model_path),
                         "settings": model_settings, "eval": settings,
                         "provenance": evaluation_provenance(settings, data_folder=data_dir / name,

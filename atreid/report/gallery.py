@@ -20,7 +20,8 @@ import torch
 from atreid.constants import MODALITY_NAMES
 from atreid.eval.metrics import cosine_distance
 from atreid.eval.oracle import removal_mask
-from atreid.eval.protocols import Protocol, index_labels, protocol_rows
+from atreid.eval.scoring import labels_of
+from atreid.data.protocols import Protocol
 from atreid.report.plots import plt, save_figure
 
 
@@ -38,8 +39,8 @@ def ranked_queries(features: torch.Tensor, index: pd.DataFrame, protocol: Protoc
                    top_k: int = 10, seed: int = 0) -> list[RankedQuery]:
     """A seeded selection of valid queries (at least one positive left) and their top-k."""
     index = index.reset_index(drop=True)
-    labels = index_labels(index)
-    q_rows, g_rows = protocol_rows(index, protocol)
+    labels = labels_of(index, protocol.clothes_column)
+    q_rows, g_rows = protocol.rows(index)
     if len(q_rows) == 0 or len(g_rows) == 0:
         return []
     q, g = labels.take(q_rows), labels.take(g_rows)

@@ -40,7 +40,7 @@ Design (``data.synthetic`` in params.yaml holds the knobs):
   number of worker processes.
 
 Counts (``synthetic_counts.json`` and the return value) have the structure
-:func:`atreid.data.atustc.compute_statistics` computes from the index::
+:meth:`atreid.data.benchmarks.atustc.ATUSTC.statistics` computes from the index::
 
     {"train":   {"ids", "outfits", "rgb_cameras", "ir_cameras", "clips", "images"},  # flag 0
      "val":     {...},  # flag 1

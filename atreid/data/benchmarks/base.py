@@ -1,6 +1,6 @@
-"""Shared base of the dataset adapters (AT-USTC and the cross-dataset benchmarks).
+"""The base class of every benchmark (AT-USTC and the cross-dataset benchmarks).
 
-An adapter reads one dataset's *real release layout* (what the authors distribute,
+A benchmark reads one dataset's *real release layout* (what the authors distribute,
 never a reorganised copy) into the common index, one row per image:
 
 ``path``      relative to the dataset root (the folder holding the release's top-level
@@ -11,20 +11,20 @@ never a reorganised copy) into the common index, one row per image:
 ``clothes``   int clothes id per person, ``-1`` when the benchmark has no clothes labels
 ``split``     ``"train"``, ``"val"``, ``"query"``, ``"gallery"``, ``"test"``, ...
 
-plus adapter-specific columns a protocol needs (``extra_columns``). AT-USTC keeps its
-own columns (``columns``: flags instead of ``split``, see ``adapters/atustc.py``). The
-base class offers what every adapter shares, so adapters stay a regex and a row mapping:
+plus benchmark-specific columns a protocol needs (``extra_columns``). AT-USTC keeps its
+own columns (``columns``: flags instead of ``split``, see ``benchmarks/atustc.py``). The
+base class offers what every benchmark shares, so a benchmark's parsing stays a regex and a row mapping:
 
-* :meth:`BenchmarkAdapter.find_root` / :meth:`check_required` - locate the release
+* :meth:`Benchmark.find_root` / :meth:`check_required` - locate the release
   inside ``data/<name>/images`` and fail early, naming the missing file and the fix;
-* :meth:`BenchmarkAdapter.walk` - the folder walk (split folders -> regex -> rows);
-* :meth:`BenchmarkAdapter.build_index` - parse, validate and sort the index;
-* :meth:`BenchmarkAdapter.verify` - the one verification of every dataset: decoding of
-  every image (:func:`find_corrupt_images`), the adapter's hard checks
+* :meth:`Benchmark.walk` - the folder walk (split folders -> regex -> rows);
+* :meth:`Benchmark.build_index` - parse, validate and sort the index;
+* :meth:`Benchmark.verify` - the one verification of every dataset: decoding of
+  every image (:func:`find_corrupt_images`), the benchmark's hard checks
   (:meth:`check_index`), counts per report group (``stat_fields`` x :meth:`groups`)
-  against the published statistics (soft: differences beyond the adapter's tolerance are
+  against the published statistics (soft: differences beyond the benchmark's tolerance are
   reported, never fatal) or, for synthetic copies, against the generator's own counts;
-* :meth:`BenchmarkAdapter.format_report` - the summary table.
+* :meth:`Benchmark.format_report` - the summary table.
 
 Hard problems (missing folders/files, malformed names, unreadable list files, corrupt
 images) raise :class:`~atreid.errors.AtreidError` naming the file and the fix.
@@ -33,22 +33,25 @@ images) raise :class:`~atreid.errors.AtreidError` naming the file and the fix.
 from __future__ import annotations
 
 import json
-import os
 import re
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
 
 import pandas as pd
 
+from atreid.data.benchmarks.files import (
+    SYNTHETIC_COUNTS,
+    DamagedCopyError,
+    find_corrupt_images,
+    is_image,
+    list_files,
+)
+from atreid.data.protocols import BenchmarkProtocols
 from atreid.errors import AtreidError
-from atreid.io import progress
 
 INDEX_COLUMNS: tuple[str, ...] = ("path", "person", "camera", "modality", "clothes", "split")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 STAT_FIELDS: tuple[str, ...] = ("ids", "images", "cameras", "rgb_images", "ir_images", "outfits",
                                 "person_cameras")
-SYNTHETIC_COUNTS = "synthetic_counts.json"
 DEFAULT_TOLERANCE = 0.02       # relative difference reported for exact published figures
 APPROX_TOLERANCE = 0.10        # for figures protocols.md marks "(approx.)"
 SEARCH_DEPTH = 3               # folder levels searched for a release wrapped in other folders
@@ -69,108 +72,7 @@ STATISTICS: dict[str, Callable[[pd.DataFrame], Any]] = {
 }
 
 
-def list_files(folder: Path, root: Path) -> list[str]:
-    """Every file under ``folder`` as a path relative to ``root`` (POSIX), sorted.
-
-    Sorting makes the index (and every seeded draw made from it) independent of the
-    filesystem's listing order.
-    """
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        for name in sorted(filenames):
-            found.append(Path(dirpath, name).relative_to(root).as_posix())
-    return sorted(found)
-
-
-def is_image(rel: str) -> bool:
-    return Path(rel).suffix.lower() in IMAGE_SUFFIXES
-
-
-def decode_error(path: str) -> str | None:
-    """Fully decode one image; return an error string or None."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.width < 1 or image.height < 1:
-                return "empty image"
-    except Exception as exc:  # noqa: BLE001 - any decoder failure means a corrupt file
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def find_corrupt_images(root: Path, paths: list[str], workers: int) -> dict[str, str]:
-    """Decode every image (in ``workers`` processes, with progress); return path -> error."""
-    full = [str(root / p) for p in paths]
-    if workers <= 1:
-        return _decode_errors(paths, map(decode_error, full))
-    chunk = max(1, min(256, len(full) // (workers * 8) or 1))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return _decode_errors(paths, pool.map(decode_error, full, chunksize=chunk))
-
-
-def _decode_errors(paths: list[str], results) -> dict[str, str]:
-    errors: dict[str, str] = {}
-    for rel, error in zip(paths, progress(results, total=len(paths), desc="decode images", unit="img")):
-        if error:
-            errors[rel] = error
-    return errors
-
-
-class DamagedCopyError(AtreidError):
-    """A copy whose content is damaged (an image that does not decode, an unreadable list
-    file, a missing split). ``what`` names the problem; the message adds a generic fix,
-    which the index step replaces with the one command that prepares the copy again from
-    its source (it knows the source: atreid.commands.data.write_index)."""
-
-    def __init__(self, what: str, fix: str = "re-extract the dataset"):
-        super().__init__(f"{what}; {fix}")
-        self.what = what
-
-
-def read_id_list(path: Path) -> list[int]:
-    """Integer ids separated by commas, spaces or newlines (SYSU/LLCM/LTCC id files)."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise DamagedCopyError(f"{path}: cannot read id list ({exc})") from None
-    tokens = [t for t in re.split(r"[\s,]+", text.strip()) if t]
-    try:
-        return [int(t) for t in tokens]
-    except ValueError:
-        bad = next(t for t in tokens if not t.lstrip("-").isdigit())
-        raise DamagedCopyError(f"{path}: {bad!r} is not an integer id; the file must list ids separated by "
-                               "commas or newlines") from None
-
-
-def read_path_list(path: Path) -> list[tuple[str, int | None]]:
-    """``<relative path> [label]`` lines (RegDB idx, MSMT17 and LLCM lists); blank lines skipped."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise DamagedCopyError(f"{path}: cannot read list file ({exc})") from None
-    entries: list[tuple[str, int | None]] = []
-    for number, line in enumerate(lines, start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        label: int | None = None
-        if len(parts) > 1:
-            try:
-                label = int(parts[1])
-            except ValueError:
-                raise AtreidError(f"{path}:{number}: label {parts[1]!r} is not an integer; expected "
-                                  "'<image path> <label>' lines (re-extract the dataset)") from None
-        rel = parts[0].replace("\\", "/")
-        while rel.startswith("./"):
-            rel = rel[2:]
-        entries.append((rel.lstrip("/"), label))
-    return entries
-
-
-class BenchmarkAdapter:
+class Benchmark:
     """One dataset's release layout -> the common index (subclass per dataset).
 
     Subclasses set the class attributes and implement :meth:`parse` (usually one
@@ -180,8 +82,14 @@ class BenchmarkAdapter:
         name: registry name (``market1501``, ``cuhk03``, ``atustc``, ...).
         title: human-readable name used in reports.
         reference: citation of the dataset paper.
-        cross_dataset: a cross-dataset benchmark (listed by ``benchmark_names()``);
-            False for the training dataset AT-USTC.
+        protocols: its evaluation protocols (:mod:`atreid.data.protocols`); a benchmark
+            whose user chooses a protocol family (``custom``) declares the default one,
+            and its index step records the choice in ``verification.json``.
+        miniature: the plan of the synthetic miniature that stands in for it in the demo
+            (:mod:`atreid.data.synthetic.miniatures`; None: it has none, its source is
+            needed).
+        own_rules: prepared, indexed and sampled by its own rules (``rules/data.smk``,
+            settings under ``settings``); the others share ``rules/benchmarks.smk``.
         settings: the params.yaml entry of the dataset, quoted in error messages
             ("" = ``data.benchmarks.<name>``).
         top_folders: names the release unpacks to (first = the official one, used by the
@@ -190,7 +98,7 @@ class BenchmarkAdapter:
         required: entries that must exist below the root (a trailing ``/`` = folder).
         layout: one line describing the expected layout, quoted in error messages.
         columns: the common index columns (AT-USTC has its own).
-        extra_columns: adapter-specific index columns.
+        extra_columns: benchmark-specific index columns.
         splits: split values in report order.
         stat_groups: extra report rows: name -> values of ``group_column`` they pool.
         group_column: the index column report groups select on.
@@ -209,7 +117,9 @@ class BenchmarkAdapter:
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     reference: ClassVar[str] = ""
-    cross_dataset: ClassVar[bool] = True
+    protocols: ClassVar[BenchmarkProtocols]
+    miniature: ClassVar[Callable[..., Any] | None] = None
+    own_rules: ClassVar[bool] = False
     settings: ClassVar[str] = ""
     top_folders: ClassVar[tuple[str, ...]] = ()
     subdir: ClassVar[str] = ""
@@ -323,7 +233,7 @@ class BenchmarkAdapter:
 
     def walk(self, root: Path, folders: Mapping[str, Any], regex: re.Pattern[str], pattern: str,
              row: Callable[[re.Match[str], str, Any], dict[str, Any] | None], *, on_path: bool = False,
-             flat: bool = False, malformed: list[str] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+             flat: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
         """The folder walk every release shares: split folders -> regex -> index rows.
 
         For each ``folder -> split`` in order, every file below ``root / folder`` (sorted;
@@ -334,7 +244,6 @@ class BenchmarkAdapter:
 
         Args:
             pattern: the naming scheme, quoted in the error for malformed names.
-            malformed: collect malformed paths here instead of raising.
 
         Returns:
             (rows, ignored files). Malformed names raise naming the first and how many more.
@@ -355,9 +264,7 @@ class BenchmarkAdapter:
                 record = row(found, rel, split)
                 if record is not None:
                     rows.append(record)
-        if malformed is not None:
-            malformed.extend(bad)
-        elif bad:
+        if bad:
             raise self.malformed(root, bad[0], pattern, more=len(bad) - 1)
         return rows, ignored
 
@@ -380,7 +287,7 @@ class BenchmarkAdapter:
         return found
 
     def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
-        """The index of ``rows``: the adapter's columns, integer ids, sorted by path."""
+        """The index of ``rows``: the benchmark's columns, integer ids, sorted by path."""
         index = pd.DataFrame(rows, columns=[*self.columns, *self.extra_columns])
         for column in ("person", "camera", "clothes"):
             index[column] = index[column].astype("int64")
@@ -398,7 +305,7 @@ class BenchmarkAdapter:
             raise AtreidError(f"{root / duplicated.iloc[0]}: listed twice by {self.title}'s split files; "
                               "the list files are inconsistent, re-extract the dataset")
         bad_modality = set(index["modality"]) - {"rgb", "ir"}
-        if bad_modality:  # pragma: no cover - adapter bug guard
+        if bad_modality:  # pragma: no cover - benchmark bug guard
             raise AssertionError(f"{self.name}: invalid modalities {bad_modality}")
         return index, root, warnings
 
@@ -414,6 +321,14 @@ class BenchmarkAdapter:
         if name == "all":
             return index
         return index[index[self.group_column].isin(self.groups()[name])]
+
+    def split_names(self, index: pd.DataFrame) -> list[str]:
+        """The splits of an index by the names commands take (``--split``)."""
+        return sorted(set(index[self.group_column]))
+
+    def row_splits(self, index: pd.DataFrame) -> pd.Series:
+        """The split of every row, by the names of :meth:`split_names`."""
+        return index[self.group_column]
 
     def statistics(self, index: pd.DataFrame) -> dict[str, dict[str, int]]:
         """Counts (``stat_fields``) per report group, then ``all``."""
@@ -573,16 +488,3 @@ class BenchmarkAdapter:
                               for k, v in want.items())
             lines.append(f"  {group}: {items}")
         return lines + [""]
-
-
-TEXT_COLUMNS = ("path", "modality", "split", "train_trials", "test_trials")
-
-
-def read_benchmark_index(path: str | Path) -> pd.DataFrame:
-    """Read ``data/<name>/index.csv`` (clear error when missing); list columns stay text."""
-    path = Path(path)
-    if not path.is_file():
-        raise AtreidError(f"{path}: index not found; run `snakemake {path}` to build it")
-    header = pd.read_csv(path, nrows=0).columns
-    dtypes = {c: str for c in TEXT_COLUMNS if c in header}
-    return pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values={c: [] for c in header})

@@ -22,8 +22,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from atreid.data.adapters import register_benchmark
-from atreid.data.adapters.base import BenchmarkAdapter, read_path_list
+from atreid.data.benchmarks.base import Benchmark
+from atreid.data.benchmarks.registry import register_benchmark
+from atreid.data.protocols import standard
+from atreid.data.synthetic.miniatures import Context, PLAN_DRAWS, Plan, Shot, pick, shot_row, text_files
+from atreid.data.benchmarks.files import read_path_list
 
 FILE_RE = re.compile(r"^(?P<person>\d{4})_(?P<number>\d{3})_(?P<camera>\d{2})_(?P<rest>[^/]+)\.jpg$")
 TEST_ID_OFFSET = 10_000
@@ -35,9 +38,48 @@ LISTS = (  # list file, folder its paths are relative to, split
 )
 
 
+# The miniature that stands in for the release in the demo (atreid.data.synthetic.miniatures).
+def plan_msmt17(ctx: Context) -> Plan:
+    plan = Plan("MSMT17_V1")
+    rng = ctx.rng(PLAN_DRAWS)
+    lists: dict[str, list[str]] = {n: [] for n in ("list_train.txt", "list_val.txt", "list_query.txt",
+                                                    "list_gallery.txt")}
+    times = ("morning", "noon", "afternoon")
+
+    def name(pid: int, number: int, cam: int) -> str:
+        return (f"{pid:04d}_{number:03d}_{cam:02d}_{int(rng.integers(101, 1231)):04d}{times[int(rng.integers(0, 3))]}"
+                f"_{int(rng.integers(0, 10000)):04d}_{int(rng.integers(0, 3))}.jpg")
+
+    for label in range(4):  # training persons 0-3 (train list 0-2, validation list 3)
+        who = 100 + label
+        list_name = "list_train.txt" if label < 3 else "list_val.txt"
+        number = iter(range(1000))
+        for cam in pick(rng, range(1, 16), 2):
+            for _ in range(2):
+                rel = f"{label:04d}/{name(label, next(number), cam)}"
+                lists[list_name].append(f"{rel} {label}")
+                plan.shots.append(Shot(f"train/{rel}", who, 1, cam, False, shot_row(f"train/{rel}", label, cam, "train")))
+    for label in range(14):  # test persons: their labels restart at 0 (stored + 10000)
+        who = 200 + label
+        number = iter(range(1000))
+        cams = pick(rng, range(1, 16), 3)
+        for list_name, split, chosen, count in (("list_query.txt", "query", cams[:2], 1),
+                                                ("list_gallery.txt", "gallery", cams, 3)):
+            for cam in chosen:
+                for _ in range(count):
+                    rel = f"{label:04d}/{name(label, next(number), cam)}"
+                    lists[list_name].append(f"{rel} {label}")
+                    plan.shots.append(Shot(f"test/{rel}", who, 1, cam, False,
+                                           shot_row(f"test/{rel}", label + 10_000, cam, split)))
+    plan.texts = text_files(lists)
+    return plan
+
+
 @register_benchmark
-class MSMT17(BenchmarkAdapter):
+class MSMT17(Benchmark):
     name = "msmt17"
+    protocols = standard("msmt17", "MSMT17")
+    miniature = staticmethod(plan_msmt17)
     title = "MSMT17 (V1)"
     reference = "Wei et al., Person Transfer GAN to Bridge Domain Gap for Person Re-Identification, CVPR 2018"
     top_folders = ("MSMT17_V1", "MSMT17", "msmt17")
@@ -71,4 +113,3 @@ class MSMT17(BenchmarkAdapter):
         if mismatched:
             warnings.append(f"{mismatched} list labels differ from the person id in the file name (labels used)")
         return rows, warnings
-

@@ -19,7 +19,7 @@ ignored):
 
 The evaluation scores the protocol family the dataset chooses by name
 (``data.benchmarks.custom.protocol``: ``standard``, ``cross_modality`` or
-``clothes_changing``, see :data:`atreid.eval.cross_dataset.PROTOCOL_FAMILIES`); the index
+``clothes_changing``, see :data:`atreid.data.protocols.PROTOCOL_FAMILIES`); the index
 step checks that the chosen family finds queries and a gallery, and records it in the
 verification report. Every problem stops the step with one line naming the file (and
 line) and the fix.
@@ -30,16 +30,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import pandas as pd
 
-from atreid.data.adapters import register_benchmark
-from atreid.data.adapters.base import INDEX_COLUMNS, STAT_FIELDS, BenchmarkAdapter
+from atreid.data.benchmarks.base import INDEX_COLUMNS, STAT_FIELDS, Benchmark
+from atreid.data.benchmarks.registry import register_benchmark
+from atreid.data.protocols import DEFAULT_FAMILY, BenchmarkProtocols, protocol_family, select
 from atreid.errors import AtreidError
-
-if TYPE_CHECKING:
-    from atreid.eval.cross_dataset import BenchmarkProtocols
 
 CSV_NAME = "atreid.csv"
 COUNTS_NAME = "atreid_counts.json"
@@ -116,7 +114,7 @@ class CsvTable:
 
 
 @register_benchmark
-class CustomDataset(BenchmarkAdapter):
+class CustomDataset(Benchmark):
     """Your own dataset, read from ``atreid.csv`` (see the module docstring).
 
     Args:
@@ -125,6 +123,8 @@ class CustomDataset(BenchmarkAdapter):
     """
 
     name = "custom"
+    # The family its index step records (verification.json) replaces these for the evaluation.
+    protocols = protocol_family(DEFAULT_FAMILY, "custom")
     title = "Custom dataset"
     reference = "your own data, listed in atreid.csv"
     top_folders = ("custom",)
@@ -134,15 +134,13 @@ class CustomDataset(BenchmarkAdapter):
     splits = SPLITS
     stat_groups = {"test": TEST_SPLITS}
 
-    def __init__(self, protocol: str = "standard") -> None:
+    def __init__(self, protocol: str = DEFAULT_FAMILY) -> None:
         super().__init__()
         self.protocol = protocol
         self.published: dict[str, dict[str, int]] = {}  # the dataset's own atreid_counts.json
 
     # ---- parsing ----------------------------------------------------------------------
     def parse(self, root: Path) -> tuple[list[dict[str, Any]], list[str]]:
-        from atreid.eval.cross_dataset import protocol_family
-
         try:
             spec = protocol_family(self.protocol, self.name)
         except AtreidError as exc:
@@ -208,8 +206,6 @@ class CustomDataset(BenchmarkAdapter):
     def check_protocol(self, table: CsvTable, index: pd.DataFrame, spec: BenchmarkProtocols) -> None:
         """Every protocol of the chosen family finds queries and a gallery; clothes-changing
         protocols need the clothes of every image they compare."""
-        from atreid.eval.cross_dataset import select
-
         clothes_rules = any(p.rule.clothes != "any" for p in spec.protocols)
         for protocol in spec.protocols:
             for role, selection in (("queries", protocol.query), ("gallery images", protocol.gallery)):
@@ -253,7 +249,7 @@ class CustomDataset(BenchmarkAdapter):
     # ---- verification -----------------------------------------------------------------
     def verify(self, images_dir: str | Path, *, expected: str = "none", decode_workers: int = 0
                ) -> tuple[pd.DataFrame, dict[str, Any]]:
-        """As :meth:`BenchmarkAdapter.verify`; ``expected="official"`` compares with the
+        """As :meth:`Benchmark.verify`; ``expected="official"`` compares with the
         dataset's own ``atreid_counts.json``. The report records the protocol family."""
         if expected == "official":
             counts = self.find_root(images_dir) / COUNTS_NAME

@@ -25,8 +25,11 @@ from typing import Any
 
 import pandas as pd
 
-from atreid.data.adapters import register_benchmark
-from atreid.data.adapters.base import BenchmarkAdapter, read_path_list
+from atreid.data.benchmarks.base import Benchmark
+from atreid.data.benchmarks.registry import register_benchmark
+from atreid.data.protocols import CM_ALL, HEAD_AD_ST, BenchmarkProtocols, Protocol
+from atreid.data.synthetic.miniatures import Context, PLAN_DRAWS, Plan, Shot, pick, shot_row
+from atreid.data.benchmarks.files import read_path_list
 
 PATH_RE = re.compile(r"^(?P<folder>Visible|Thermal)/(?P<dir>\d+)/"
                      r"(?P<stem>[^/]+)_(?P<vt>[vt])_(?P<frame>\d+)_(?P<person>\d+)\.(?:bmp|jpg|png)$")
@@ -46,9 +49,61 @@ def parse_trial_list(value: Any) -> set[int]:
     return {int(float(t)) for t in str(value).split(";") if t.strip()}
 
 
+# ---- protocols ------------------------------------------------------------------------------
+_IR = {"split": ("test",), "modality": ("ir",)}
+_RGB = {"split": ("test",), "modality": ("rgb",)}
+PROTOCOLS = BenchmarkProtocols("regdb", (
+    Protocol("IR->RGB", HEAD_AD_ST, _IR, _RGB, CM_ALL,
+             "thermal queries x visible gallery of trial k's test files (k = 1..10)",
+             trials=len(TRIALS), trial_column="test_trials"),
+    Protocol("RGB->IR", HEAD_AD_ST, _RGB, _IR, CM_ALL,
+             "visible queries x thermal gallery of trial k's test files (k = 1..10)",
+             trials=len(TRIALS), trial_column="test_trials"),
+), main="both-directions", combined={"both-directions": ("IR->RGB", "RGB->IR")})
+
+
+# The miniature that stands in for the release in the demo (atreid.data.synthetic.miniatures).
+def plan_regdb(ctx: Context) -> Plan:
+    plan = Plan("RegDB")
+    rng = ctx.rng(PLAN_DRAWS)
+    persons = list(range(1, 25))
+    per_person = 4
+    names: dict[tuple[int, str], list[str]] = {}
+    for pid in persons:
+        gender = ("male", "female")[int(rng.integers(0, 2))]
+        view = ("front", "back")[int(rng.integers(0, 2))]
+        frames = sorted(pick(rng, range(0, 99_999), per_person))
+        for folder, vt in (("Visible", "v"), ("Thermal", "t")):
+            names[(pid, folder)] = [f"{folder}/{pid}/{gender}_{view}_{vt}_{f:05d}_{pid}.bmp" for f in frames]
+    train_trials: dict[str, list[int]] = {}
+    test_trials: dict[str, list[int]] = {}
+    for k in range(1, 11):
+        test = sorted(pick(ctx.rng(PLAN_DRAWS, k), persons, len(persons) // 2))
+        for part, chosen in (("train", [p for p in persons if p not in test]), ("test", test)):
+            for folder, mod in (("Visible", "visible"), ("Thermal", "thermal")):
+                lines = []
+                for pid in chosen:
+                    for rel in names[(pid, folder)]:
+                        lines.append(f"{rel} {pid - 1}")
+                        (test_trials if part == "test" else train_trials).setdefault(rel, []).append(k)
+                plan.texts[f"idx/{part}_{mod}_{k}.txt"] = "\n".join(lines) + "\n"
+    for pid in persons:
+        for folder, camera, modality in (("Visible", 1, "rgb"), ("Thermal", 2, "ir")):
+            for rel in names[(pid, folder)]:
+                tests = test_trials.get(rel, [])
+                row = shot_row(rel, pid, camera, "test" if tests else "train", modality=modality,
+                           train_trials=";".join(map(str, sorted(train_trials.get(rel, [])))),
+                           test_trials=";".join(map(str, sorted(tests))))
+                # One co-located camera pair: the same view, rendered visible or thermal.
+                plan.shots.append(Shot(rel, pid, 1, 1, modality == "ir", row))
+    return plan
+
+
 @register_benchmark
-class RegDB(BenchmarkAdapter):
+class RegDB(Benchmark):
     name = "regdb"
+    protocols = PROTOCOLS
+    miniature = staticmethod(plan_regdb)
     title = "RegDB"
     reference = "Nguyen et al., Person Recognition System Based on a Combination of Body Images ..., Sensors 2017"
     top_folders = ("RegDB", "regdb")

@@ -24,8 +24,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from atreid.data.adapters import register_benchmark
-from atreid.data.adapters.base import BenchmarkAdapter, read_id_list, read_path_list
+from atreid.data.benchmarks.base import Benchmark
+from atreid.data.benchmarks.registry import register_benchmark
+from atreid.data.protocols import cross_modality
+from atreid.data.synthetic.miniatures import Context, Plan, Shot, pick, shot_row, start_plan, text_files
+from atreid.data.benchmarks.files import read_id_list, read_path_list
 
 FILE_RE = re.compile(r"^(?P<person>\d{4})_c(?P<camera>\d{2})_s(?P<s>\d+)_f(?P<f>\d+)_(?P<mod>vis|nir)\.jpg$")
 TEST_RE = re.compile(r"^test_(?P<mod>vis|nir)/cam(?P<camera>\d)/(?P<person>\d{4})/[^/]+$")
@@ -38,9 +41,42 @@ def camera_id(camera: int, modality: str) -> int:
     return camera + (RGB_CAMERA_COUNT if modality == "ir" else 0)
 
 
+# The miniature that stands in for the release in the demo (atreid.data.synthetic.miniatures).
+def plan_llcm(ctx: Context) -> Plan:
+    plan, rng, ids = start_plan(ctx, "LLCM", 1064, 4 + 14)
+    train, test = ids[:4], ids[4:]
+    lists: dict[str, list[str]] = {n: [] for n in ("train_vis", "train_nir", "test_vis", "test_nir")}
+    ir_cams = (1, 2, 4, 5, 6, 7, 8, 9)  # LLCM has no infrared view at camera 3
+    for pid in ids:
+        is_test = pid in test
+        cams = {"vis": pick(rng, range(1, 10), 2 if is_test else 1),
+                "nir": pick(rng, ir_cams, 2 if is_test else 1)}
+        for mod, modality in (("vis", "rgb"), ("nir", "ir")):
+            for cam in cams[mod]:
+                for _ in range(3):
+                    file = (f"{pid:04d}_c{cam:02d}_s{int(rng.integers(100_000, 240_000)):06d}"
+                            f"_f{int(rng.integers(1, 10_000))}_{mod}.jpg")
+                    rel = f"{mod}/{pid:04d}/{file}"
+                    camera = cam + (9 if modality == "ir" else 0)
+                    if is_test:
+                        alias = f"test_{mod}/cam{cam}/{pid:04d}/{file}"
+                        lists[f"test_{mod}"].append(f"{rel} {pid}")
+                        row = shot_row(alias, pid, camera, "test", modality=modality)
+                        plan.shots.append(Shot(alias, pid, 1, cam, modality == "ir", row, copies=(rel,)))
+                    else:
+                        lists[f"train_{mod}"].append(f"{rel} {train.index(pid)}")
+                        row = shot_row(rel, pid, camera, "train", modality=modality)
+                        plan.shots.append(Shot(rel, pid, 1, cam, modality == "ir", row))
+    plan.texts = text_files(lists, "idx/{}.txt")
+    plan.texts["idx/test_id.txt"] = ",".join(str(p) for p in test)
+    return plan
+
+
 @register_benchmark
-class LLCM(BenchmarkAdapter):
+class LLCM(Benchmark):
     name = "llcm"
+    protocols = cross_modality("llcm")
+    miniature = staticmethod(plan_llcm)
     title = "LLCM"
     reference = "Zhang and Wang, Diverse Embedding Expansion Network and Low-Light Cross-Modality Benchmark, CVPR 2023"
     top_folders = ("LLCM", "llcm")

@@ -20,17 +20,65 @@ from typing import Any
 
 import pandas as pd
 
-from atreid.data.adapters import register_benchmark
-from atreid.data.adapters.base import BenchmarkAdapter, read_id_list
+from atreid.data.benchmarks.base import Benchmark
+from atreid.data.benchmarks.registry import register_benchmark
+from atreid.data.protocols import BenchmarkProtocols, GALLERY, HEAD_DT_LT, QUERY, VM_ALL, VM_CC, Protocol
+from atreid.data.synthetic.miniatures import Context, Plan, Shot, pick, shot_row, start_plan
+from atreid.data.benchmarks.files import read_id_list
 from atreid.errors import AtreidError
 
 FILE_RE = re.compile(r"^(?P<person>\d+)_(?P<clothes>\d+)_c(?P<camera>\d+)_(?P<frame>\d+)\.png$")
 FOLDERS = {"train": "train", "query": "query", "test": "gallery"}
 
 
+# ---- protocols ------------------------------------------------------------------------------
+_CHANGING = (1,)
+PROTOCOLS = BenchmarkProtocols("ltcc", (
+    Protocol("general", HEAD_DT_LT, QUERY, GALLERY, VM_ALL,
+             "general setting: every query x every gallery image"),
+    Protocol("cc", HEAD_DT_LT, {**QUERY, "clothes_changing": _CHANGING}, {**GALLERY, "clothes_changing": _CHANGING},
+             VM_CC, "cloth-changing: queries AND gallery of clothes-changing persons only, "
+                    "changed-clothes positives (the reference's setting)"),
+    Protocol("cc-query-only", HEAD_DT_LT, {**QUERY, "clothes_changing": _CHANGING}, GALLERY, VM_CC,
+             "cloth-changing, common practice: clothes-changing queries x the full gallery"),
+), main="cc")
+
+
+# The miniature that stands in for the release in the demo (atreid.data.synthetic.miniatures).
+def plan_ltcc(ctx: Context) -> Plan:
+    plan, rng, ids = start_plan(ctx, "LTCC_ReID", 152, 4 + 16)
+    train, test = ids[:4], ids[4:]
+    changing = {"train": set(train[:2]), "test": set(pick(rng, test, 10))}
+    counter = iter(range(1, 1_000_000))
+    for part, persons in (("train", train), ("test", test)):
+        for pid in persons:
+            change = pid in changing[part]
+            outfits = [1, 2] if change else [1]
+            cams = pick(rng, range(1, 13), 4)
+            # (folder, split, outfit, camera) per image: queries on two cameras; the gallery
+            # covers every outfit on the other cameras, so each query keeps a positive.
+            if part == "train":
+                images = [("train", "train", outfits[i % len(outfits)], cams[i % 2]) for i in range(4)]
+            else:
+                images = [("query", "query", outfits[0], cams[0]), ("query", "query", outfits[-1], cams[1])]
+                images += [("test", "gallery", outfits[i % len(outfits)], cams[2 + i % 2]) for i in range(6)]
+            for folder, split, outfit, cam in images:
+                rel = f"{folder}/{pid:03d}_{outfit}_c{cam}_{next(counter) * 7:06d}.png"
+                plan.shots.append(Shot(rel, pid, outfit, cam, False,
+                                       shot_row(rel, pid, cam, split, clothes=outfit, clothes_changing=int(change))))
+    for part in ("train", "test"):
+        persons = train if part == "train" else test
+        plan.texts[f"info/cloth-change_id_{part}.txt"] = "".join(f"{p}\n" for p in sorted(changing[part]))
+        plan.texts[f"info/cloth-unchange_id_{part}.txt"] = "".join(
+            f"{p}\n" for p in sorted(set(persons) - changing[part]))
+    return plan
+
+
 @register_benchmark
-class LTCC(BenchmarkAdapter):
+class LTCC(Benchmark):
     name = "ltcc"
+    protocols = PROTOCOLS
+    miniature = staticmethod(plan_ltcc)
     title = "LTCC"
     reference = "Qian et al., Long-Term Cloth-Changing Person Re-identification, ACCV 2020"
     top_folders = ("LTCC_ReID", "LTCC", "ltcc")
