@@ -200,23 +200,7 @@ def validate_params(params: dict[str, Any], *, source: str = "params.yaml") -> d
         raise AtreidError(f"{source}: {_error_message(error)}; fix it in {source}")
     filled = _fill_defaults(schema, copy.deepcopy(params), schema)
     _check_variants(filled, source)
-    _check_benchmarks(filled, source)
     return filled
-
-
-def _check_benchmarks(params: dict[str, Any], source: str) -> None:
-    """Benchmark names (and data.train_on) must be registered benchmarks: the same check
-    for the CLI and the workflow, before any job runs."""
-    names = {"eval.benchmarks": params["eval"]["benchmarks"], "data.benchmarks": params["data"]["benchmarks"],
-             "data.train_on": [params["data"]["train_on"]]}
-    if not any(name != "atustc" for listed in names.values() for name in listed):
-        return  # nothing to look up (spares the benchmarks' import)
-    # Imported here for start-up time (the benchmarks pull in pandas), and because the
-    # data layer sits above the config.
-    from atreid.data.benchmarks import check_benchmark_names
-
-    for key, listed in names.items():
-        check_benchmark_names(listed, f"{source}: {key}")
 
 
 def _check_variants(params: dict[str, Any], source: str) -> None:

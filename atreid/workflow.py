@@ -32,6 +32,7 @@ from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from atreid.config import read_params_file
+from atreid.data.archive import check_source_outside, prepared_source
 from atreid.errors import AtreidError
 
 LOCK_HINT = ("hint: .snakemake/locks holds a lock of an earlier snakemake. If no other snakemake is running in "
@@ -112,13 +113,9 @@ def user_file_input(source: str, key: str, what: str, *, origin: str, replaced: 
     """
     if not is_local_path(source):
         return []
-    from atreid.data.archive import check_source_outside
-
     check_source_outside(source, replaced, setting=f"{key} (in {origin})")
     if os.path.exists(source):
         return [source]
-    from atreid.commands.data import prepared_source
-
     if manifest is not None and prepared_source(manifest) == source:
         warn(f"{key}: {source} not found; keeping the copy imported from it earlier ({manifest})")
         return [source]

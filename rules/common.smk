@@ -5,6 +5,7 @@ import shlex
 import sys
 
 from atreid.config import deep_merge, typed_command_line_values, validate_params
+from atreid.data.benchmarks import check_params_benchmarks
 from atreid.constants import SCENARIOS
 from atreid.errors import AtreidError
 
@@ -14,6 +15,7 @@ try:
     # Validates against atreid/schema/params.schema.yaml and fills defaults, so unknown
     # keys and wrong types stop the workflow with one line naming the key.
     config = validate_params(config, source="params.yaml (+ --configfile/--config)")
+    check_params_benchmarks(config, "params.yaml (+ --configfile/--config)")
 except AtreidError as exc:
     sys.exit(f"error: {exc}")
 

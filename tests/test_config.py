@@ -182,13 +182,15 @@ def test_bad_yaml_names_file_and_line(tmp_path):
 
 
 def test_unregistered_benchmark_is_refused(params):
+    from atreid.data.benchmarks import check_params_benchmarks
+
     params["eval"]["benchmarks"] = ["atustc", "market1502"]
-    with pytest.raises(AtreidError, match=r"eval\.benchmarks: unknown benchmark 'market1502'; valid: atustc, "):
-        validate_params(params)
+    with pytest.raises(AtreidError, match=r"x\.yaml: eval\.benchmarks: unknown benchmark 'market1502'; valid: atustc, "):
+        check_params_benchmarks(validate_params(params), "x.yaml")
     params["eval"]["benchmarks"] = ["atustc"]
     params["data"]["benchmarks"]["nope"] = {"source": "synthetic"}
     with pytest.raises(AtreidError, match=r"data\.benchmarks: unknown benchmark 'nope'"):
-        validate_params(params)
+        check_params_benchmarks(validate_params(params), "x.yaml")
 
 
 def test_check_params_refuses_an_unregistered_benchmark(tmp_path):

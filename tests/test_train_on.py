@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from atreid.config import deep_merge, load_params, resolve_variant, validate_params
+from atreid.data.benchmarks import check_params_benchmarks
 from atreid.data.labels import (build_training_split, check_trainable, empty_heads, label_support,
                                 training_split)
 from atreid.errors import AtreidError
@@ -138,7 +139,7 @@ def test_train_on_is_validated_and_defaults_to_atustc():
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["data"]["train_on"] = "market"
     with pytest.raises(AtreidError, match=r"data\.train_on: unknown benchmark 'market'; valid: atustc, .*market1501"):
-        validate_params(raw)
+        check_params_benchmarks(validate_params(raw), "params.yaml")
     del raw["data"]["train_on"]
     assert validate_params(raw)["data"]["train_on"] == "atustc"  # the schema's default
 

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from atreid.commands import json_object_arg
+from atreid.data.archive import (DEFAULT_MAX_EXPANSION, DEFAULT_MAX_EXTRACTED_GIB, PREPARED_NAME,
+                                 check_source_outside, import_dataset, prepared_source)
 from atreid.errors import AtreidError
 from atreid.io import (atomic_write_csv, atomic_write_json, atomic_write_text, install_dir, recover_interrupted_swap,
                        remove_stale_temporaries, stale_temporaries)
@@ -39,9 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("atreid.data")
 
 
-# Beside a dataset's images/ (data/<name>/): the manifest of the copy the prepare step
-# made (rules/*.smk declare it) and the import's record of the source's digest.
-PREPARED_NAME = "prepared.json"
+# Beside a dataset's images/ (data/<name>/): the import's record of the source's digest
+# (the prepare step's manifest: atreid.data.archive.PREPARED_NAME).
 RECORD_NAME = "source.json"
 
 
@@ -56,8 +57,6 @@ def add_staging_argument(p: argparse.ArgumentParser) -> None:
 
 
 def add_expansion_arguments(p: argparse.ArgumentParser) -> None:
-    from atreid.data.archive import DEFAULT_MAX_EXPANSION, DEFAULT_MAX_EXTRACTED_GIB
-
     p.add_argument("--max-expansion", type=float, default=DEFAULT_MAX_EXPANSION,
                    help="an archive may extract to this many times its size (data.max_expansion)")
     p.add_argument("--max-extracted-gib", type=float, default=DEFAULT_MAX_EXTRACTED_GIB,
@@ -86,8 +85,6 @@ def begin_staging(args: argparse.Namespace, setting: str) -> Path:
     First of all, a source inside any folder the import replaces is refused (``setting``:
     its key, for the message), before anything is deleted: installing the copy would
     otherwise delete the user's own archive."""
-    from atreid.data.archive import check_source_outside
-
     check_source_outside(args.source.get("source", "synthetic"), replaced_folders(args.out), setting=setting)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -122,8 +119,6 @@ def run_install(args: argparse.Namespace) -> None:
         raise AtreidError(f"{manifest}: names {staged.name!r}, not a staging folder beside {out}; prepare "
                           f"it again: snakemake --cores all --forcerun {args.rule}")
     if isinstance(prepared.get("source"), str):  # also a copy prepared by hand or by an older atreid
-        from atreid.data.archive import check_source_outside
-
         check_source_outside(prepared["source"], [out], setting="the source")
     recover_interrupted_swap(out)
     remove_stale_temporaries(out)
@@ -147,8 +142,6 @@ def run_prepare(args: argparse.Namespace) -> None:
                  counts.get("all", {}).get("images", "?"))
         record = {"source": "synthetic", "images": counts.get("all", {}).get("images")}
     else:
-        from atreid.data.archive import import_dataset
-
         summary = import_dataset(source, out, sha256=args.source.get("sha256"),
                                  record=Path(args.record), expect_top="AT-USTC", **expansion_limits(args))
         log.info("imported %s (sha256 %s)", source, summary.get("sha256"))
@@ -177,16 +170,6 @@ def refuse_count_differences(benchmark: Benchmark, args: argparse.Namespace, rep
     raise AtreidError(f"{args.images}: {first}{more}: not the release whose official counts "
                       f"{key}.expected_counts names; check {key}.source, or set {key}.count_differences: "
                       "warn to use this copy on purpose")
-
-
-def prepared_source(manifest: str | os.PathLike) -> str | None:
-    """The source recorded in a data folder's manifest (data/<name>/prepared.json): what
-    its images/ were generated or imported from; None when there is no readable one."""
-    try:
-        source = json.loads(Path(manifest).read_text(encoding="utf-8")).get("source")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return source if isinstance(source, str) else None
 
 
 def reimport_fix(images: Path, key: str) -> str:

@@ -23,6 +23,16 @@ def _merge_into(target, override) -> None:
             target[key] = value
 
 
+def checked_params(*paths: str | Path) -> dict:
+    """The merged params files, validated against the schema and the benchmark registry."""
+    # start-up: the registry imports every benchmark module (pandas), only when the verb runs
+    from atreid.data.benchmarks import check_params_benchmarks
+
+    params = load_params(*paths)
+    check_params_benchmarks(params, " + ".join(str(p) for p in paths))
+    return params
+
+
 def run_apply_preset(args: argparse.Namespace) -> None:
     """Write params.yaml deep-merged with a preset, keeping params.yaml's comments.
 
@@ -32,7 +42,7 @@ def run_apply_preset(args: argparse.Namespace) -> None:
     from ruamel.yaml import YAML
 
     params_path, preset_path = Path(args.params), Path(args.preset)
-    load_params(params_path, preset_path)  # validate the merged result before writing anything
+    checked_params(params_path, preset_path)  # validate the merged result before writing anything
     yaml = YAML()
     yaml.preserve_quotes = True
     params = yaml.load(params_path.read_text())
@@ -47,7 +57,7 @@ def run_apply_preset(args: argparse.Namespace) -> None:
 
 
 def run_check(args: argparse.Namespace) -> None:
-    load_params(*args.files)
+    checked_params(*args.files)
     print(f"ok: {' + '.join(args.files)}")
 
 

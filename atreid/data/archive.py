@@ -860,3 +860,18 @@ def _find_dir(root: Path, top: str, max_depth: int) -> Path | None:
                         following.append(Path(entry.path))
         level = following
     return None
+
+
+# Beside a dataset's images/ (data/<name>/): the manifest of the copy the prepare step made
+# (rules/*.smk declare it); it names the source the copy came from.
+PREPARED_NAME = "prepared.json"
+
+
+def prepared_source(manifest: str | os.PathLike) -> str | None:
+    """The source recorded in a data folder's manifest (data/<name>/prepared.json): what
+    its images/ were generated or imported from; None when there is no readable one."""
+    try:
+        source = json.loads(Path(manifest).read_text(encoding="utf-8")).get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return source if isinstance(source, str) else None

@@ -30,9 +30,10 @@ from atreid.data.benchmarks.base import Benchmark
 from atreid.data.benchmarks.registry import (
     benchmark_names,
     check_benchmark_names,
+    check_params_benchmarks,
     get_benchmark,
     register_benchmark,
 )
 
-__all__: list[str] = ["Benchmark", "benchmark_names", "check_benchmark_names", "get_benchmark",
-                      "register_benchmark"]
+__all__: list[str] = ["Benchmark", "benchmark_names", "check_benchmark_names", "check_params_benchmarks",
+                      "get_benchmark", "register_benchmark"]

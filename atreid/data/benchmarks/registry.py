@@ -12,7 +12,7 @@ so a benchmark module may import it at its top without a cycle.
 
 from __future__ import annotations
 
-from typing import Iterable, TypeVar
+from typing import Any, Iterable, Mapping, TypeVar
 
 from atreid.data.benchmarks.base import Benchmark
 from atreid.errors import AtreidError
@@ -60,3 +60,14 @@ def check_benchmark_names(names: Iterable[str], where: str) -> None:
     unknown = sorted(set(names) - set(_REGISTRY))
     if unknown:
         raise AtreidError(f"{where}: unknown benchmark {unknown[0]!r}; valid: {', '.join(benchmark_names())}")
+
+
+def check_params_benchmarks(params: Mapping[str, Any], source: str) -> None:
+    """The benchmark names a validated params mapping (:func:`atreid.config.validate_params`)
+    uses must be registered: ``eval.benchmarks``, the keys of ``data.benchmarks`` and
+    ``data.train_on``. The workflow and ``atreid check-params`` run this check before any job
+    (the schema cannot list the names: the registry is the one list)."""
+    names = {"eval.benchmarks": params["eval"]["benchmarks"], "data.benchmarks": params["data"]["benchmarks"],
+             "data.train_on": [params["data"]["train_on"]]}
+    for key, listed in names.items():
+        check_benchmark_names(listed, f"{source}: {key}")
