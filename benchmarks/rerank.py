@@ -68,7 +68,8 @@ def child(mode: str, num_q: int, num_g: int, out_path: str | None, repeats: int,
     import torch
 
     torch.set_num_threads(threads)
-    from atreid.eval.metrics import Labels, RemovalRule, evaluate_distmat
+    from atreid.data.protocols import RemovalRule
+    from atreid.eval.metrics import Labels, evaluate_distmat
     from atreid.eval.rerank import k_reciprocal_distances
 
     query, gallery, person, camera = make_data(num_q, num_g)

@@ -18,7 +18,8 @@ from atreid.eval.bootstrap import (
     seed_replicates,
     weighted_replicates,
 )
-from atreid.eval.metrics import Labels, RemovalRule, evaluate_distmat
+from atreid.data.protocols import RemovalRule
+from atreid.eval.metrics import Labels, evaluate_distmat
 from atreid.eval.oracle import oracle_evaluate
 from atreid.eval.outcomes import (
     OutcomeRecorder,
@@ -59,7 +60,7 @@ def test_outcomes_equal_the_oracle_per_query_and_average_to_the_means(rule):
 
 def _recorded(seed: int = 0):
     """Two protocols, the second with three trials, and a combination cell of both."""
-    from atreid.eval.protocols import result_to_dict
+    from atreid.eval.scoring import result_to_dict
 
     rng = np.random.default_rng(seed)
     recorder, dicts = OutcomeRecorder(), {}

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from atreid.eval.metrics import Labels, RemovalRule, RetrievalResult
+from atreid.data.protocols import RemovalRule
+from atreid.eval.metrics import Labels, RetrievalResult
 
 
 def oracle_distance(q_feat: np.ndarray | torch.Tensor, g_feat: np.ndarray | torch.Tensor) -> np.ndarray:
