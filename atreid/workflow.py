@@ -224,6 +224,16 @@ def first_run_metrics(config: Mapping[str, Any], benchmark: str) -> list[str]:
 
 
 # ---- what each job receives (its settings file; see write_settings) ----------------------
+def comparison_sides(config: Mapping[str, Any]) -> list[str]:
+    """``atreid compare``'s sides for results/comparison.md: the reference variant first
+    (``baseline``, or the first variant when there is none), then every other variant; each
+    side is the comma-joined list of its runs' metrics folders (all its seeds)."""
+    names = variants(config)
+    reference = "baseline" if "baseline" in names else names[0]
+    order = [reference] + [name for name in names if name != reference]
+    return [",".join(f"results/metrics/{name}/{run}" for run in runs_of(config, name)) for name in order]
+
+
 def train_settings(config: Mapping[str, Any], variant: str, seed: int) -> dict[str, Any]:
     """Exactly one run's resolved settings (its seed included): changing one variant
     reruns only its runs, and adding a seed only the new seed's."""

@@ -141,14 +141,6 @@ rule search_page:
 # first variant), per AT-USTC scenario, Any-Time and each benchmark's main protocol, with a
 # paired person-cluster bootstrap interval over the same queries (and the seeds, when a
 # variant has several runs: each side is the comma-joined list of its run folders).
-COMPARE_REFERENCE = "baseline" if "baseline" in VARIANTS else VARIANTS[0]
-
-
-def comparison_sides():
-    order = [COMPARE_REFERENCE] + [v for v in VARIANTS if v != COMPARE_REFERENCE]
-    return [",".join(f"results/metrics/{v}/{run}" for run in runs_of(v)) for v in order]
-
-
 rule compare_variants:
     input:
         metrics=all_metrics(),
@@ -156,7 +148,7 @@ rule compare_variants:
     output:
         "results/comparison.md",
     params:
-        sides=comparison_sides(),
+        sides=plan.comparison_sides(config),
         **code_params("compare"),
     conda:
         CONDA_ENV

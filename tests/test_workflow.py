@@ -38,6 +38,18 @@ def test_runs_of_trained_and_imported_variants() -> None:
     assert plan.first_seed(config) == 3
 
 
+def test_comparison_sides_put_the_reference_first_with_all_its_seeds() -> None:
+    config = params(seeds=[0, 1])
+    sides = plan.comparison_sides(config)
+    assert sides[0] == "results/metrics/baseline/seed0,results/metrics/baseline/seed1"
+    assert len(sides) == len(plan.variants(config)) and "results/metrics/full/seed0,results/metrics/full/seed1" in sides
+    no_baseline = validate_params({**load_params(REPO / "params.yaml"),
+                                   "variants": {"b": {"ncls": 6, "said": True, "moae": False, "hdw": False},
+                                                "a": {"ncls": 6, "said": True, "moae": True, "hdw": True}}})
+    # no baseline: the plan's first variant (sorted by name) is the reference
+    assert plan.comparison_sides({**no_baseline, "seeds": [0]}) == ["results/metrics/a/seed0", "results/metrics/b/seed0"]
+
+
 def test_metrics_files_follow_runs_and_benchmarks() -> None:
     config = params(seeds=[0, 1], eval={"benchmarks": ["atustc", "prcc"]})
     assert plan.run_metrics(config, "full", "seed1") == ["results/metrics/full/seed1/atustc.json",
