@@ -11,7 +11,9 @@ import argparse
 import errno
 import importlib
 import logging
+import os
 import pkgutil
+import platform
 import sys
 from typing import Sequence
 
@@ -42,9 +44,6 @@ CPU_KERNEL_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MA
 def pin_cpu_kernels() -> dict[str, str]:
     """Set :data:`CPU_KERNEL_PINS` (unless already set) on x86-64 CPUs with AVX2, before
     torch is imported; returns what is in effect."""
-    import os
-    import platform
-
     if "torch" in sys.modules or platform.machine().lower() not in ("x86_64", "amd64"):
         return {}
     try:

@@ -182,6 +182,7 @@ def validate_params(params: dict[str, Any], *, source: str = "params.yaml") -> d
     Raises:
         AtreidError: one line naming ``source`` and the offending key.
     """
+    # start-up: jsonschema loaded only when this runs
     import jsonschema
 
     if not isinstance(params, dict):

@@ -260,6 +260,7 @@ def atomic_write_csv(path: str | os.PathLike, frame: "Any") -> None:
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     """``torch.save`` to ``path`` atomically."""
+    # start-up: numpy, torch, tqdm loaded only when this runs
     import torch  # here, not at the top: the data steps import this module and need no torch
 
     atomic_write_stream(path, lambda f: torch.save(obj, f))
@@ -339,6 +340,7 @@ def atomic_output_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 def progress(iterable: Iterable[T], *, total: int | None = None, desc: str = "", unit: str = "it") -> Iterable[T]:
     """Wrap ``iterable`` in a tqdm progress bar on stderr (quiet when ATREID_QUIET is set)."""
+    # start-up: tqdm loaded only when this runs
     from tqdm import tqdm
 
     disable = bool(os.environ.get("ATREID_QUIET"))

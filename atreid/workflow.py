@@ -26,14 +26,17 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from atreid.config import read_params_file
+from atreid.config import read_params_file, resolve_variant, schema_defaults
 from atreid.data.archive import check_source_outside, prepared_source
 from atreid.errors import AtreidError
+from atreid.eval.rerank_options import rerank_options
+from atreid.io import atomic_write_text, settings_sha256
 
 LOCK_HINT = ("hint: .snakemake/locks holds a lock of an earlier snakemake. If no other snakemake is running in "
              "this folder (the last one was killed or the machine went down), run `snakemake --unlock` then rerun.")
@@ -139,8 +142,6 @@ SETTINGS_DIR = "settings"
 
 def one_of(names: Iterable[str]) -> str:
     """A wildcard constraint matching exactly ``names`` (and nothing when there are none)."""
-    import re
-
     names = list(names)
     return "|".join(re.escape(name) for name in names) if names else "(?!)"
 
@@ -237,8 +238,6 @@ def comparison_sides(config: Mapping[str, Any]) -> list[str]:
 def train_settings(config: Mapping[str, Any], variant: str, seed: int) -> dict[str, Any]:
     """Exactly one run's resolved settings (its seed included): changing one variant
     reruns only its runs, and adding a seed only the new seed's."""
-    from atreid.config import resolve_variant
-
     return resolve_variant(config, variant, seed)
 
 
@@ -263,8 +262,6 @@ def eval_settings(config: Mapping[str, Any], *, rerank: bool = True) -> dict[str
     section without them. ``rerank=False`` leaves re-ranking out (the galleries do not
     re-rank: switching it does not redraw them).
     """
-    from atreid.eval.rerank_options import rerank_options
-
     settings = dict(config["eval"])
     settings.pop("benchmarks")
     settings.pop("paper_results")
@@ -316,8 +313,6 @@ def atustc_source_settings(config: Mapping[str, Any]) -> tuple[dict[str, Any], d
 def benchmark_sources(config: Mapping[str, Any], names: Iterable[str]) -> dict[str, dict[str, Any]]:
     """data.benchmarks.<name> of every one of ``names``, an absent entry as the schema's
     defaults (the miniature), so the schema is the one place that states them."""
-    from atreid.config import schema_defaults
-
     listed = config["data"]["benchmarks"]
     return {name: listed[name] if name in listed else schema_defaults("data", "benchmarks", name)
             for name in names}
@@ -343,8 +338,6 @@ def write_settings(name: str, settings: Mapping[str, Any], folder: str | Path = 
     params trigger). A file that exists is left alone (same name, same content): its
     modification time does not move. Written atomically, with the user's umask.
     """
-    from atreid.io import atomic_write_text, settings_sha256
-
     text = json.dumps(settings, indent=2, sort_keys=True) + "\n"
     path = Path(folder) / f"{name}.{settings_sha256(settings)[:12]}.json"
     if not path.is_file():

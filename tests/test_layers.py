@@ -85,20 +85,40 @@ def test_a_planted_cycle_between_siblings_breaks_the_acyclic_contract(checkout_c
     assert "No cycles are allowed in atreid.eval" in done.stdout, done.stdout[-3000:]
 
 
+def _statement_lists(function: ast.AST):
+    """Every list of statements inside ``function`` (its body, and those of its blocks)."""
+    for node in ast.walk(function):
+        for field in ("body", "orelse", "finalbody"):
+            body = getattr(node, field, None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
+                yield body
+        for handler in getattr(node, "handlers", None) or []:
+            yield handler.body
+
+
 def function_level_imports(path: Path) -> list[tuple[int, str, str]]:
-    """(line, imported module, the line and the one above) of every import inside a function."""
+    """(line, imported module, its group's text) of every import inside a function. A group
+    is a run of import statements with nothing else between them; its text runs from the
+    line above its first import to its last, so one comment can explain the whole group."""
     source = path.read_text(encoding="utf-8")
     lines = source.splitlines()
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+    found: dict[int, tuple[int, str, str]] = {}
+    for function in ast.walk(ast.parse(source)):
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
-        for inner in ast.walk(node):
-            if isinstance(inner, (ast.Import, ast.ImportFrom)):
-                name = inner.module if isinstance(inner, ast.ImportFrom) else inner.names[0].name
-                context = lines[inner.lineno - 1] + "\n" + (lines[inner.lineno - 2] if inner.lineno > 1 else "")
-                found.append((inner.lineno, name or ".", context))
-    return found
+        for body in _statement_lists(function):
+            group: list[ast.stmt] = []
+            for statement in [*body, None]:
+                if isinstance(statement, (ast.Import, ast.ImportFrom)):
+                    group.append(statement)
+                    continue
+                if group:
+                    text = "\n".join(lines[max(group[0].lineno - 2, 0):group[-1].end_lineno])
+                    for node in group:
+                        name = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                        found[node.lineno] = (node.lineno, name or ".", text)
+                group = []
+    return sorted(found.values())
 
 
 def test_every_import_inside_a_function_says_it_is_for_start_up_time():
@@ -114,7 +134,8 @@ def test_every_import_inside_a_function_says_it_is_for_start_up_time():
 def test_the_function_import_check_sees_an_unexplained_import(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    import json\n    return json\n\n"
-                      "def g():\n    # start-up: torch only when g runs\n    import torch\n", encoding="utf-8")
+                      "def g():\n    # start-up: torch only when g runs\n    import torch\n    import timm\n"
+                      "    x = 1\n    import PIL\n", encoding="utf-8")
     found = function_level_imports(module)
     assert [(line, name, bool(DEFERRED.search(context))) for line, name, context in found] == [
-        (2, "json", False), (7, "torch", True)]
+        (2, "json", False), (7, "torch", True), (8, "timm", True), (10, "PIL", False)]

@@ -9,6 +9,7 @@ from pathlib import Path
 from atreid.commands import json_object_arg
 from atreid.commands.data import (add_count_arguments, add_expansion_arguments, add_staging_argument,
                                   begin_staging, expansion_limits, finish_staging, write_index)
+from atreid.data.archive import import_dataset
 from atreid.errors import AtreidError
 
 log = logging.getLogger("atreid.benchmarks")
@@ -29,8 +30,6 @@ def run_prepare(args: argparse.Namespace) -> None:
                  counts["statistics"]["all"]["images"])
         record = {"source": "synthetic", "images": counts["statistics"]["all"]["images"]}
     else:
-        from atreid.data.archive import import_dataset
-
         summary = import_dataset(source, out, sha256=args.source.get("sha256"), record=Path(args.record),
                                  expect_top=benchmark.top_folders[0], name=f"benchmarks.{args.benchmark}",
                                  **expansion_limits(args))

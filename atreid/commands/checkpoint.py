@@ -37,6 +37,7 @@ def load_reference_checkpoint(path: str | Path) -> tuple[dict[str, Any], Optiona
     if not path.is_file():
         raise AtreidError(f"{path}: reference checkpoint not found; set the variant's reference_checkpoint "
                           "to the epoch_best.t of the authors' training code")
+    # start-up: numpy, torch, tqdm loaded only when this runs
     import torch  # here: every CLI call imports this module, and torch costs ~1.5 s to import
 
     try:
@@ -113,6 +114,7 @@ def import_checkpoint(checkpoint: str | Path, *, variant: str, out: str | Path,
         AtreidError: unreadable or non-weights-only file, keys or shapes that do not fit,
         unequal repeated expert copies, or settings that disagree with the weights.
     """
+    # start-up: PIL, numpy, timm, torch, torchvision, tqdm, yaml loaded only when this runs
     from atreid.engine.checkpoint import model_from_settings
     from atreid.model.reference import listing, reference_to_atreid, strip_ddp_prefix
 
@@ -192,6 +194,7 @@ def export_checkpoint(model_path: str | Path, out: str | Path, epoch: Optional[i
     Returns:
         The number of state_dict entries written.
     """
+    # start-up: PIL, numpy, timm, torch, torchvision, tqdm, yaml loaded only when this runs
     from atreid.engine.checkpoint import MODEL_KEYS, safe_load
     from atreid.model.reference import atreid_to_reference
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 from pathlib import Path
 
+from atreid import code_deps
 from atreid.errors import AtreidError
 from atreid.io import atomic_write_text
 
@@ -15,9 +17,9 @@ log = logging.getLogger("atreid.code_deps")
 def dvc_code_deps(dvc_yaml: Path, params_yaml: Path, *, write: bool) -> list[str]:
     """Compare (or, with ``write``, make) each stage's ``atreid/`` deps in ``dvc_yaml`` to the
     code its Snakemake rules run; returns one line per stage that differs."""
+    # start-up: ruamel, yaml loaded only when this runs
     from ruamel.yaml import YAML
 
-    from atreid import code_deps
     from atreid.config import load_params, resolve_variant
 
     params = load_params(params_yaml)
@@ -46,7 +48,6 @@ def dvc_code_deps(dvc_yaml: Path, params_yaml: Path, *, write: bool) -> list[str
         kept = [dep for dep in deps if not (isinstance(dep, str) and dep.startswith("atreid/"))]
         deps[:] = kept + want
     if write and differences:
-        import io
 
         buffer = io.StringIO()
         yaml.dump(document, buffer)
@@ -67,10 +68,10 @@ def run_code_deps(args: argparse.Namespace) -> None:
         return
     if not args.verb:
         raise AtreidError("give a verb (e.g. `atreid code-deps train --variant full`) or --dvc")
-    from atreid import code_deps
 
     settings = None
     if args.variant:
+        # start-up: yaml loaded only when this runs
         from atreid.config import load_params, resolve_variant
 
         params = load_params(Path(args.params))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 
+from atreid.errors import AtreidError
+from atreid.io import atomic_write_text, remove_stale_temporaries
+
 log = logging.getLogger("atreid.compare")
 
 
 def run_compare(args: argparse.Namespace) -> None:
-    from atreid.errors import AtreidError
-    from atreid.io import atomic_write_text, remove_stale_temporaries
+    # start-up: numpy loaded only when this runs
     from atreid.report.compare import comparison_markdown, load_side
 
     if len(args.runs) < 2:

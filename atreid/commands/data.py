@@ -135,6 +135,7 @@ def run_prepare(args: argparse.Namespace) -> None:
     source = args.source["source"]
     out = begin_staging(args, "data.atustc.source")
     if source == "synthetic":
+        # start-up: numpy loaded only when this runs
         from atreid.data.synthetic.atustc import generate_atustc
 
         counts = generate_atustc(out, workers=args.threads, **args.synthetic)

@@ -142,6 +142,7 @@ def commit_stages(stages: list) -> None:
 
 
 def run_dvc_sync(args: argparse.Namespace) -> None:
+    # start-up: dvc, tqdm loaded only when this runs
     from dvc.exceptions import DvcException, NotDvcRepoError
     from dvc.repo import Repo, lock_repo
 

@@ -33,11 +33,13 @@ def evaluation_outputs(benchmarks: list[str], outs: list[str] | None, out_dir: s
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
+    # start-up: numpy, pandas, pyarrow, torch, tqdm loaded only when this runs
     from atreid.eval.outcomes import OUTCOMES_KEY, outcomes_path, write_outcomes
     from atreid.eval.runner import evaluate_benchmarks
 
     outputs = evaluation_outputs(args.benchmark, args.out, args.out_dir)
     if args.threads:
+        # start-up: numpy, torch, tqdm loaded only when this runs
         import torch
 
         torch.set_num_threads(args.threads)
@@ -58,6 +60,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 
 def run_table(args: argparse.Namespace) -> None:
+    # start-up: numpy, pandas, pyarrow loaded only when this runs
     from atreid.report.table import build_table, summary_metrics, table_markdown
 
     for out in (args.out, args.markdown, args.summary):

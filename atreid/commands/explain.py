@@ -6,14 +6,16 @@ import argparse
 import logging
 from pathlib import Path
 
+from atreid.errors import AtreidError
+
 log = logging.getLogger("atreid.explain")
 
 
 def run_explain(args: argparse.Namespace) -> None:
+    # start-up: PIL, matplotlib, numpy, pandas, pyarrow, timm, torch, torchvision, tqdm, yaml loaded only when this runs
     import torch
 
     from atreid.engine.checkpoint import load_trained_model
-    from atreid.errors import AtreidError
     from atreid.model.attention import token_maps
     from atreid.report.attention import load_images, pick_person_images, plot_token_maps
 
@@ -28,6 +30,7 @@ def run_explain(args: argparse.Namespace) -> None:
         paths = [Path(p) for p in args.images]
         labels = [p.name for p in paths]
     else:
+        # start-up: numpy, pandas, pyarrow loaded only when this runs
         from atreid.data.benchmarks import get_benchmark
         from atreid.data.benchmarks.files import read_benchmark_index
 

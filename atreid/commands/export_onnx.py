@@ -15,8 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 
+from atreid.constants import ONNX_DEFAULT_OPSET as DEFAULT_OPSET, ONNX_OPSETS as SUPPORTED_OPSETS
+
 
 def run(args: argparse.Namespace) -> int:
+    # start-up: numpy, torch, tqdm loaded only when this runs
     from atreid.engine.export import export_onnx
 
     report = export_onnx(args.model, args.out, opset=args.opset, batch=args.batch, verify=not args.no_verify)
@@ -25,7 +28,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from atreid.constants import ONNX_DEFAULT_OPSET as DEFAULT_OPSET, ONNX_OPSETS as SUPPORTED_OPSETS
 
     p = subparsers.add_parser(
         "export-onnx", help="write a trained model's evaluation path (six L2-normalised features) as ONNX",

@@ -39,6 +39,7 @@ def run_apply_preset(args: argparse.Namespace) -> None:
     Snakemake takes presets with ``--configfile``; DVC reads params.yaml only, so a DVC
     run of the paper recipe first applies the preset to params.yaml (commit it on a branch).
     """
+    # start-up: ruamel loaded only when this runs
     from ruamel.yaml import YAML
 
     params_path, preset_path = Path(args.params), Path(args.preset)

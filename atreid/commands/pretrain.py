@@ -8,6 +8,7 @@ from atreid.commands import SETTINGS_HELP, read_settings
 
 
 def run(args: argparse.Namespace) -> int:
+    # start-up: numpy, pandas, pyarrow, torch, tqdm loaded only when this runs
     from atreid.engine.pretrain import pretrain_backbone
 
     pretrain_backbone(read_settings(args.settings), out_path=args.out, history_path=args.history)

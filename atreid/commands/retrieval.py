@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from atreid.constants import SCENARIOS
+
 EXTRACT_DESCRIPTION = """\
 Features of every image of a folder (recursive), an image list (one path a line) or a
 benchmark split, computed by the evaluation's own code (the numbers it ranks with), written
@@ -32,6 +34,7 @@ page says which head and why.
 
 
 def run_extract(args: argparse.Namespace) -> int:
+    # start-up: numpy, pandas, pyarrow, torch, tqdm loaded only when this runs
     from atreid.eval.extract import extract
 
     report = extract(args.model, args.out, folder=args.folder, images=args.images, benchmark=args.benchmark,
@@ -42,11 +45,13 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
+    # start-up: numpy, pandas, pyarrow, torch, tqdm loaded only when this runs
     from atreid.report.search import search
 
     if args.benchmark is not None and args.split is None:
         args.split = "gallery"
     if args.query_from is not None:
+        # start-up: numpy, pandas, pyarrow, torch, tqdm loaded only when this runs
         from atreid.report.search import benchmark_queries
 
         args.query = benchmark_queries(args.query_from, args.queries, args.data_dir)
@@ -72,7 +77,6 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from atreid.constants import SCENARIOS
 
     p = subparsers.add_parser("extract", help="features of a folder, image list or benchmark split as parquet",
                               description=EXTRACT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -7,6 +7,7 @@ import argparse
 import logging
 
 from atreid.commands import SETTINGS_HELP, read_settings
+from atreid.io import atomic_write_csv, atomic_write_json
 
 log = logging.getLogger("atreid.train")
 
@@ -20,6 +21,7 @@ def child_arguments(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    # start-up: numpy, torch, tqdm loaded only when this runs
     from atreid.engine.distributed import relaunch_with_torchrun, under_torchrun
 
     settings = read_settings(args.settings)
@@ -27,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if devices > 1 and not under_torchrun():
         return relaunch_with_torchrun(devices, child_arguments(args))
 
+    # start-up: numpy, pandas, pyarrow, torch, tqdm, yaml loaded only when this runs
     from atreid.engine.trainer import train_variant
 
     train_variant(settings, index_csv=args.index, labels_json=args.labels, images_root=args.images,
@@ -36,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_label_split(args: argparse.Namespace) -> int:
+    # start-up: numpy, pandas, pyarrow, yaml loaded only when this runs
     from atreid.data.labels import build_training_split
-    from atreid.io import atomic_write_csv, atomic_write_json
 
     labelled, maps = build_training_split(args.index, args.images, args.benchmark)
     atomic_write_csv(args.out, labelled)

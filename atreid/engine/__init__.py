@@ -27,6 +27,7 @@ __all__ = [
 def __getattr__(name: str):
     # The trainer pulls in the model and losses; import it only when asked for.
     if name == "train_variant":
+        # start-up: pandas, pyarrow, yaml loaded only when this runs
         from atreid.engine.trainer import train_variant
 
         return train_variant

@@ -339,6 +339,7 @@ def model_from_settings(settings: dict[str, Any], num_persons: int, num_outfits:
     The one place where training, evaluation (:func:`load_trained_model`) and the
     reference import build a model, so their classifier sizes always agree.
     """
+    # start-up: PIL, timm, torchvision, yaml loaded only when this runs
     from atreid.model import build_model
 
     model = settings["model"]

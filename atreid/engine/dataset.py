@@ -63,6 +63,7 @@ class TrainDataset(Dataset):
         return len(self.paths)
 
     def load(self, row: int):
+        # start-up: PIL loaded only when this runs
         from PIL import Image
 
         path = self.root / self.paths[row]

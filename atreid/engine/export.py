@@ -31,6 +31,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,7 +53,6 @@ OUTPUT_NAMES = ("features", "post_bn")
 
 class EvalFeatures(nn.Module):
     """A trained Uni-AT model's evaluation path: images -> (L2-normalised, post-BN) head features."""
-
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model.eval()
@@ -140,7 +140,7 @@ def export_model(model: nn.Module, out: str | Path, *, image_size: tuple[int, in
 
 def compare_with_torch(model: nn.Module, onnx_path: str | Path, images: torch.Tensor) -> float:
     """Max ``|onnxruntime - PyTorch|`` of the normalised features of ``images`` (float)."""
-    import numpy as np
+    # start-up: onnxruntime loaded only when this runs
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from atreid.data.synthetic.render import Camera, Identity, Outfit, render_image
 from atreid.engine.transforms import IMAGENET_MEAN, IMAGENET_STD
 from atreid.errors import AtreidError
 from atreid.io import atomic_torch_save, atomic_write_csv, progress, remove_stale_temporaries
@@ -72,8 +73,6 @@ def render_population(settings: dict[str, Any], image_size: tuple[int, int]) -> 
         ``(images, labels)``: ``(N, H, W, 3)`` uint8 and ``(N,)`` int64, ordered by
         person, outfit, view.
     """
-    from atreid.data.synthetic.render import Camera, Identity, Outfit, render_image
-
     seed = int(settings["seed"])
     height, width = int(image_size[0]), int(image_size[1])
     cameras = [Camera.sample(_rng(seed, _CAMERA, c), c + 1) for c in range(settings["cameras"])]
@@ -99,6 +98,7 @@ def render_population(settings: dict[str, Any], image_size: tuple[int, int]) -> 
 
 def timm_backbone(arch: str, image_size: tuple[int, int], num_classes: int) -> nn.Module:
     """The timm ViT whose weights file the arch loads as ``model.pretrained`` (random init)."""
+    # start-up: PIL, timm, torchvision, yaml loaded only when this runs
     import timm
 
     from atreid.model.uniat import get_arch
@@ -114,7 +114,6 @@ class BatchAugment:
     The same augmentation as the fine-tuning recipe (``train.pad``, ``train.flip``),
     applied on tensors because the population lives in memory.
     """
-
     def __init__(self, pad: int, flip: float) -> None:
         self.pad, self.flip = int(pad), float(flip)
 

@@ -27,8 +27,10 @@ in which no batch gave it a sample, never a 0 (:func:`head_epoch_means`).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,8 @@ from atreid.engine.dataset import build_train_loader, read_training_index
 from atreid.engine.device import resolve_device
 from atreid.engine.optim import build_optimizer, set_epoch_lr
 from atreid.errors import AtreidError
+from atreid.losses import UniATCriterion
+from atreid.losses.said import head_masks
 from atreid.provenance import training_provenance
 from atreid.io import atomic_write_csv, file_sha256, progress, remove_stale_temporaries, settings_sha256
 
@@ -72,8 +76,6 @@ def configure_backend(device: torch.device, threads: int, world_size: int) -> No
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) global generators."""
-    import random
-
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
     torch.manual_seed(seed)
@@ -85,7 +87,6 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 
 def read_label_maps(path: str | Path) -> dict[str, Any]:
-    import json
 
     path = Path(path)
     if not path.is_file():
@@ -116,7 +117,6 @@ def head_subset_sizes(modality: torch.Tensor, said: bool) -> list[int]:
     """Samples in each head's identity-loss subset of one batch (SAID: by modality; else all)."""
     if not said:
         return [int(modality.numel())] * len(SCENARIOS)
-    from atreid.losses.said import head_masks
 
     return head_masks(modality, len(SCENARIOS)).sum(dim=1).tolist()
 
@@ -145,7 +145,6 @@ def build_training_model(settings: dict[str, Any], num_persons: int, num_outfits
 
 
 def build_criterion(settings: dict[str, Any], labels: dict[str, Any]) -> nn.Module:
-    from atreid.losses import UniATCriterion
 
     # The same classifier sizing the model was built with (model_from_settings).
     return UniATCriterion(said=settings["said"], hdw=settings["hdw"],
@@ -160,6 +159,7 @@ def load_pretrained_weights(model: nn.Module, source: str, *, at_run_size: bool 
     ``at_run_size``: the file comes from the pretraining stage, which trains at the run's
     image size (a published file is at timm's own size).
     """
+    # start-up: PIL, timm, torchvision loaded only when this runs
     from atreid.model.pretrained import load_pretrained
     from atreid.model.uniat import get_arch
 

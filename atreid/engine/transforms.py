@@ -32,6 +32,7 @@ ERASE_MIN_ASPECT = 0.3  # timm default; max aspect = 1 / 0.3
 def train_transform(image_size: Sequence[int], *, pad: int = 10, flip: float = 0.5,
                     random_erasing: float = 0.5) -> Callable:
     """The recipe's training augmentation for ``image_size = (height, width)``."""
+    # start-up: PIL, timm, torchvision, yaml loaded only when this runs
     from timm.data.random_erasing import RandomErasing
     from torchvision import transforms as T
 
@@ -50,6 +51,7 @@ def train_transform(image_size: Sequence[int], *, pad: int = 10, flip: float = 0
 
 def test_transform(image_size: Sequence[int]) -> Callable:
     """Resize + to-tensor + ImageNet normalisation (the recipe's test transform)."""
+    # start-up: PIL, torchvision loaded only when this runs
     from torchvision import transforms as T
 
     size = (int(image_size[0]), int(image_size[1]))

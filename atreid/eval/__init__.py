@@ -10,6 +10,7 @@ __all__ = ["Labels", "RemovalRule", "RetrievalResult", "cosine_distance", "evalu
 
 def __getattr__(name: str):
     if name in __all__:
+        # start-up: torch loaded only when this runs
         from atreid.eval import metrics
 
         return getattr(metrics, name)

@@ -87,6 +87,7 @@ def empty_labels(n: int) -> pd.DataFrame:
 def require_pyarrow() -> tuple[Any, Any]:
     """``(pyarrow, pyarrow.parquet)``, or a one-line error saying to install pyarrow."""
     try:
+        # start-up: pyarrow loaded only when this runs
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
@@ -189,6 +190,7 @@ def select_images(*, folder: str | Path | None = None, images: str | Path | None
 def check_images(files: Sequence[Path], image_size: Sequence[int]) -> int:
     """Read every image's header: an unreadable one is an error naming it. Returns how many
     are not ``image_size`` (height, width): those are resized, as the evaluation does."""
+    # start-up: PIL loaded only when this runs
     from PIL import Image
 
     height, width = (int(s) for s in image_size)

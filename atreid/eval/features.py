@@ -27,6 +27,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def eval_transform(image_size: Sequence[int]):
     """Resize + to-tensor + ImageNet normalisation (the recipe's test transform)."""
+    # start-up: PIL, torchvision loaded only when this runs
     from torchvision import transforms as T
 
     return T.Compose([
@@ -48,6 +49,7 @@ class ImageListDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        # start-up: PIL loaded only when this runs
         from PIL import Image
 
         path = self.root / self.paths[i]

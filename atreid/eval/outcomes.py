@@ -39,6 +39,7 @@ import numpy as np
 
 from atreid.constants import SCENARIOS
 from atreid.errors import AtreidError
+from atreid.io import atomic_write_bytes
 
 OUTCOMES_SUFFIX = ".outcomes.npz"
 # The key under which an evaluator hands its Outcomes to `atreid evaluate` (which writes
@@ -67,7 +68,6 @@ def outcomes_path(metrics_path: str | Path) -> Path:
 
 class OutcomeRecorder:
     """Collects the per-query vectors of each (protocol, trial, ranking) an evaluation scores."""
-
     def __init__(self) -> None:
         self.units: list[dict[str, Any]] = []
         self.columns: dict[str, list[np.ndarray]] = {name: [] for name in _COLUMNS}
@@ -110,7 +110,6 @@ def queries_fingerprint(units: list[dict[str, Any]], arrays: Mapping[str, np.nda
 @dataclass(frozen=True)
 class Outcomes:
     """One benchmark's per-query outcomes: ``meta`` (units, cells, fingerprint) and the columns."""
-
     meta: dict[str, Any]
     arrays: dict[str, np.ndarray]
 
@@ -180,8 +179,6 @@ def summary_from_outcomes(outcomes: Outcomes, *, chance: bool = False) -> dict[s
 
 def write_outcomes(path: str | Path, outcomes: Outcomes) -> None:
     """Write ``outcomes`` as a deterministic ``.npz`` (atomically)."""
-    from atreid.io import atomic_write_bytes
-
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         entries = {"meta": np.array(json.dumps(outcomes.meta, sort_keys=True)), **outcomes.arrays}

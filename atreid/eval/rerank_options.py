@@ -14,6 +14,7 @@ RERANK_SUFFIX = "@rr"
 @lru_cache(maxsize=1)
 def rerank_defaults() -> dict:
     """``{k1, k2, lambda}`` as the schema's eval.rerank mapping defaults them (the paper's)."""
+    # start-up: yaml loaded only when this runs
     from atreid.config import load_schema
 
     setting = load_schema()["properties"]["eval"]["properties"]["rerank"]

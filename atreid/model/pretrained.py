@@ -23,8 +23,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 from timm.layers import resample_abs_pos_embed
+from timm.models import load_state_dict
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
 from atreid.errors import AtreidError
@@ -47,8 +50,6 @@ def _listing(keys: list[str], limit: int = 8) -> str:
 
 
 def _create_timm_vit(name: str, kwargs: dict[str, Any], **create: Any) -> nn.Module:
-    import timm
-    from timm.models.vision_transformer import VisionTransformer
 
     try:
         model = timm.create_model(name, num_classes=0, **create, **kwargs)
@@ -67,9 +68,6 @@ def _check_file(path: Path, name: str, kwargs: dict[str, Any]) -> None:
     timm loads non-strictly when the head is dropped (``num_classes=0``), so a file with
     missing blocks would otherwise load silently.
     """
-    from timm.models import load_state_dict
-    from timm.models.vision_transformer import checkpoint_filter_fn
-
     # On the meta device: only names and shapes are needed, not a (slow) random init.
     reference = _create_timm_vit(name, kwargs, pretrained=False, device="meta")
     try:

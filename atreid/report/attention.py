@@ -17,9 +17,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
 from atreid.constants import SCENARIOS
 from atreid.errors import AtreidError
+from atreid.eval.features import eval_transform
 from atreid.report.plots import plt, save_figure
 
 
@@ -52,9 +55,6 @@ def pick_person_images(index: pd.DataFrame, *, skip: int = 0) -> pd.DataFrame:
 
 def load_images(paths: Sequence[Path], image_size: Sequence[int]) -> tuple[torch.Tensor, list[np.ndarray]]:
     """The model's input batch (the evaluation transform) and the images as shown (resized RGB arrays)."""
-    from PIL import Image
-
-    from atreid.eval.features import eval_transform
 
     transform = eval_transform(image_size)
     batch, shown = [], []
@@ -72,8 +72,6 @@ def load_images(paths: Sequence[Path], image_size: Sequence[int]) -> tuple[torch
 def plot_token_maps(shown: Sequence[np.ndarray], maps: torch.Tensor, labels: Sequence[str], title: str,
                     out: str | Path, method: str = "rollout") -> None:
     """Save the figure: ``maps`` is ``(images, ncls, grid_h, grid_w)``."""
-    import torch.nn.functional as F
-
     num_images, ncls = maps.shape[:2]
     names = list(SCENARIOS) if ncls == len(SCENARIOS) else ["CLS (all heads)"] if ncls == 1 else \
         [f"CLS {i}" for i in range(ncls)]

@@ -21,6 +21,7 @@ persons) were scored, or whose metrics name different data sources, are refused.
 
 from __future__ import annotations
 
+import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,6 @@ from atreid.report.intervals import SEED, RunOutcomes, benchmark_counts, cell_re
 @dataclass(frozen=True)
 class Side:
     """One side of a comparison: a name and its runs (benchmark -> metrics file, per run)."""
-
     name: str
     runs: list[dict[str, Path]]
 
@@ -50,8 +50,6 @@ def _run_files(folder: Path) -> dict[str, Path]:
 def load_side(spec: str) -> Side:
     """A side from ``spec``: a run folder, a variant folder (every run folder in it) or
     run folders joined with ``,`` (the pipeline names each run of a variant)."""
-    import json
-
     folders = [Path(part) for part in spec.split(",") if part]
     runs = []
     for folder in folders:
@@ -100,6 +98,7 @@ def compare_sides(reference: Side, other: Side, *, resamples: int = RESAMPLES, s
                   ) -> list[dict[str, Any]]:
     """One row per (benchmark, cell, metric): both sides' means, ``diff`` = other - reference and
     its interval ``lo``/``hi`` (percent points)."""
+    # start-up: pandas, pyarrow loaded only when this runs
     from atreid.report.table import load_metrics
 
     benchmarks = [b for b in reference.runs[0] if all(b in run for run in reference.runs + other.runs)]

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 from atreid.constants import MODALITY_NAMES
 from atreid.eval.metrics import cosine_distance
@@ -28,7 +29,6 @@ from atreid.report.plots import plt, save_figure
 @dataclass(frozen=True)
 class RankedQuery:
     """One query and its top-k gallery entries (rows of the index)."""
-
     query_row: int
     gallery_rows: tuple[int, ...]
     distances: tuple[float, ...]
@@ -80,8 +80,6 @@ def draw_ranked_rows(rows: Sequence[Sequence[Cell]], title: str, out: str | Path
                      title_size: float = 10, empty_text: str | None = None) -> None:
     """The figure of ranked retrievals shared by the galleries and ``atreid search``: one
     row per query, each cell an image in a coloured frame under its caption."""
-    from PIL import Image
-
     n_rows = max(1, len(rows))
     cols = max((len(r) for r in rows), default=empty_columns)
     fig, axes = plt.subplots(n_rows, cols, figsize=(1.25 * cols, 2.6 * n_rows), squeeze=False)

@@ -23,6 +23,7 @@ import numpy as np
 
 from atreid.eval.bootstrap import RESAMPLES, dense_codes, resample_counts
 from atreid.eval.outcomes import METRICS, Outcomes, read_outcomes, outcomes_path, summary_key
+from atreid.provenance import describe_source
 
 SEED = 0
 # What the intervals read of an outcomes file (the rest is for recomputing other numbers).
@@ -32,7 +33,6 @@ BOOTSTRAP_COLUMNS = ("unit", "person", "first_rank", "ap")
 @dataclass(frozen=True)
 class RunOutcomes:
     """One run's outcomes on one benchmark and where its metrics file says they come from."""
-
     variant: str
     run: str
     outcomes: Outcomes
@@ -41,8 +41,6 @@ class RunOutcomes:
 
 def load_run_outcomes(metrics_path: str | Path, metrics: dict[str, Any], run: str) -> RunOutcomes:
     """The outcomes file beside ``metrics_path`` (a one-line error when missing)."""
-    from atreid.provenance import describe_source
-
     data = (metrics.get("provenance") or {}).get("data")
     return RunOutcomes(metrics["variant"], run, read_outcomes(outcomes_path(metrics_path), BOOTSTRAP_COLUMNS),
                        describe_source(data) if data else "unrecorded")

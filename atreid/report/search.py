@@ -79,6 +79,7 @@ class QueryResult:
 # ---- modality ------------------------------------------------------------------------
 def guess_modality(path: str | Path) -> str:
     """``ir`` for a grey image (single channel, or colour channels that agree), else ``rgb``."""
+    # start-up: PIL loaded only when this runs
     from PIL import Image
 
     with Image.open(path) as image:
@@ -207,6 +208,7 @@ def _plain(value: Any) -> Any:
 # ---- outputs -------------------------------------------------------------------------
 def thumbnail_uri(path: str | Path, height: int = THUMB_HEIGHT) -> str:
     """A ``data:image/jpeg;base64,...`` thumbnail of ``path`` (``height`` pixels high)."""
+    # start-up: PIL loaded only when this runs
     from PIL import Image
 
     with Image.open(path) as image:
@@ -286,6 +288,7 @@ def search_html(results: Sequence[QueryResult], summary: str) -> str:
 
 def plot_search(results: Sequence[QueryResult], out: str | Path, title: str) -> None:
     """One row per query: the query, then its ranked results with distances (as the gallery figures)."""
+    # start-up: PIL, matplotlib loaded only when this runs
     from atreid.report.gallery import draw_ranked_rows
 
     rows = []

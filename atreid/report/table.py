@@ -47,8 +47,10 @@ import pandas as pd
 
 from atreid.constants import CHANCE_ROW, SCENARIOS
 from atreid.errors import AtreidError
+from atreid.eval.bootstrap import percentile_interval
 from atreid.io import settings_sha256
 from atreid.provenance import describe_source
+from atreid.report.intervals import variant_replicates
 
 
 # The paper's cross-dataset table: its five benchmarks (our registry names) and the
@@ -212,7 +214,6 @@ def build_table(metric_files: list[Path], *, paper: bool = False, intervals: boo
     show_trained_on = any(names != {DEFAULT_TRAINED_ON} for names in trained_on.values())
     replicates = {}
     if intervals:
-        from atreid.report.intervals import variant_replicates
 
         replicates = variant_replicates(entries, resamples=resamples, seed=seed)
     table = []
@@ -249,8 +250,6 @@ LO_SUFFIX, HI_SUFFIX = ":lo", ":hi"
 def _with_intervals(row: dict[str, Any], replicates: dict[tuple[str, str], Any]) -> dict[str, Any]:
     """``row`` with ``<column>:lo`` / ``<column>:hi`` after each metric's ``:std`` (avg5: the
     mean of its benchmarks' replicates, as its value is their mean)."""
-    from atreid.eval.bootstrap import percentile_interval
-
     by_column = {_column(benchmark, key): reps for (benchmark, key), reps in replicates.items()}
     for metric in ("R1", "mAP", "R1@rr", "mAP@rr"):
         parts = [by_column.get(_column(b, metric)) for b in PAPER_FIVE]

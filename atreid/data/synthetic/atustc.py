@@ -273,6 +273,7 @@ def camera_model(seed: int, camera: int) -> Camera:
 
 def _write_jpeg(path: Path, image: np.ndarray, quality: int) -> None:
     """Encode one frame (the single writer of the generator; tests replace it)."""
+    # start-up: PIL loaded only when this runs
     from PIL import Image
 
     Image.fromarray(image).save(path, format="JPEG", quality=quality)

@@ -145,6 +145,7 @@ def text_files(lists: dict[str, list[str]], name: str = "{}") -> dict[str, str]:
 # ---- writing ------------------------------------------------------------------------------------
 def _encode(image: np.ndarray, suffix: str, quality: int) -> bytes:
     """Image bytes in the release's format (JPEG, PNG or BMP by file suffix)."""
+    # start-up: PIL loaded only when this runs
     from PIL import Image
 
     buffer = io.BytesIO()
