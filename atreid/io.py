@@ -353,10 +353,15 @@ def settings_sha256(settings: Any) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
-def file_sha256(path: str | Path) -> str:
-    """The sha256 hex digest of a file, read in 1 MiB blocks."""
+def file_sha256(path: str | Path, *, desc: str | None = None) -> str:
+    """The sha256 hex digest of a file, read in 1 MiB blocks (a progress bar if ``desc``:
+    an archive of many GiB takes minutes)."""
+    size = 1 << 20
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        blocks: Iterable[bytes] = iter(lambda: f.read(size), b"")
+        if desc:
+            blocks = progress(blocks, total=max(1, -(-os.path.getsize(path) // size)), desc=desc, unit="MiB")
+        for block in blocks:
             digest.update(block)
     return digest.hexdigest()

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from atreid.data import archive
-from atreid.data.archive import detect_archive, import_dataset, sha256_file, sha256_folder
+from atreid.data.archive import detect_archive, import_dataset, sha256_folder
+from atreid.io import file_sha256 as sha256_file
 from atreid.errors import AtreidError
 
 TOP = "AT-USTC"

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
 from atreid.errors import AtreidError
-from atreid.io import atomic_output_dir, atomic_write_json, progress, remove_stale_temporaries
+from atreid.io import atomic_output_dir, atomic_write_json, file_sha256, progress, remove_stale_temporaries
 
 CHUNK = 1 << 20  # 1 MiB: hashing, copying and download chunk; the progress bars count these
 SUPPORTED_TYPES = ".zip, .tar, .tar.gz/.tgz, .tar.bz2/.tbz2, .tar.xz/.txz (detected by content) or a folder"
@@ -85,20 +85,6 @@ _READ_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, tarfile.TarError,
 
 # ---- digests ---------------------------------------------------------------------
 
-def sha256_file(path: str | os.PathLike, *, desc: str | None = None) -> str:
-    """The sha256 (hex) of a file's bytes, read in 1 MiB chunks (progress bar if ``desc``)."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        chunks: Iterator[bytes] = _read_chunks(f)
-        if desc:
-            chunks = progress(chunks, total=max(1, math.ceil(path.stat().st_size / CHUNK)),
-                              desc=desc, unit="MiB")
-        for chunk in chunks:
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def sha256_folder(path: str | os.PathLike) -> str:
     """The digest of a folder's content (what ``import_dataset`` checks for a folder source).
 
@@ -115,7 +101,7 @@ def sha256_folder(path: str | os.PathLike) -> str:
     root = Path(path)
     manifest = hashlib.sha256()
     for rel, file in _folder_files(root, str(root)):
-        manifest.update(_manifest_line(sha256_file(file), rel))
+        manifest.update(_manifest_line(file_sha256(file), rel))
     return manifest.hexdigest()
 
 
@@ -483,7 +469,7 @@ def _import_archive(path: Path, source: str, label: str, dest: Path, check: _Dig
     try:
         kind = detect_archive(path)
         if kind is not None and digest is None:
-            digest = sha256_file(path, desc=f"sha256 {path.name}")
+            digest = file_sha256(path, desc=f"sha256 {path.name}")
             check(label, digest)
     except OSError as exc:
         raise AtreidError(f"{label}: cannot read it ({exc.strerror or exc}); check the file and its "
