@@ -279,9 +279,11 @@ def pretrain_settings(config: Mapping[str, Any]) -> dict[str, Any]:
             "pretrain": config["pretrain"]}
 
 
-def training_threads(config: Mapping[str, Any], variant: str, cores: int) -> int:
+def training_threads(config: Mapping[str, Any], variant: str, cores: int | Callable[[], int]) -> int:
     """The variant's train.cpu_threads, or (0) all the ``cores`` snakemake may use, capped
-    by the machine: torch threads follow this.
+    by the machine: torch threads follow this. ``cores`` may be a function, called only in
+    that last case: Snakemake's ``workflow.cores`` raises when a run sets no ``--cores``
+    (an executor profile such as profiles/slurm), where a fixed count needs no cores.
 
     A fixed count makes CPU results independent of the machine's core count (the weights
     depend on the thread count) and lets snakemake run that many jobs side by side. Under
@@ -289,7 +291,9 @@ def training_threads(config: Mapping[str, Any], variant: str, cores: int) -> int
     trainer gives each max(1, threads // devices)), so that many cores are reserved."""
     train = train_settings(config, variant, first_seed(config))["train"]
     fixed = train["cpu_threads"]
-    return max(fixed, int(train["devices"])) if fixed else max(1, min(cores, os.cpu_count() or 1))
+    if fixed:
+        return max(fixed, int(train["devices"]))
+    return max(1, min(cores() if callable(cores) else cores, os.cpu_count() or 1))
 
 
 def training_devices(config: Mapping[str, Any], variant: str, seed: int) -> int:

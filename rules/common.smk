@@ -86,9 +86,10 @@ def as_json(obj):
 
 
 def training_threads(wildcards):
-    # A function of the job (not a number fixed at parse time), so commands that set no
-    # --cores, such as `snakemake --report`, still parse the workflow.
-    return plan.training_threads(config, wildcards.variant, workflow.cores)
+    # A function of the job (not a number fixed at parse time), and workflow.cores read only
+    # when the variant's threads follow it: commands that set no --cores (`snakemake
+    # --report`, the SLURM profile) must still plan the training jobs.
+    return plan.training_threads(config, wildcards.variant, lambda: workflow.cores)
 
 
 def benchmark_inputs(wildcards):

@@ -82,6 +82,14 @@ def test_training_threads_fixed_or_the_cores() -> None:
     assert plan.training_threads(every_core, "full", cores=10_000) == (os.cpu_count() or 1)
     fixed = params(train={"cpu_threads": 3})
     assert plan.training_threads(fixed, "full", cores=1) == 3  # fixed: independent of the cores given
+
+    def no_cores() -> int:  # Snakemake's workflow.cores when a run sets no --cores (profiles/slurm)
+        raise RuntimeError("Workflow requires a total number of cores to be defined")
+
+    assert plan.training_threads(fixed, "full", cores=no_cores) == 3  # never asked for
+    assert plan.training_threads(every_core, "full", cores=lambda: 1) == 1
+    with pytest.raises(RuntimeError):
+        plan.training_threads(every_core, "full", cores=no_cores)
     ddp = params(train={"cpu_threads": 1, "devices": 2})
     assert plan.training_threads(ddp, "full", cores=8) == 2 and plan.training_devices(ddp, "full", 0) == 2
 
