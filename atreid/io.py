@@ -154,15 +154,21 @@ def atomic_write_stream(path: str | os.PathLike, fill: Callable[[BinaryIO], Any]
             before_replace()
         os.replace(tmp, path)
     except BaseException as exc:
-        if tmp is not None:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
-        os_error = _os_error_in(exc)
-        if os_error is not None:
-            raise write_failure(path, os_error) from None
-        raise
+        _discard_and_raise(tmp, path, exc)
+
+
+def _discard_and_raise(tmp: Path | None, path: Path, exc: BaseException) -> None:
+    """After a failed atomic write: remove the temporary sibling, then raise a disk error
+    as one line naming ``path`` (:func:`write_failure`), anything else as it was."""
+    if tmp is not None:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+    os_error = _os_error_in(exc)
+    if os_error is not None:
+        raise write_failure(path, os_error) from None
+    raise exc
 
 
 def _os_error_in(exc: BaseException) -> OSError | None:
@@ -190,15 +196,7 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], Any]) -> 
         write(tmp)
         os.replace(tmp, path)
     except BaseException as exc:
-        if tmp is not None:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
-        os_error = _os_error_in(exc)
-        if os_error is not None:
-            raise write_failure(path, os_error) from None
-        raise
+        _discard_and_raise(tmp, path, exc)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
