@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    create/reuse .venv, install atreid, run the whole pipeline -> results/ (table, plots, report)
-#   make test   create/reuse .venv, install atreid with test extras, run the test suite
+#   make test   create/reuse .venv, install atreid with test extras, run the test suite (2 workers)
 #   make check  the same set-up, then the fast tier: every test not marked slow (about 2 minutes)
 #   make docs   the same set-up with the docs extra, then serve the documentation site (mkdocs serve)
 VENV ?= .venv
@@ -45,8 +45,13 @@ run: $(STAMP)
 	@echo "Retrieval galleries and curves:            results/galleries/, results/plots/"
 	@echo "Search page (4 queries, top 10):           results/search/index.html"
 
+# The whole suite in TEST_WORKERS pytest-xdist workers, each test module (and the ViT-B
+# modules together) one unit of work, longest first (tests/conftest.py). The end-to-end
+# tests wait on subprocesses, SLURM and DVC about half the time: two workers fill it.
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 # A test not marked slow that takes over FAST_LIMIT seconds fails the fast tier (tests/conftest.py).
 FAST_LIMIT ?= 5

@@ -11,8 +11,8 @@ fails the run, named in the summary: the fast tier stays fast as tests are added
 
 from __future__ import annotations
 
+import fcntl
 import json
-
 import os
 import shutil
 from collections.abc import Iterator
@@ -38,9 +38,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                           "(setup + call + teardown; make check: 5)")
 
 
+SESSION_CONFIG: list[pytest.Config] = []  # this process's config (pytest_runtest_logreport has none)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[SPENT] = {}
     config.stash[OVER] = []
+    SESSION_CONFIG[:] = [config]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -50,18 +54,79 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(f"{module.__file__}: pytestmark sets slow for the whole module; mark the "
                                     "end-to-end tests one by one (@pytest.mark.slow) so the fast tier keeps "
                                     "the others")
+    if is_xdist_worker(config):
+        longest_first(items)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    outcome = yield
-    if item.get_closest_marker("slow") is None:
-        spent = item.config.stash[SPENT]
-        spent[item.nodeid] = spent.get(item.nodeid, 0.0) + outcome.get_result().duration
+# ---- parallel runs: make test is `pytest -n 2 --dist loadscope` (pytest-xdist) -------------
+# Each test module is one unit of work, run by one worker from start to end: its module
+# fixtures (a trained pipeline copy, a SLURM cluster, the paper run) are built once. Two
+# sets of modules share a unit: those that hold ViT-B/16 files (1.4 GB models, the paper
+# run's GBs), so that at most one of them is on disk at a time (the suite's disk peak stays
+# that of the paper run), and those that install Debian packages when missing (SLURM,
+# Chromium), as two apt-get runs at once fail on dpkg's lock (and each test would skip).
+# Units go to the workers longest first, as measured (`pytest -m slow --durations=0` on the
+# 2-core VM), so that the two workers end together; modules not listed follow in file
+# order. A stale order costs time, not proof.
+VIT_B_UNIT, VIT_B_MODULES = "vit-b", {"test_paper_path_e2e", "test_export_onnx", "test_reference_checkpoint",
+                                      "test_attention"}
+APT_UNIT, APT_MODULES = "apt", {"test_slurm_cluster", "test_extract_search"}
+LONGEST_FIRST = [VIT_B_UNIT, APT_UNIT, "test_docs", "test_provenance_e2e", "test_dvc_sync", "test_data_stage",
+                 "test_ddp_rule", "test_workflow_e2e", "test_compile", "test_train_on", "test_trainer",
+                 "test_workflow_hardening", "test_gpu_check"]
+
+
+def is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def parallel(config: pytest.Config) -> bool:
+    """Whether pytest-xdist runs this session (a worker's own options say ``-n 0``)."""
+    return is_xdist_worker(config) or bool(getattr(config.option, "numprocesses", None))
+
+
+def unit_of(nodeid: str) -> str:
+    """The unit of work of the test ``nodeid`` (``tests/test_x.py::test_y[...]``)."""
+    module = Path(nodeid.split("::")[0]).stem
+    return VIT_B_UNIT if module in VIT_B_MODULES else APT_UNIT if module in APT_MODULES else module
+
+
+def longest_first(items: list[pytest.Item]) -> None:
+    """Order the units of work longest first (the scheduler hands them out in this order)."""
+    rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(unit_of(item.nodeid), len(rank)))  # stable: file order within a unit
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadscope`` with this suite's units of work as its scopes (:func:`unit_of`).
+
+    Not xdist's ``loadgroup`` marks: with pytest 9 they no longer reach the scheduler."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # start-up: only a pytest-xdist controller has it
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+    return UnitScheduling(config, log)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # The report of each phase, in the process that prints the results: pytest's own, or
+    # pytest-xdist's controller (its workers' reports carry the marks as keywords).
+    if "slow" not in report.keywords:
+        spent = SESSION_CONFIG[0].stash[SPENT]
+        spent[report.nodeid] = spent.get(report.nodeid, 0.0) + report.duration
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if is_xdist_worker(session.config):
+        return  # the controller judges the times and owns the shared scratch
+    if parallel(session.config) and session.testsfailed == 0 and exitstatus == pytest.ExitCode.OK:
+        # The workers' shared tiny pipeline (`tiny_pipeline`): kept after a failure, for the post-mortem.
+        shutil.rmtree(session.config._tmp_path_factory.getbasetemp() / SHARED_PIPELINE, ignore_errors=True)
     limit = session.config.getoption("--fast-limit")
     if limit is None:
         return
@@ -118,6 +183,7 @@ def build_tiny_atustc(root: Path, frames: int = 5) -> Path:
 
 # Folders of session fixtures under pytest's base temp start with this: they outlive modules.
 SESSION_SCRATCH = "session-"
+SHARED_PIPELINE = SESSION_SCRATCH + "pipeline"
 
 
 @pytest.fixture(scope="session")
@@ -129,10 +195,20 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory,
     (``tests.e2e.copy_pipeline``). Deleted at the end of a session without failures."""
     from tests.e2e import build_tiny_pipeline
 
-    folder = tmp_path_factory.mktemp(SESSION_SCRATCH + "pipeline")
-    log = build_tiny_pipeline(folder / "repo")
-    yield SimpleNamespace(work=folder / "repo", log=log)
-    if request.session.testsfailed == 0:
+    worker = is_xdist_worker(request.config)
+    # pytest-xdist's workers share one build, in the folder above their own base folders
+    # (the controller's; it deletes the build at the end of a session without failures).
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if worker else base) / SHARED_PIPELINE
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / (SHARED_PIPELINE + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait for the first one's build
+        if not (folder / "built.log").is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed half-way
+            log = build_tiny_pipeline(folder / "repo")
+            (folder / "built.log").write_text(log)
+    yield SimpleNamespace(work=folder / "repo", log=(folder / "built.log").read_text())
+    if not worker and request.session.testsfailed == 0:
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -166,3 +242,4 @@ def _free_module_scratch(tmp_path_factory: pytest.TempPathFactory, request: pyte
 @pytest.fixture
 def tiny_atustc(tmp_path: Path) -> Path:
     return build_tiny_atustc(tmp_path / "images")
+

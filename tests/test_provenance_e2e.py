@@ -188,23 +188,26 @@ def test_dvc_s_own_verbs_work_without_a_remote(pipeline):
     assert '"field": "loss"' in json.dumps(shown_plots["models/full/seed0/history.csv"][0]["content"])
 
     # An experiment with one documented key changed (no `+`), compared, applied, branched:
-    # the README's example (an evaluation setting: it reruns the evaluations, no training).
-    experiment = in_copy(["dvc", "exp", "run", "-n", "flipped", "-S", "eval.flip=true"], work)
-    assert re.search(r"Running stage 'evaluate@full-0'", experiment.stdout), experiment.stdout[-2000:]
-    assert yaml.safe_load((work / "params.yaml").read_text())["eval"]["flip"] is True
+    # the example of docs/provenance-dvc.md (an evaluation setting: it reruns the
+    # evaluations, and neither a training nor the galleries, which never re-rank).
+    experiment = in_copy(["dvc", "exp", "run", "-n", "reranked", "-S", "eval.rerank.enabled=true"], work)
+    ran = set(re.findall(r"Running stage '([^']+)'", experiment.stdout))
+    assert {"evaluate@full-0", "evaluate@baseline-0", "table"} <= ran, experiment.stdout[-2000:]
+    assert not {stage for stage in ran if stage.startswith(("train", "galleries"))}, ran
+    assert yaml.safe_load((work / "params.yaml").read_text())["eval"]["rerank"]["enabled"] is True
     diff = in_copy(["dvc", "params", "diff"], work)
-    assert re.search(r"params\.yaml\s+eval\.flip\s+false\s+true", diff.stdout, re.I), diff.stdout
+    assert re.search(r"params\.yaml\s+eval\.rerank\.enabled\s+false\s+true", diff.stdout, re.I), diff.stdout
     compared = in_copy(["dvc", "exp", "show", "--no-pager", "--only-changed", "--drop",
                         ".*_std|.*-[LS]T\\.|.*mAP|models|results|atreid|Created", "--csv"], work)
     header = compared.stdout.splitlines()[0].split(",")
-    assert header[:1] == ["Experiment"] and "full.Any-Time.R1" in header and "eval.flip" in header, header
+    assert header[:1] == ["Experiment"] and "full.Any-Time.R1" in header and "eval.rerank.enabled" in header, header
     assert len(header) <= 8, header  # what the README's filter keeps: fits a terminal
     git(work, "checkout", "-q", "--", "params.yaml", "dvc.lock")
     in_copy(["dvc", "checkout", "-q"], work)
-    in_copy(["dvc", "exp", "apply", "flipped"], work)
-    assert yaml.safe_load((work / "params.yaml").read_text())["eval"]["flip"] is True
-    in_copy(["dvc", "exp", "branch", "flipped", "exp-flipped"], work)
-    assert "exp-flipped" in git(work, "branch")
+    in_copy(["dvc", "exp", "apply", "reranked"], work)
+    assert yaml.safe_load((work / "params.yaml").read_text())["eval"]["rerank"]["enabled"] is True
+    in_copy(["dvc", "exp", "branch", "reranked", "exp-reranked"], work)
+    assert "exp-reranked" in git(work, "branch")
 
 
 @pytest.mark.slow
