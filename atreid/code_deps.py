@@ -27,12 +27,14 @@ from __future__ import annotations
 import ast
 import hashlib
 import io
+import json
+import sys
 import tokenize
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from atreid.io import file_sha256
+from atreid.io import atomic_write_text, file_sha256
 
 PACKAGE = "atreid"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -439,10 +441,78 @@ def _step_ranges(verb: str, off: tuple[Node, ...]) -> tuple[tuple[str, tuple[tup
 
 @lru_cache(maxsize=None)
 def _step_fingerprints(verb: str, off: tuple[Node, ...]) -> tuple[tuple[str, str], ...]:
+    key = f"{verb} {off!r}"
+    cached = _saved_fingerprints().get(key)
+    if cached is not None:
+        return tuple((path, value) for path, value in cached)
     prints = {relative_file(module): fingerprint(relative_file(module), ranges)
               for module, ranges in _step_ranges(verb, off)}
     prints.update({path: fingerprint(path) for path in PACKAGE_DATA.get(verb, ())})
-    return tuple(sorted(prints.items()))
+    result = tuple(sorted(prints.items()))
+    _save_fingerprints(key, result)
+    return result
+
+
+# ---- the fingerprints kept on disk -------------------------------------------------
+# Tracing the steps' code takes about 1.5 s of CPU (tokenizing and walking every module),
+# paid by every Snakemake parse: `snakemake -n`, each DVC stage, each cluster job. The
+# result depends on the package's files only, so the workflow keeps it in a folder
+# (`use_fingerprint_cache`), one JSON file named by a digest of every file of the package
+# and the Python version (an edit, a switch of branch, another interpreter: another file).
+FINGERPRINT_FILE = "code-fingerprints-{}.json"
+_CACHE: dict[str, Any] = {"folder": None, "entries": None}
+
+
+def use_fingerprint_cache(folder: str | Path | None) -> None:
+    """Read and keep the step fingerprints in ``folder`` (None: compute them every time)."""
+    _CACHE.update(folder=None if folder is None else Path(folder), entries=None)
+    _step_fingerprints.cache_clear()
+    _combined_fingerprints.cache_clear()
+
+
+def package_digest() -> str:
+    """A digest of every file of the package (path and bytes) and of the Python version."""
+    digest = hashlib.sha256(repr(tuple(sys.version_info[:2])).encode())
+    for file in sorted(PACKAGE_DIR.rglob("*")):
+        if file.is_file() and "__pycache__" not in file.parts:
+            digest.update(file.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:24]
+
+
+def _cache_file() -> Path | None:
+    folder = _CACHE["folder"]
+    return None if folder is None else folder / FINGERPRINT_FILE.format(package_digest())
+
+
+def _saved_fingerprints() -> dict[str, list[list[str]]]:
+    if _CACHE["entries"] is None:
+        entries: dict[str, list[list[str]]] = {}
+        file = _cache_file()
+        if file is not None:
+            try:
+                loaded = json.loads(file.read_text(encoding="utf-8"))
+                if isinstance(loaded, dict):
+                    entries = loaded
+            except (OSError, ValueError):
+                pass  # none yet, or unreadable: computed again and rewritten
+        _CACHE["entries"] = entries
+    return _CACHE["entries"]
+
+
+def _save_fingerprints(key: str, result: tuple[tuple[str, str], ...]) -> None:
+    file = _cache_file()
+    entries = _saved_fingerprints()
+    entries[key] = [list(pair) for pair in result]
+    if file is None:
+        return
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        for old in file.parent.glob(FINGERPRINT_FILE.format("*")):
+            if old != file:
+                old.unlink(missing_ok=True)  # an earlier state of the package's files
+        atomic_write_text(file, json.dumps(entries, sort_keys=True))
+    except OSError:
+        pass  # a read-only folder: the fingerprints are computed again next time
 
 
 @lru_cache(maxsize=None)

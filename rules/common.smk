@@ -161,7 +161,10 @@ def pretrained_input(wildcards):
 # that may run it, and `snakemake -n` names the file in the reason ("Params have changed
 # since last execution: ... before: atreid/model/moae.py@... now: atreid/model/moae.py@...").
 # Variant jobs leave out what the variant's switches turn off (MoAE, HDW, SAID's masking).
-from atreid.code_deps import NO_METHOD_SWITCHES, snakemake_params
+from atreid.code_deps import NO_METHOD_SWITCHES, snakemake_params, use_fingerprint_cache
+
+# Traced once per state of the package's files, then read from here by every parse.
+use_fingerprint_cache(".snakemake/atreid")
 
 
 # The method switches of each variant (its seed does not change which code runs).

@@ -306,3 +306,46 @@ def test_switched_off_code_does_not_run(pipeline):
     assert "forward" in ran_full
     ran_full_losses = {name for f, _, name in pipeline["calls"]["train full"] if f.endswith(("hdw.py", "said.py"))}
     assert {"hdw_loss", "mask_other_outfits"} <= ran_full_losses
+
+
+def test_fingerprints_are_kept_on_disk_per_state_of_the_package(tmp_path, monkeypatch):
+    from atreid import code_deps
+
+    cache = tmp_path / "cache"
+    code_deps.use_fingerprint_cache(cache)
+    try:
+        first = code_deps.step_fingerprints("table")
+        saved = list(cache.glob("code-fingerprints-*.json"))
+        assert [file.name for file in saved] == [f"code-fingerprints-{code_deps.package_digest()}.json"]
+        # A new process (the cache cleared) reads them back without tracing anything.
+        code_deps.use_fingerprint_cache(cache)
+        with monkeypatch.context() as patch:
+            patch.setattr(code_deps, "_step_ranges", lambda *args: pytest.fail("traced again"))
+            assert code_deps.step_fingerprints("table") == first
+        # Another state of the package's files: traced again, the earlier file removed.
+        with monkeypatch.context() as patch:
+            patch.setattr(code_deps, "package_digest", lambda: "0" * 24)
+            code_deps.use_fingerprint_cache(cache)
+            assert code_deps.step_fingerprints("table") == first
+            assert [file.name for file in cache.iterdir()] == [f"code-fingerprints-{'0' * 24}.json"]
+            # An unreadable file is traced again and rewritten.
+            (cache / f"code-fingerprints-{'0' * 24}.json").write_text("{not json")
+            code_deps.use_fingerprint_cache(cache)
+            assert code_deps.step_fingerprints("table") == first
+            assert json.loads((cache / f"code-fingerprints-{'0' * 24}.json").read_text())
+    finally:
+        code_deps.use_fingerprint_cache(None)
+
+
+def test_the_package_digest_follows_the_files_bytes_not_their_bytecode(tmp_path, monkeypatch):
+    from atreid import code_deps
+
+    package = tmp_path / "atreid"
+    (package / "__pycache__").mkdir(parents=True)
+    (package / "a.py").write_text("x = 1\n")
+    monkeypatch.setattr(code_deps, "PACKAGE_DIR", package)
+    before = code_deps.package_digest()
+    (package / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"bytecode")
+    assert code_deps.package_digest() == before
+    (package / "a.py").write_text("x = 2\n")
+    assert code_deps.package_digest() != before
