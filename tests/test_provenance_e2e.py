@@ -198,7 +198,7 @@ def test_dvc_s_own_verbs_work_without_a_remote(pipeline):
     compared = in_copy(["dvc", "exp", "show", "--no-pager", "--only-changed", "--drop",
                         ".*_std|.*-[LS]T\\.|.*mAP|models|results|atreid|Created", "--csv"], work)
     header = compared.stdout.splitlines()[0].split(",")
-    assert header[:1] == ["Experiment"] and "full.Any-Time.R1" in header and "eval.rerank.enabled" in header, header
+    assert header[:1] == ["Experiment"] and "full.Any-Time.R1@rr" in header and "eval.rerank.enabled" in header, header
     assert len(header) <= 8, header  # what the README's filter keeps: fits a terminal
     git(work, "checkout", "-q", "--", "params.yaml", "dvc.lock")
     in_copy(["dvc", "checkout", "-q"], work)

@@ -314,3 +314,17 @@ def test_headline_shows_mean_std_and_chance_plainly(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "atreid", "show-table", str(tmp_path / "none.csv")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "no result table yet" in missing.stderr
+
+
+def test_summary_holds_the_re_ranked_numbers_only_when_the_evaluations_re_ranked():
+    from atreid.constants import CHANCE_ROW
+    from atreid.report.table import STD_SUFFIX, summary_metrics
+
+    plain = pd.DataFrame([{"variant": "full", "Any-Time_R1": 50.0, "Any-Time_R1" + STD_SUFFIX: 1.0,
+                           "Any-Time_mAP": 40.0, "Any-Time_mAP" + STD_SUFFIX: 2.0},
+                          {"variant": CHANCE_ROW, "Any-Time_R1": 5.0, "Any-Time_mAP": 4.0}])
+    assert summary_metrics(plain) == {"full": {"Any-Time": {"R1": 50.0, "R1_std": 1.0, "mAP": 40.0, "mAP_std": 2.0}}}
+    reranked = plain.assign(**{"Any-Time_R1@rr": [55.0, 5.0], "Any-Time_mAP@rr": [45.0, 4.0]})
+    assert summary_metrics(reranked)["full"]["Any-Time"] == {
+        "R1": 50.0, "R1_std": 1.0, "mAP": 40.0, "mAP_std": 2.0,
+        "R1@rr": 55.0, "R1@rr_std": 0.0, "mAP@rr": 45.0, "mAP@rr_std": 0.0}

@@ -48,6 +48,7 @@ import pandas as pd
 from atreid.constants import CHANCE_ROW, SCENARIOS
 from atreid.errors import AtreidError
 from atreid.eval.bootstrap import percentile_interval
+from atreid.eval.rerank_options import RERANK_SUFFIX
 from atreid.io import settings_sha256
 from atreid.provenance import describe_source
 from atreid.report.intervals import variant_replicates
@@ -336,14 +337,16 @@ def provenance_lines(table: pd.DataFrame) -> str:
 
 def summary_metrics(table: pd.DataFrame) -> dict[str, Any]:
     """results/summary.json, the pipeline's declared DVC metric: per variant (the chance
-    row left out), Any-Time and each scenario's R1 and mAP, mean and std over the runs.
-    Small on purpose, so that `dvc metrics show/diff` and `dvc exp show` fit a terminal;
-    every other number is in results/table.csv and the per-benchmark metrics files."""
+    row left out), Any-Time and each scenario's R1 and mAP, mean and std over the runs,
+    and their re-ranked values (``R1@rr``, ``mAP@rr``) when the evaluations re-ranked, so
+    that an experiment that turns re-ranking on changes the metric DVC shows. Small on
+    purpose, so that `dvc metrics show/diff` and `dvc exp show` fit a terminal; every other
+    number is in results/table.csv and the per-benchmark metrics files."""
     summary: dict[str, Any] = {}
     for _, row in table[table["variant"] != CHANCE_ROW].iterrows():
         entry: dict[str, Any] = {}
         for protocol in ("Any-Time", *SCENARIOS):
-            for metric in ("R1", "mAP"):
+            for metric in ("R1", "mAP", "R1" + RERANK_SUFFIX, "mAP" + RERANK_SUFFIX):
                 column = f"{protocol}_{metric}"
                 if column in row and not pd.isna(row[column]):
                     entry.setdefault(protocol, {})[metric] = float(row[column])
