@@ -460,12 +460,12 @@ def _step_fingerprints(verb: str, off: tuple[Node, ...]) -> tuple[tuple[str, str
 # (`use_fingerprint_cache`), one JSON file named by a digest of every file of the package
 # and the Python version (an edit, a switch of branch, another interpreter: another file).
 FINGERPRINT_FILE = "code-fingerprints-{}.json"
-_CACHE: dict[str, Any] = {"folder": None, "entries": None}
+_CACHE: dict[str, Any] = {"folder": None, "entries": None, "file": None}
 
 
 def use_fingerprint_cache(folder: str | Path | None) -> None:
     """Read and keep the step fingerprints in ``folder`` (None: compute them every time)."""
-    _CACHE.update(folder=None if folder is None else Path(folder), entries=None)
+    _CACHE.update(folder=None if folder is None else Path(folder), entries=None, file=None)
     _step_fingerprints.cache_clear()
     _combined_fingerprints.cache_clear()
 
@@ -480,8 +480,10 @@ def package_digest() -> str:
 
 
 def _cache_file() -> Path | None:
-    folder = _CACHE["folder"]
-    return None if folder is None else folder / FINGERPRINT_FILE.format(package_digest())
+    # The digest reads every file of the package: once per process (or per cache setting).
+    if _CACHE["folder"] is not None and _CACHE.get("file") is None:
+        _CACHE["file"] = _CACHE["folder"] / FINGERPRINT_FILE.format(package_digest())
+    return _CACHE.get("file")
 
 
 def _saved_fingerprints() -> dict[str, list[list[str]]]:
